@@ -1,0 +1,373 @@
+"""The ingest HTTP/WebSocket service (FastAPI): a thin shell around the acceptor.
+
+Status codes: 202 accepted (also for an acknowledged duplicate seq); 401 missing/unknown key;
+403 revoked key or a stream the device may not write; 409 out-of-order seq or fs change;
+413 body too large; 422 malformed or invalid content; 429 busy/backpressure and 503 broker
+or Redis unavailable, both with ``Retry-After``. A 2xx is returned only after the broker
+acknowledged the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request, UploadFile, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.websockets import WebSocketDisconnect
+
+from streamdx.logs import log_fields
+from streamdx.messaging.errors import Backpressure, BrokerUnavailable
+from streamdx.messaging.publisher import Publisher
+from streamdx.metrics import Metrics, render_metrics
+from streamdx.schemas.ecg import StreamId
+from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict, StreamBusy
+from streamdx_ingest.chunks import ChunkAck, ChunkError, EcgChunkIn, chunk_adc, chunk_to_message
+from streamdx_ingest.devices import DeviceAuth, DeviceRegistry, KeyRevoked, KeyUnknown, stream_allowed
+from streamdx_ingest.limits import BodyLimitMiddleware
+from streamdx_ingest.recordings import (
+    Recording,
+    RecordingError,
+    recording_parse_csv,
+    recording_parse_edf,
+    recording_parse_wfdb,
+)
+from streamdx_ingest.replay import ReplayManager
+from streamdx_ingest.sequencer import Sequencer
+from streamdx_ingest.settings import IngestSettings
+
+__all__ = ["IngestDeps", "create_app"]
+
+log = logging.getLogger("streamdx.ingest")
+
+
+@dataclass
+class IngestDeps:
+    """Everything the routes use, built once at start-up and injected."""
+
+    settings: IngestSettings
+    redis: Redis
+    publisher: Publisher
+    metrics: Metrics
+    devices: DeviceRegistry
+    acceptor: ChunkAcceptor
+    replays: ReplayManager
+
+
+class DeviceIn(BaseModel):
+    device_id: StreamId
+
+
+class DeviceKeyOut(BaseModel):
+    device_id: str
+    api_key: str
+
+
+class RecordingAccepted(BaseModel):
+    recording_id: str
+    streams: list[str]
+    fs: float
+    n_samples: int
+    leads: list[str]
+    status_url: str
+
+
+class ErrorBody(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _retry_response(status: int, detail: str, retry_after: int) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers={"Retry-After": str(retry_after)})
+
+
+async def _connect_publisher(publisher: Publisher, stop: asyncio.Event) -> None:
+    delay = 0.2
+    while not stop.is_set() and not publisher.started:
+        try:
+            await publisher.start()
+        except Exception as exc:
+            log.warning("broker not reachable yet", extra=log_fields(error_type=type(exc).__name__, retry_in_s=delay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 5.0)
+
+
+def get_deps(request: Request) -> IngestDeps:
+    d: IngestDeps = request.app.state.deps
+    return d
+
+
+Deps = Annotated[IngestDeps, Depends(get_deps)]
+
+
+async def get_device(d: Deps, authorization: Annotated[str | None, Header()] = None) -> DeviceAuth:
+    return await d.devices.authenticate(_bearer(authorization))
+
+
+Device = Annotated[DeviceAuth, Depends(get_device)]
+
+
+def require_admin(d: Deps, authorization: Annotated[str | None, Header()] = None) -> None:
+    expected = d.settings.ingest_admin_token
+    if expected is None:
+        raise HTTPException(403, "admin API disabled (INGEST_ADMIN_TOKEN unset)")
+    token = _bearer(authorization)
+    if token is None:
+        raise HTTPException(401, "missing admin token", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise HTTPException(403, "invalid admin token")
+
+
+def check_stream(auth: DeviceAuth, stream_id: str) -> None:
+    if not stream_allowed(auth.device_id, stream_id):
+        raise HTTPException(403, "this key may not write that stream")
+
+
+def create_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> FastAPI:
+    """Build the ingest app; connections are opened in the lifespan."""
+    metrics = Metrics(registry or CollectorRegistry())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        publisher = Publisher(settings.kafka_bootstrap, metrics, client_id="streamdx-ingest")
+        sequencer = Sequencer(redis)
+        acceptor = ChunkAcceptor(publisher, sequencer, metrics, settings.stream_lock_wait_s)
+        replays = ReplayManager(acceptor, redis, settings.replay_batch_chunks)
+        app.state.deps = IngestDeps(settings, redis, publisher, metrics, DeviceRegistry(redis), acceptor, replays)
+        stop = asyncio.Event()
+        connecting = asyncio.create_task(_connect_publisher(publisher, stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await connecting
+            await replays.shutdown()
+            await publisher.stop()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="StreamDx ingest",
+        version="1.0.0",
+        description="Device ECG chunks (HTTP, WebSocket), Holter recording upload, device keys.",
+        lifespan=lifespan,
+    )
+
+    def limit_for(path: str) -> int:
+        return settings.max_upload_bytes if path.startswith("/v1/recordings") else settings.max_chunk_bytes
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.http_requests.labels(route=path, status=str(response.status_code)).inc()
+        return response
+
+    # -- error mapping -------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(ChunkError)
+    async def chunk_error(_: Request, exc: ChunkError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RecordingError)
+    async def recording_error(_: Request, exc: RecordingError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(SeqConflict)
+    async def seq_conflict(_: Request, exc: SeqConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(KeyUnknown)
+    async def key_unknown(_: Request, exc: KeyUnknown) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(KeyRevoked)
+    async def key_revoked(_: Request, exc: KeyRevoked) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return _retry_response(503, "broker unavailable, retry later", BrokerUnavailable.retry_after_s)
+
+    @app.exception_handler(Backpressure)
+    async def backpressure(_: Request, exc: Backpressure) -> JSONResponse:
+        return _retry_response(429, "too many chunks in flight, slow down", Backpressure.retry_after_s)
+
+    @app.exception_handler(StreamBusy)
+    async def busy(_: Request, exc: StreamBusy) -> JSONResponse:
+        return _retry_response(429, str(exc), StreamBusy.retry_after_s)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_down(_: Request, exc: Exception) -> JSONResponse:
+        return _retry_response(503, "state store unavailable, retry later", 2)
+
+    # -- ECG chunks -----------------------------------------------------------------
+    responses: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorBody} for s in (401, 403, 409, 413, 422, 429, 503)
+    }
+
+    @app.post("/v1/streams/{stream_id}/ecg", status_code=202, response_model=ChunkAck, responses=responses)
+    async def post_chunk(stream_id: StreamId, chunk: EcgChunkIn, d: Deps, auth: Device) -> ChunkAck:
+        """Publish one chunk; acknowledged (202) only after the broker acknowledged it."""
+        check_stream(auth, stream_id)
+        adc = chunk_adc(chunk, d.settings.max_abs_mv)
+        msg = chunk_to_message(stream_id, chunk, adc, 0)
+        decision = (await d.acceptor.accept(stream_id, [msg]))[0]
+        status: Literal["accepted", "duplicate"] = "duplicate" if decision.kind == "duplicate" else "accepted"
+        return ChunkAck(seq=chunk.seq, status=status, gap_before=decision.gap_before)
+
+    @app.websocket("/v1/streams/{stream_id}/ws")
+    async def ws_chunks(websocket: WebSocket, stream_id: str) -> None:
+        """Continuous devices: one JSON chunk per text frame, one JSON reply per frame."""
+        d: IngestDeps = websocket.app.state.deps
+        await websocket.accept()
+        try:
+            auth = await d.devices.authenticate(_bearer(websocket.headers.get("authorization")))
+        except (KeyUnknown, KeyRevoked) as exc:
+            code = 401 if isinstance(exc, KeyUnknown) else 403
+            await websocket.send_json({"status": "error", "code": code, "detail": str(exc)})
+            await websocket.close(code=1008)
+            return
+        if not stream_allowed(auth.device_id, stream_id):
+            await websocket.send_json({"status": "error", "code": 403, "detail": "this key may not write that stream"})
+            await websocket.close(code=1008)
+            return
+        try:
+            while True:
+                text = await websocket.receive_text()
+                await websocket.send_json(await _ws_frame(d, stream_id, text))
+        except WebSocketDisconnect:
+            return
+
+    # -- recordings -----------------------------------------------------------------
+    @app.post("/v1/recordings", status_code=202, response_model=RecordingAccepted, responses=responses)
+    async def post_recording(
+        d: Deps,
+        auth: Device,
+        files: Annotated[list[UploadFile], File(description="WFDB .hea + .dat, one .edf, or one .csv")],
+        stream_id: Annotated[StreamId, Form()],
+        speed: Annotated[float, Form(ge=0, le=1000, description="0 = as fast as possible, 1 = real time")] = 0.0,
+        chunk_s: Annotated[float, Form(ge=0.1, le=10)] = 1.0,
+        fs: Annotated[float | None, Form(ge=125, le=1000, description="CSV without a time column")] = None,
+    ) -> RecordingAccepted:
+        """Upload a Holter recording; it is replayed into ``ecg.samples`` in the background."""
+        check_stream(auth, stream_id)
+        blobs = {(f.filename or "").lower(): await f.read() for f in files}
+        rec = await asyncio.to_thread(_parse_upload, blobs, fs)
+        plan = await d.replays.start(
+            rec, device_id=auth.device_id, stream_base=stream_id, chunk_s=chunk_s, speed=speed
+        )
+        log.info("recording accepted", extra=log_fields(recording_id=plan.recording_id, device_id=auth.device_id))
+        return RecordingAccepted(
+            recording_id=plan.recording_id, streams=list(plan.streams), fs=rec.fs, n_samples=rec.n_samples,
+            leads=list(rec.leads), status_url=f"/v1/recordings/{plan.recording_id}",
+        )
+
+    @app.get("/v1/recordings/{recording_id}", responses=responses)
+    async def get_recording(recording_id: str, d: Deps, auth: Device) -> dict[str, str]:
+        """Replay progress: status, chunks and samples published."""
+        progress = await d.replays.progress(recording_id)
+        if progress is None or progress.get("device_id") != auth.device_id:
+            raise HTTPException(404, "no such recording for this device")
+        return progress
+
+    # -- admin ------------------------------------------------------------------------
+    @app.post("/v1/admin/devices", status_code=201, response_model=DeviceKeyOut, dependencies=[Depends(require_admin)],
+              responses=responses)
+    async def create_device(body: DeviceIn, d: Deps) -> DeviceKeyOut:
+        """Create (or rotate) a device's API key. The key is returned only this once."""
+        key = await d.devices.create(body.device_id)
+        return DeviceKeyOut(device_id=body.device_id, api_key=key)
+
+    @app.delete("/v1/admin/devices/{device_id}", status_code=204, dependencies=[Depends(require_admin)],
+                responses=responses)
+    async def revoke_device(device_id: StreamId, d: Deps) -> Response:
+        """Revoke a device's key (its requests then get 403)."""
+        if not await d.devices.revoke(device_id):
+            raise HTTPException(404, "no such device")
+        return Response(status_code=204)
+
+    # -- operations ---------------------------------------------------------------------
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz(d: Deps) -> JSONResponse:
+        checks = {"broker": d.publisher.started, "redis": False}
+        with contextlib.suppress(Exception):
+            checks["redis"] = bool(await d.redis.ping())
+        return JSONResponse({"ready": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(render_metrics(metrics.registry), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def _ws_frame(d: IngestDeps, stream_id: str, text: str) -> dict[str, Any]:
+    if len(text.encode()) > d.settings.max_chunk_bytes:
+        return {"status": "error", "code": 413, "detail": "frame too large"}
+    try:
+        chunk = EcgChunkIn.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return {"status": "error", "code": 422, "detail": f"{'.'.join(map(str, first['loc']))}: {first['msg']}"}
+    try:
+        adc = chunk_adc(chunk, d.settings.max_abs_mv)
+        decision = (await d.acceptor.accept(stream_id, [chunk_to_message(stream_id, chunk, adc, 0)]))[0]
+    except ChunkError as exc:
+        return {"seq": chunk.seq, "status": "error", "code": 422, "detail": str(exc)}
+    except SeqConflict as exc:
+        return {"seq": chunk.seq, "status": "error", "code": 409, "detail": str(exc)}
+    except (BrokerUnavailable, RedisConnectionError, RedisTimeoutError):
+        return {"seq": chunk.seq, "status": "error", "code": 503, "detail": "unavailable", "retry_after": 2}
+    except (Backpressure, StreamBusy):
+        return {"seq": chunk.seq, "status": "error", "code": 429, "detail": "busy", "retry_after": 1}
+    status = "duplicate" if decision.kind == "duplicate" else "accepted"
+    return {"seq": chunk.seq, "status": status, "gap_before": decision.gap_before}
+
+
+def _parse_upload(blobs: dict[str, bytes], fs: float | None) -> Recording:
+    names = list(blobs)
+    heas = [n for n in names if n.endswith(".hea")]
+    dats = [n for n in names if n.endswith(".dat")]
+    if heas and dats and len(names) == 2:
+        return recording_parse_wfdb(blobs[heas[0]], blobs[dats[0]])
+    if len(names) == 1 and names[0].endswith((".edf", ".edf+")):
+        return recording_parse_edf(blobs[names[0]])
+    if len(names) == 1 and names[0].endswith(".csv"):
+        return recording_parse_csv(blobs[names[0]], fs=fs)
+    raise RecordingError("upload either a WFDB .hea and .dat pair, one .edf file, or one .csv file")
+
+

@@ -1,0 +1,92 @@
+"""Per-device API keys, stored hashed in Redis.
+
+A key is shown once, at creation; Redis keeps only its SHA-256. A device may publish to
+the stream ``device_id`` and to ``device_id:<lead>``.
+
+Layout::
+
+    sdx:device:{device_id}     hash  key_hash, status (active|revoked), created
+    sdx:devkey:{sha256(key)}   string device_id
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+__all__ = ["DeviceAuth", "DeviceRegistry", "KeyRevoked", "KeyUnknown", "stream_allowed"]
+
+
+class KeyUnknown(PermissionError):
+    """No such key (HTTP 401)."""
+
+
+class KeyRevoked(PermissionError):
+    """The key existed and was revoked (HTTP 403)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuth:
+    device_id: str
+
+
+def _hash(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def stream_allowed(device_id: str, stream_id: str) -> bool:
+    """A device may write ``device_id`` and ``device_id:<anything>``."""
+    return stream_id == device_id or stream_id.startswith(device_id + ":")
+
+
+class DeviceRegistry:
+    """Create, revoke and check device keys (Redis client injected)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def create(self, device_id: str) -> str:
+        """Create (or rotate) the key of ``device_id``; returns the key, shown only once."""
+        api_key = "sdx_" + secrets.token_urlsafe(32)
+        old = await self._redis.hget(f"sdx:device:{device_id}", "key_hash")
+        pipe = self._redis.pipeline(transaction=True)
+        if old:
+            pipe.delete(f"sdx:devkey:{old.decode() if isinstance(old, bytes) else old}")
+        pipe.hset(
+            f"sdx:device:{device_id}",
+            mapping={"key_hash": _hash(api_key), "status": "active", "created": str(time.time())},
+        )
+        pipe.set(f"sdx:devkey:{_hash(api_key)}", device_id)
+        await pipe.execute()
+        return api_key
+
+    async def revoke(self, device_id: str) -> bool:
+        """Revoke the device's key; ``False`` when the device does not exist."""
+        key = f"sdx:device:{device_id}"
+        if not await self._redis.exists(key):
+            return False
+        await self._redis.hset(key, "status", "revoked")
+        return True
+
+    async def authenticate(self, api_key: str | None) -> DeviceAuth:
+        """Resolve a presented key; raise :class:`KeyUnknown` or :class:`KeyRevoked`."""
+        if not api_key:
+            raise KeyUnknown("missing API key")
+        digest = _hash(api_key)
+        device = await self._redis.get(f"sdx:devkey:{digest}")
+        if device is None:
+            raise KeyUnknown("unknown API key")
+        device_id = device.decode() if isinstance(device, bytes) else str(device)
+        info = await self._redis.hgetall(f"sdx:device:{device_id}")
+        raw = info.get(b"key_hash", b"")
+        stored = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not hmac.compare_digest(stored, digest):
+            raise KeyUnknown("unknown API key")
+        if info.get(b"status") != b"active":
+            raise KeyRevoked("API key revoked")
+        return DeviceAuth(device_id=device_id)

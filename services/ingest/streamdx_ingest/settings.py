@@ -1,0 +1,24 @@
+"""Settings of the ingest service (read once in ``main``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from streamdx.settings import ServiceSettings
+
+__all__ = ["IngestSettings"]
+
+
+class IngestSettings(ServiceSettings):
+    """Environment: ``INGEST_HOST``, ``INGEST_PORT``, ``INGEST_ADMIN_TOKEN``, … plus the shared ones."""
+
+    ingest_host: str = Field(default="127.0.0.1", description="Bind address")
+    ingest_port: int = Field(default=8000, ge=0, le=65535)
+    ingest_admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the admin endpoints (unset: admin API disabled)"
+    )
+    max_chunk_bytes: int = Field(default=512 * 1024, ge=1024, description="Largest ECG chunk body (bytes)")
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Largest recording upload")
+    max_abs_mv: float = Field(default=30.0, gt=0, description="Largest |sample| accepted in mV")
+    stream_lock_wait_s: float = Field(default=2.0, gt=0, description="Wait for a stream's lock before 429")
+    replay_batch_chunks: int = Field(default=64, ge=1, le=10_000, description="Replay chunks per broker batch")

@@ -1,0 +1,1 @@
+"""StreamDx common library: message schemas, messaging layer, state store, settings, CLI."""

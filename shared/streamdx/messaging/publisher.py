@@ -1,0 +1,108 @@
+"""The one producer wrapper: publish typed messages and wait for the broker's acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+from streamdx.messaging.codec import OutgoingRecord, encode_message
+from streamdx.messaging.errors import Backpressure, BrokerUnavailable
+from streamdx.metrics import Metrics
+from streamdx.schemas.base import Message
+
+__all__ = ["Publisher"]
+
+
+class Publisher:
+    """Publishes messages with ``acks=all``; a call returns only once every record is acknowledged.
+
+    Parameters
+    ----------
+    bootstrap : str
+        Kafka bootstrap servers.
+    metrics : Metrics
+        Where produced records are counted.
+    max_in_flight : int
+        Records allowed in flight at once; beyond it :class:`Backpressure` is raised
+        immediately rather than queueing without bound.
+    ack_timeout_s : float
+        Time allowed for the acknowledgement before :class:`BrokerUnavailable`.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        metrics: Metrics,
+        *,
+        max_in_flight: int = 20_000,
+        ack_timeout_s: float = 10.0,
+        client_id: str = "streamdx",
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._metrics = metrics
+        self._slots = max_in_flight
+        self._in_flight = 0
+        self._ack_timeout_s = ack_timeout_s
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            client_id=self._client_id,
+            acks="all",
+            linger_ms=2,
+            max_request_size=2 * 1024 * 1024,
+            request_timeout_ms=int(self._ack_timeout_s * 1000),
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def publish(self, msg: Message) -> None:
+        """Publish one message and wait for its acknowledgement."""
+        await self.publish_records([encode_message(msg)])
+
+    async def publish_many(self, msgs: Sequence[Message]) -> None:
+        """Publish messages (order kept per key) and wait until all are acknowledged."""
+        await self.publish_records([encode_message(m) for m in msgs])
+
+    async def publish_records(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send encoded records and wait for all acknowledgements."""
+        if not records:
+            return
+        if self._producer is None:
+            raise BrokerUnavailable("publisher is not started")
+        if self._in_flight + len(records) > self._slots:
+            raise Backpressure(f"{self._in_flight} records in flight")
+        self._in_flight += len(records)
+        try:
+            futures = []
+            for rec in records:
+                futures.append(
+                    await self._producer.send(rec.topic, rec.value, key=rec.key, headers=list(rec.headers))
+                )
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self._ack_timeout_s)
+        except (KafkaConnectionError, KafkaTimeoutError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"broker did not acknowledge: {type(exc).__name__}") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"broker error: {type(exc).__name__}") from exc
+        finally:
+            self._in_flight -= len(records)
+        for rec in records:
+            self._metrics.produced.labels(topic=rec.topic).inc()

@@ -1,0 +1,334 @@
+"""The one consume loop of the platform.
+
+A :class:`StreamWorker` consumes one topic in one consumer group and calls a typed async
+handler per record with that key's state. Per batch (``getmany``) it:
+
+1. validates each record against the topic's model — a record that fails goes to
+   ``<topic>.dlq`` with the reason in headers, never blocks the partition;
+2. skips records at or below the checkpointed offset of their key (redelivery after a crash
+   or rebalance), so state is never applied twice;
+3. calls the handler with the key's state; a handler that raises sends the record to the
+   dead-letter topic with the reason and leaves the state unchanged;
+4. publishes all outputs and dead letters and waits for the broker's acknowledgement
+   (retrying with back-off while the broker is unavailable);
+5. checkpoints every touched key's state with its offset in Redis (one transaction);
+6. commits the Kafka offsets.
+
+Delivery is at-least-once on outputs: a crash between 4 and 5 replays the batch and the
+handler, being deterministic, emits the same messages with the same idempotency keys,
+which downstream consumers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamdx.logs import log_fields
+from streamdx.messaging.codec import OutgoingRecord, PoisonMessage, decode_message, encode_message
+from streamdx.messaging.errors import Backpressure, BrokerUnavailable
+from streamdx.messaging.publisher import Publisher
+from streamdx.metrics import Metrics
+from streamdx.schemas.base import Message
+from streamdx.schemas.topics import dlq_topic
+from streamdx.state_store import Checkpoint, StateStore
+
+__all__ = ["Handled", "Handler", "HandlerRejected", "StateCodec", "StreamWorker", "dead_letter"]
+
+In = TypeVar("In", bound=Message)
+S = TypeVar("S")
+log = logging.getLogger("streamdx.worker")
+
+
+class StateCodec(Protocol[S]):
+    """Serialises a handler's per-key state (versioned by the codec itself)."""
+
+    def dumps(self, state: S) -> bytes: ...
+
+    def loads(self, blob: bytes) -> S: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handled(Generic[S]):
+    """What a handler returns: the key's new state and the messages to publish."""
+
+    state: S | None
+    outputs: Sequence[Message] = ()
+
+
+Handler = Callable[[In, S | None], Awaitable[Handled[S]]]
+
+
+class HandlerRejected(ValueError):
+    """Raised by a handler for a record it can never process; the record goes to the DLQ."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class _Entry(Generic[S]):
+    state: S | None
+    partition: int
+    offset: int
+
+
+def dead_letter(record: ConsumerRecord, group: str, reason: str, detail: str) -> OutgoingRecord:
+    """The DLQ copy of ``record``: original key/value, reason and source in headers."""
+    headers = [(k, v) for k, v in (record.headers or ())]
+    headers += [
+        ("dlq-reason", reason.encode()),
+        ("dlq-detail", detail[:500].encode("utf-8", "replace")),
+        ("dlq-source-topic", record.topic.encode()),
+        ("dlq-source-partition", str(record.partition).encode()),
+        ("dlq-source-offset", str(record.offset).encode()),
+        ("dlq-group", group.encode()),
+    ]
+    return OutgoingRecord(dlq_topic(record.topic), record.key, record.value or b"", tuple(headers))
+
+
+@dataclass
+class _BatchResult:
+    outputs: list[OutgoingRecord] = field(default_factory=list)
+    touched: dict[str, _Entry[Any]] = field(default_factory=dict)
+    commits: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: StreamWorker[Any, Any]) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._worker.on_assigned(assigned)
+
+
+class StreamWorker(Generic[In, S]):
+    """Consume ``topic`` in ``group`` with a typed, stateful handler (see module doc).
+
+    Parameters
+    ----------
+    topic, group : str
+        Topic consumed and consumer group.
+    model : type
+        Message model of the topic.
+    handler : Handler
+        ``async (msg, state | None) -> Handled``.
+    codec : StateCodec or None
+        State serialiser; ``None`` for a stateless handler (offsets are still checkpointed
+        per key so redeliveries are skipped).
+    publisher, store, metrics
+        Injected dependencies.
+    bootstrap : str
+        Kafka bootstrap servers for the consumer.
+    """
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        group: str,
+        model: type[In],
+        handler: Handler[In, S],
+        codec: StateCodec[S] | None,
+        publisher: Publisher,
+        store: StateStore,
+        metrics: Metrics,
+        bootstrap: str,
+        batch_max_records: int = 500,
+        batch_timeout_ms: int = 200,
+        retry_backoff_s: tuple[float, float] = (0.2, 5.0),
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self._model = model
+        self._handler = handler
+        self._codec = codec
+        self._publisher = publisher
+        self._store = store
+        self._metrics = metrics
+        self._bootstrap = bootstrap
+        self._max_records = batch_max_records
+        self._timeout_ms = batch_timeout_ms
+        self._backoff = retry_backoff_s
+        self._cache: dict[str, _Entry[S]] = {}
+        self._batch_lock = asyncio.Lock()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.ready = False
+        self.batches = 0
+
+    # -- rebalance hooks -------------------------------------------------------------
+    async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        """Wait for the batch in progress (it checkpoints and commits), then forget the keys."""
+        async with self._batch_lock:
+            parts = {tp.partition for tp in revoked if tp.topic == self.topic}
+            for key in [k for k, e in self._cache.items() if e.partition in parts]:
+                del self._cache[key]
+
+    async def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        """Prefetch the checkpoints of the keys last seen on the assigned partitions."""
+        for tp in assigned:
+            if tp.topic != self.topic:
+                continue
+            keys = await self._store.keys_for_partition(tp.partition)
+            for key, cp in (await self._store.load_many(keys)).items():
+                if cp.partition == tp.partition and key not in self._cache:
+                    self._cache[key] = self._entry_from_checkpoint(cp)
+        self.ready = True
+
+    # -- loop ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; the batch in progress is finished and committed."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.group,
+            client_id=f"{self.group}-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        consumer.subscribe([self.topic], listener=_Rebalance(self))
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=self._timeout_ms, max_records=self._max_records)
+                if not batch:
+                    await self._update_lag(consumer)
+                    continue
+                async with self._batch_lock:
+                    started = time.perf_counter()
+                    done = await self._process_batch(batch, stop)
+                    if not done:
+                        break  # stopping while the broker was down: leave it to the next owner
+                    self._metrics.batch_seconds.labels(group=self.group).observe(time.perf_counter() - started)
+                    self.batches += 1
+                await self._update_lag(consumer)
+        finally:
+            self.ready = False
+            self._consumer = None
+            await consumer.stop()
+
+    async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> bool:
+        result = _BatchResult()
+        for tp, records in batch.items():
+            for record in records:
+                await self._process_record(tp, record, result)
+                result.commits[tp] = record.offset + 1
+        if not await self._retry(lambda: self._publisher.publish_records(result.outputs), stop, "publish"):
+            return False
+        checkpoints = {
+            key: Checkpoint(
+                state=None if e.state is None or self._codec is None else self._codec.dumps(e.state),
+                partition=e.partition,
+                offset=e.offset,
+            )
+            for key, e in result.touched.items()
+        }
+        if not await self._retry(lambda: self._store.save_many(checkpoints), stop, "checkpoint"):
+            return False
+        try:
+            assert self._consumer is not None
+            await self._consumer.commit(result.commits)
+        except KafkaError as exc:  # checkpoints in Redis still make the replay skip these records
+            log.warning("commit failed", extra=log_fields(group=self.group, error_type=type(exc).__name__))
+        return True
+
+    async def _process_record(self, tp: TopicPartition, record: ConsumerRecord, result: _BatchResult) -> None:
+        self._metrics.consumed.labels(topic=self.topic, group=self.group).inc()
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        try:
+            msg = decode_message(record.value, record.headers, self._model)
+        except PoisonMessage as exc:
+            self._to_dlq(record, exc.reason, exc.detail, result)
+            return
+        if msg.key() != key:
+            self._to_dlq(record, "key_mismatch", f"record key {key!r} is not the message key", result)
+            return
+        entry = self._cache.get(key)
+        if entry is None:
+            cp = await self._store.load(key)
+            entry = self._entry_from_checkpoint(cp) if cp is not None else None
+        if entry is not None and entry.partition == record.partition and record.offset <= entry.offset:
+            self._metrics.skipped_replays.labels(topic=self.topic, group=self.group).inc()
+            return
+        prev_state = entry.state if entry is not None else None
+        new_entry: _Entry[S]
+        try:
+            handled = await self._handler(msg, prev_state)
+        except Exception as exc:  # poison by content: DLQ it, keep the key's state
+            reason = exc.reason if isinstance(exc, HandlerRejected) else f"handler_error:{type(exc).__name__}"
+            if not isinstance(exc, HandlerRejected | ValueError):
+                log.exception("handler failed", extra=log_fields(group=self.group, offset=record.offset))
+            self._to_dlq(record, reason, str(exc), result)
+            new_entry = _Entry(prev_state, record.partition, record.offset)
+        else:
+            result.outputs.extend(encode_message(m) for m in handled.outputs)
+            new_entry = _Entry(handled.state, record.partition, record.offset)
+        self._cache[key] = new_entry
+        result.touched[key] = new_entry
+
+    def _to_dlq(self, record: ConsumerRecord, reason: str, detail: str, result: _BatchResult) -> None:
+        self._metrics.dlq.labels(topic=record.topic, reason=reason.split(":")[0]).inc()
+        log.warning(
+            "dead-lettered",
+            extra=log_fields(topic=record.topic, partition=record.partition, offset=record.offset, reason=reason),
+        )
+        result.outputs.append(dead_letter(record, self.group, reason, detail))
+
+    def _entry_from_checkpoint(self, cp: Checkpoint) -> _Entry[S]:
+        state = None
+        if cp.state is not None and self._codec is not None:
+            try:
+                state = self._codec.loads(cp.state)
+            except ValueError:
+                log.warning("unreadable state checkpoint, starting fresh", extra=log_fields(group=self.group))
+        return _Entry(state, cp.partition, cp.offset)
+
+    async def _retry(self, op: Callable[[], Awaitable[None]], stop: asyncio.Event, what: str) -> bool:
+        delay = self._backoff[0]
+        attempt = 0
+        while True:
+            try:
+                await op()
+                return True
+            except (
+                BrokerUnavailable, Backpressure, RedisConnectionError, RedisTimeoutError, OSError, TimeoutError
+            ) as exc:
+                attempt += 1
+                log.warning(
+                    f"{what} failed, retrying",
+                    extra=log_fields(group=self.group, attempt=attempt, retry_in_s=delay,
+                                     error_type=type(exc).__name__),
+                )
+                if stop.is_set():
+                    return False
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    return False
+                except TimeoutError:
+                    delay = min(delay * 2, self._backoff[1])
+
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            pos = await consumer.position(tp)
+            self._metrics.consumer_lag.labels(
+                topic=tp.topic, partition=str(tp.partition), group=self.group
+            ).set(max(0, high - pos))

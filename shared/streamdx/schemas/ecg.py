@@ -1,0 +1,189 @@
+"""ECG message schemas: samples → beats → labels → alert events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streamdx.encoding import EncodingError, decode_f32, decode_i16
+from streamdx.schemas.base import Message
+from streamdx.schemas.topics import Topic
+
+__all__ = [
+    "BEAT_LENGTH",
+    "BEAT_R_INDEX",
+    "FS_MAX",
+    "FS_MIN",
+    "MAX_CHUNK_SAMPLES",
+    "AlertEventV1",
+    "EcgBeatV1",
+    "EcgLabelV1",
+    "EcgSamplesV1",
+    "SignalQuality",
+    "StreamId",
+]
+
+#: Identifier of one device lead. Opaque: it must never be a patient identifier.
+StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+
+FS_MIN = 125.0
+FS_MAX = 1000.0
+MAX_CHUNK_SAMPLES = 16_384
+#: A segmented beat is resampled to 300 samples with the R peak at index 100 (seed 003).
+BEAT_LENGTH = 300
+BEAT_R_INDEX = 100
+
+
+class EcgSamplesV1(Message):
+    """One chunk of one ECG lead, as int16 ADC counts (``mV = (adc - baseline) / gain``)."""
+
+    TOPIC: ClassVar[str] = Topic.ECG_SAMPLES
+    VERSION: ClassVar[int] = 1
+
+    stream_id: StreamId
+    seq: int = Field(ge=0, description="Device sequence number of this chunk, +1 per chunk")
+    fs: float = Field(ge=FS_MIN, le=FS_MAX, description="Sampling frequency (Hz)")
+    t0: datetime = Field(description="Time of the first sample (UTC)")
+    gain: float = Field(gt=0, le=1e6, description="ADC counts per mV")
+    baseline: int = Field(default=0, ge=-32768, le=32767, description="ADC count of 0 mV")
+    n: int = Field(ge=1, le=MAX_CHUNK_SAMPLES, description="Number of samples")
+    data: str = Field(description="base64 of little-endian int16 ADC counts")
+    lead: str | None = Field(default=None, max_length=16)
+    source: Literal["device", "replay", "simulator"] = "device"
+    gap_before: int = Field(
+        default=0, ge=0, description="Chunks missing between the previous published seq and this one"
+    )
+    final: bool = Field(default=False, description="Last chunk of a finite stream (a replayed recording)")
+
+    @model_validator(mode="after")
+    def _payload_matches_n(self) -> EcgSamplesV1:
+        try:
+            decode_i16(self.data, self.n)
+        except EncodingError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def key(self) -> str:
+        return self.stream_id
+
+    def idempotency_key(self) -> str:
+        return f"{self.stream_id}:{self.seq}"
+
+    def adc(self) -> npt.NDArray[np.int16]:
+        """The samples as int16 ADC counts."""
+        return decode_i16(self.data, self.n)
+
+    def millivolts(self) -> npt.NDArray[np.float64]:
+        """The samples in mV."""
+        return (self.adc().astype(np.float64) - self.baseline) / self.gain
+
+
+class SignalQuality(BaseModel):
+    """Signal-quality index of the window around a beat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flat: bool = Field(description="Flat line / lead off")
+    saturated: bool = Field(description="Clipped at the ADC rails")
+    hf_noise: float = Field(ge=0, description="High-frequency (>40 Hz) to total power ratio")
+    baseline_excursion_mv: float = Field(ge=0, description="Peak-to-peak low-frequency excursion (mV)")
+    score: float = Field(ge=0, le=1, description="0 = unusable, 1 = clean")
+
+
+class EcgBeatV1(Message):
+    """One segmented beat with its RR features (idempotency key: stream_id, beat_index)."""
+
+    TOPIC: ClassVar[str] = Topic.ECG_BEATS
+    VERSION: ClassVar[int] = 1
+
+    stream_id: StreamId
+    beat_index: int = Field(ge=0)
+    r_sample: int = Field(ge=0, description="Sample index of the R peak since the stream started")
+    r_time: datetime
+    fs: float = Field(ge=FS_MIN, le=FS_MAX)
+    waveform: str = Field(description=f"base64 float32, {BEAT_LENGTH} samples (mV), R at {BEAT_R_INDEX}")
+    rr_prev_s: float = Field(gt=0)
+    rr_next_s: float = Field(gt=0)
+    rr_local_mean_s: float = Field(gt=0)
+    rr_irregularity: float = Field(ge=0)
+    quality: SignalQuality
+    after_gap: bool = Field(default=False, description="First beat after a sequence gap / detector reset")
+
+    @model_validator(mode="after")
+    def _waveform_length(self) -> EcgBeatV1:
+        try:
+            decode_f32(self.waveform, BEAT_LENGTH)
+        except EncodingError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def key(self) -> str:
+        return self.stream_id
+
+    def idempotency_key(self) -> str:
+        return f"{self.stream_id}:{self.beat_index}"
+
+    def waveform_mv(self) -> npt.NDArray[np.float32]:
+        return decode_f32(self.waveform, BEAT_LENGTH)
+
+
+AamiClass = Literal["N", "S", "V", "F", "Q"]
+
+
+class EcgLabelV1(Message):
+    """Per-beat labels from the inference service."""
+
+    TOPIC: ClassVar[str] = Topic.ECG_LABELS
+    VERSION: ClassVar[int] = 1
+
+    stream_id: StreamId
+    beat_index: int = Field(ge=0)
+    r_sample: int = Field(ge=0)
+    r_time: datetime
+    rr_prev_s: float = Field(gt=0)
+    af_prob: float = Field(ge=0, le=1)
+    af: bool
+    aami_class: AamiClass
+    class_probs: dict[AamiClass, float]
+    abnormal: bool
+    ood: bool = Field(description="Out of distribution / unusable signal: no rhythm label is trusted")
+    quality_score: float = Field(ge=0, le=1)
+    models: dict[str, str] = Field(default_factory=dict, description="model name → version")
+
+    def key(self) -> str:
+        return self.stream_id
+
+    def idempotency_key(self) -> str:
+        return f"{self.stream_id}:{self.beat_index}"
+
+
+AlertKind = Literal[
+    "af_episode", "bradycardia", "tachycardia", "pause", "vt_run", "signal_loss", "esr_raised"
+]
+
+
+class AlertEventV1(Message):
+    """An alert state change (opened, updated or closed episode)."""
+
+    TOPIC: ClassVar[str] = Topic.ALERTS_EVENTS
+    VERSION: ClassVar[int] = 1
+
+    alert_id: str = Field(max_length=200, description="Stable id of the episode (dedup key)")
+    stream_id: StreamId
+    kind: AlertKind
+    state: Literal["open", "update", "closed"]
+    severity: Literal["info", "warning", "critical"]
+    started_at: datetime
+    ended_at: datetime | None = None
+    rule: str = Field(max_length=100)
+    details: dict[str, float | int | str | bool] = Field(default_factory=dict)
+
+    def key(self) -> str:
+        return self.stream_id
+
+    def idempotency_key(self) -> str:
+        return f"{self.alert_id}:{self.state}"
