@@ -22,7 +22,7 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> 
         parts = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout_s
         while not parts and time.monotonic() < deadline:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(topic)
             await asyncio.sleep(0.1)
         tps = [TopicPartition(topic, p) for p in sorted(parts or ())]

@@ -21,7 +21,7 @@ from streamdx.schemas import EcgSamplesV1
 from streamdx_ingest.app import create_app
 from streamdx_ingest.settings import IngestSettings
 from tests.conftest import StackInfo
-from tests.integration.kafka_reading import read_messages, wait_for_messages
+from tests.integration.kafka_reading import read_messages
 from tests.integration.servers import serve
 
 pytestmark = pytest.mark.integration
@@ -239,7 +239,6 @@ async def test_broker_down_gives_503_with_retry_after(stack: StackInfo) -> None:
 
     settings = settings_for(stack, kafka_bootstrap=f"127.0.0.1:{free_port()}")
     async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base) as c:
-        _, auth = await new_device(c)
         device = (await c.post("/v1/admin/devices", json={"device_id": "down-1"},
                                headers={"Authorization": f"Bearer {ADMIN}"})).json()
         r = await c.post("/v1/streams/down-1/ecg", json=chunk(0),

@@ -1,0 +1,138 @@
+"""Running stream workers as a service: dependencies, health/metrics endpoint, signals.
+
+``serve_workers`` is what ``streamdx serve dsp|inference|alerts`` call: it opens the Redis
+client and the publisher once, lets the service build its workers on them, serves
+``/healthz`` (every worker task alive), ``/readyz`` (every worker has its assignment) and
+``/metrics`` on ``METRICS_PORT``, and stops gracefully on SIGTERM/SIGINT: each worker
+finishes, checkpoints and commits its batch in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from streamdx.logs import configure_logging, log_fields
+from streamdx.messaging.publisher import Publisher
+from streamdx.messaging.worker import StreamWorker
+from streamdx.metrics import Metrics, render_metrics
+from streamdx.settings import ServiceSettings
+
+__all__ = ["WorkerRuntime", "health_app", "run_workers", "serve_workers", "start_publisher"]
+
+log = logging.getLogger("streamdx.service")
+
+
+@dataclass
+class WorkerRuntime:
+    """Shared dependencies handed to a service's worker factory."""
+
+    settings: ServiceSettings
+    metrics: Metrics
+    redis: Redis
+    publisher: Publisher
+
+
+async def start_publisher(publisher: Publisher, stop: asyncio.Event, max_delay_s: float = 5.0) -> bool:
+    """Start ``publisher``, retrying with back-off until it connects or ``stop`` is set."""
+    delay = 0.2
+    while not stop.is_set():
+        try:
+            await publisher.start()
+            return True
+        except Exception as exc:
+            log.warning("broker not reachable", extra=log_fields(error_type=type(exc).__name__, retry_in_s=delay))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, max_delay_s)
+    return False
+
+
+def health_app(workers: Sequence[StreamWorker[Any, Any]], tasks: Sequence[asyncio.Task[None]],
+               registry: CollectorRegistry) -> Starlette:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of a worker service."""
+
+    async def healthz(_: Request) -> JSONResponse:
+        alive = bool(tasks) and not any(t.done() for t in tasks)
+        return JSONResponse({"alive": alive}, status_code=200 if alive else 503)
+
+    async def readyz(_: Request) -> JSONResponse:
+        ready = bool(workers) and all(w.ready for w in workers)
+        body = {"ready": ready, "workers": {f"{w.group}:{w.topic}": w.ready for w in workers}}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(render_metrics(registry), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+
+
+async def run_workers(workers: Sequence[StreamWorker[Any, Any]], stop: asyncio.Event) -> None:
+    """Run workers until ``stop``; if one crashes, stop the others and re-raise."""
+    tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]
+    try:
+        _done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _serve(
+    service: str, settings: ServiceSettings,
+    build: Callable[[WorkerRuntime], Awaitable[list[StreamWorker[Any, Any]]]],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    metrics = Metrics(CollectorRegistry())
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}")
+    try:
+        if not await start_publisher(publisher, stop):
+            return
+        workers = await build(WorkerRuntime(settings, metrics, redis, publisher))
+        tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]
+        server = uvicorn.Server(uvicorn.Config(
+            health_app(workers, tasks, metrics.registry), host="0.0.0.0", port=settings.metrics_port,
+            log_config=None, access_log=False,
+        ))
+        http = asyncio.create_task(server.serve())
+        log.info("started", extra=log_fields(service=service, port=settings.metrics_port))
+        await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("worker crashed", extra=log_fields(error_type=type(r).__name__))
+        server.should_exit = True
+        await http
+    finally:
+        await publisher.stop()
+        await redis.aclose()
+        log.info("stopped", extra=log_fields(service=service))
+
+
+def serve_workers(
+    service: str, settings: ServiceSettings,
+    build: Callable[[WorkerRuntime], Awaitable[list[StreamWorker[Any, Any]]]],
+) -> int:
+    """Blocking entry point of a worker service."""
+    configure_logging(service, settings.log_level)
+    asyncio.run(_serve(service, settings, build))
+    return 0
