@@ -22,5 +22,6 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level")
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="/healthz, /readyz, /metrics port")
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of auto-created topics")
+    topic_replication: int = Field(default=1, ge=1, le=16, description="Replication factor of created topics")
     batch_max_records: int = Field(default=500, ge=1, le=100_000, description="Records per consumed batch")
     batch_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Max wait for a batch (ms)")

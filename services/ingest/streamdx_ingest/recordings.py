@@ -30,6 +30,7 @@ import numpy.typing as npt
 __all__ = [
     "CSV_GAIN",
     "MAX_FS",
+    "MAX_GAIN",
     "MAX_LEADS",
     "MAX_SAMPLES",
     "MIN_FS",
@@ -52,6 +53,8 @@ MAX_LEADS = 16
 MAX_SAMPLES = 24 * 3600 * 1000
 #: WFDB storage formats the WFDB parser decodes.
 WFDB_FORMATS = ("16", "61", "80", "160", "212")
+#: Largest gain (ADC counts per mV) a recording may declare, as ``ecg.samples`` allows.
+MAX_GAIN = 1e6
 #: ADC counts per mV used for CSV input (1 µV resolution, ±32.767 mV range).
 CSV_GAIN = 1000.0
 #: Header names (case-insensitive) recognised as a CSV time column in seconds.
@@ -94,9 +97,10 @@ class Recording:
     adc : numpy.ndarray
         ``int16`` array of shape ``(n_samples, n_leads)``.
     gain : tuple of float
-        ADC counts per mV, per lead (finite, > 0).
+        ADC counts per mV, per lead, in (0, :data:`MAX_GAIN`].
     baseline : tuple of int
-        ADC count corresponding to 0 mV, per lead.
+        ADC count corresponding to 0 mV, per lead, within the int16 range (as ``ecg.samples``
+        requires).
     n_samples : int
         Samples per lead (``adc.shape[0]``), at least 1.
 
@@ -118,13 +122,13 @@ class Recording:
             raise RecordingError("adc must be a 2-D int16 array of shape (n_samples, n_leads)")
         n_leads = len(self.leads)
         if self.adc.shape != (self.n_samples, n_leads):
-            raise RecordingError(
-                f"adc has shape {self.adc.shape}, expected ({self.n_samples}, {n_leads})"
-            )
+            raise RecordingError(f"adc has shape {self.adc.shape}, expected ({self.n_samples}, {n_leads})")
         if len(self.gain) != n_leads or len(self.baseline) != n_leads:
             raise RecordingError("gain and baseline need one value per lead")
-        if not all(math.isfinite(g) and g > 0 for g in self.gain):
-            raise RecordingError(f"gain must be finite and positive, got {self.gain}")
+        if not all(math.isfinite(g) and 0 < g <= MAX_GAIN for g in self.gain):
+            raise RecordingError(f"gain must be positive and at most {MAX_GAIN:g} counts/mV, got {self.gain}")
+        if not all(_INT16_MIN <= b <= _INT16_MAX for b in self.baseline):
+            raise RecordingError(f"baseline must lie in the int16 range, got {self.baseline}")
         _check_shape(self.fs, self.leads, self.n_samples)
 
     @property
@@ -198,14 +202,16 @@ def _quantize(
 ) -> tuple[npt.NDArray[np.int16], float, int]:
     """Quantize one lead in mV to int16 counts, keeping ``preferred_gain`` unless the data do not fit.
 
-    The baseline is placed at the middle of the data range so that the full int16 span is
-    available; the gain is lowered only when the data span more than that.
+    The baseline is placed at the middle of the range spanned by the data and 0 mV, so that the
+    full int16 span is available and the baseline itself is a valid int16 count; the gain is
+    lowered only when that range spans more than 16 bits (and capped at :data:`MAX_GAIN`).
     """
     if not np.all(np.isfinite(mv)):
         raise RecordingError(f"lead {lead!r} contains NaN or infinite values")
-    lo, hi = float(mv.min()), float(mv.max())
+    lo, hi = min(float(mv.min()), 0.0), max(float(mv.max()), 0.0)
     usable = float(_INT16_MAX - _INT16_MIN - 2 * _HEADROOM)
     gain = preferred_gain if math.isfinite(preferred_gain) and preferred_gain > 0 else CSV_GAIN
+    gain = min(gain, MAX_GAIN)
     if (hi - lo) * gain > usable:
         gain = usable / (hi - lo)
     baseline = -round((lo + hi) / 2.0 * gain)
@@ -297,9 +303,7 @@ def _parse_wfdb_header(header: bytes) -> tuple[float, int | None, list[_WfdbSign
         raise RecordingError("malformed WFDB header: no record line (the .hea file is empty)")
     record = lines[0].split()
     if len(record) < 2:
-        raise RecordingError(
-            "malformed WFDB header: the record line must be '<name> <n_signals> [<fs> [<n_samples>]]'"
-        )
+        raise RecordingError("malformed WFDB header: the record line must be '<name> <n_signals> [<fs> [<n_samples>]]'")
     if "/" in record[0]:
         raise RecordingError("multi-segment WFDB records are not supported; upload a single-segment record")
     n_sig = _parse_int(record[1], "number of signals")
@@ -470,6 +474,23 @@ def recording_parse_wfdb(header: bytes, data: bytes) -> Recording:
 _EDF_DATA_WARNINGS = ("truncated", "header indicates", "uncalibrated")
 
 
+@dataclass(frozen=True)
+class _EdfHeader:
+    label: str
+    fs: float
+    unit: str
+    physical_span: float
+    digital_span: int
+    n_samples: int
+
+
+def _raise_on_edf_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for w in caught:
+        text = str(w.message)
+        if any(key in text for key in _EDF_DATA_WARNINGS):
+            raise RecordingError(f"the EDF file is inconsistent: {text}")
+
+
 def recording_parse_edf(data: bytes) -> Recording:
     """Parse an EDF or EDF+ (continuous) file with ``edfio``.
 
@@ -497,49 +518,55 @@ def recording_parse_edf(data: bytes) -> Recording:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # edfio decodes header fields lazily, so every access to them can raise on a corrupt file
         try:
             edf = edfio.read_edf(bytes(data), lazy_load_data=False)
-            signals = list(edf.signals)
             continuous = edf.is_continuous
-        except RecordingError:
-            raise
+            headers = [
+                _EdfHeader(
+                    label=s.label.strip(),
+                    fs=float(s.sampling_frequency),
+                    unit=s.physical_dimension,
+                    physical_span=abs(float(s.physical_max) - float(s.physical_min)),
+                    digital_span=int(s.digital_max) - int(s.digital_min),
+                    n_samples=len(s.digital),
+                )
+                for s in edf.signals
+            ]
         except Exception as exc:  # edfio raises ValueError, IndexError, UnicodeDecodeError, ...
             raise RecordingError(f"not a readable EDF/EDF+ file: {exc}") from exc
-    for w in caught:
-        text = str(w.message)
-        if any(key in text for key in _EDF_DATA_WARNINGS):
-            raise RecordingError(f"the EDF file is inconsistent: {text}")
-    if not continuous:
-        raise RecordingError("EDF+D (discontinuous) recordings are not supported; gaps cannot be streamed")
-    if not signals:
-        raise RecordingError("the EDF file has no signals (annotations only)")
-    leads = [s.label.strip() for s in signals]
-    _check_leads(leads)
-    rates = sorted({float(s.sampling_frequency) for s in signals})
-    if len(rates) != 1:
-        raise RecordingError(
-            "all signals must share one sampling frequency; found "
-            + ", ".join(f"{s.label.strip()}={s.sampling_frequency:g} Hz" for s in signals)
-        )
-    fs = rates[0]
-    _check_fs(fs)
-    factors = [_mv_per_unit(s.physical_dimension, f"signal {s.label.strip()!r}") for s in signals]
-    n_samples = len(signals[0].digital)
-    _check_n_samples(n_samples, fs)
-    adc = np.empty((n_samples, len(signals)), dtype=np.int16)
-    gains: list[float] = []
-    baselines: list[int] = []
-    for i, (sig, factor, lead) in enumerate(zip(signals, factors, leads, strict=True)):
-        try:
-            physical = np.asarray(sig.data, dtype=np.float64)
-        except Exception as exc:
-            raise RecordingError(f"signal {lead!r} cannot be read: {exc}") from exc
-        span_mv = abs(sig.physical_max - sig.physical_min) * factor
-        native = (sig.digital_max - sig.digital_min) / span_mv if span_mv > 0 else math.nan
-        counts, gain, baseline = _quantize(physical * factor, native, lead)
-        adc[:, i] = counts
-        gains.append(gain)
-        baselines.append(baseline)
+        _raise_on_edf_warnings(caught)
+        if not continuous:
+            raise RecordingError("EDF+D (discontinuous) recordings are not supported; gaps cannot be streamed")
+        if not headers:
+            raise RecordingError("the EDF file has no signals (annotations only)")
+        leads = [h.label for h in headers]
+        _check_leads(leads)
+        if len({h.fs for h in headers}) != 1:
+            raise RecordingError(
+                "all signals must share one sampling frequency; found "
+                + ", ".join(f"{h.label}={h.fs:g} Hz" for h in headers)
+            )
+        fs = headers[0].fs
+        _check_fs(fs)
+        factors = [_mv_per_unit(h.unit, f"signal {h.label!r}") for h in headers]
+        n_samples = headers[0].n_samples
+        _check_n_samples(n_samples, fs)
+        adc = np.empty((n_samples, len(headers)), dtype=np.int16)
+        gains: list[float] = []
+        baselines: list[int] = []
+        for i, (h, factor) in enumerate(zip(headers, factors, strict=True)):
+            try:
+                physical = np.asarray(edf.signals[i].data, dtype=np.float64)
+            except Exception as exc:
+                raise RecordingError(f"signal {h.label!r} cannot be read: {exc}") from exc
+            _raise_on_edf_warnings(caught)
+            span_mv = h.physical_span * factor
+            native = h.digital_span / span_mv if span_mv > 0 else math.nan
+            counts, gain, baseline = _quantize(physical * factor, native, h.label)
+            adc[:, i] = counts
+            gains.append(gain)
+            baselines.append(baseline)
     return Recording(
         fs=fs, leads=tuple(leads), adc=adc, gain=tuple(gains), baseline=tuple(baselines), n_samples=n_samples
     )
@@ -574,6 +601,32 @@ def _csv_fs_from_time(t: npt.NDArray[np.float64]) -> float:
     return float(nearest) if abs(fs_est - nearest) <= 1e-3 * fs_est else fs_est
 
 
+_LOADTXT_CONVERT_RE = re.compile(
+    r"could not convert string (?P<value>.*) to float64 at row (?P<row>\d+), column (?P<col>\d+)"
+)
+_LOADTXT_COLUMNS_RE = re.compile(r"number of columns changed from (?P<old>\d+) to (?P<new>\d+) at row (?P<row>\d+)")
+
+
+def _csv_loadtxt_message(message: str, body: str, names: Sequence[str]) -> str:
+    """Rewrite a ``numpy.loadtxt`` error with file line numbers and column names."""
+    # numpy counts non-blank rows: 0-based in conversion errors, 1-based in column-count errors
+    nonblank = [i for i, line in enumerate(body.split("\n")) if line.strip()]
+
+    def file_line(index: int) -> str:
+        return f"line {nonblank[index] + 2}" if 0 <= index < len(nonblank) else "a data row"
+
+    if m := _LOADTXT_CONVERT_RE.search(message):
+        col = int(m["col"]) - 1
+        name = repr(names[col]) if 0 <= col < len(names) else f"number {col + 1}"
+        return f"malformed CSV data at {file_line(int(m['row']))}: {m['value']} in column {name} is not a number"
+    if m := _LOADTXT_COLUMNS_RE.search(message):
+        return (
+            f"malformed CSV data at {file_line(int(m['row']) - 1)}: {m['new']} values "
+            f"where the previous rows have {m['old']}"
+        )
+    return f"malformed CSV data: {message}"
+
+
 def recording_parse_csv(data: bytes, *, fs: float | None = None) -> Recording:
     """Parse a CSV recording: one header row, then one row per sample, values in mV.
 
@@ -605,7 +658,7 @@ def recording_parse_csv(data: bytes, *, fs: float | None = None) -> Recording:
         raise RecordingError("the CSV file is empty or lacks a header row naming the columns")
     delimiter = next((d for d in (",", "\t", ";") if d in first), ",")
     try:
-        names = [name.strip() for name in next(csv.reader([first], delimiter=delimiter))]
+        names = [name.strip().strip("'").strip() for name in next(csv.reader([first], delimiter=delimiter))]
     except csv.Error as exc:
         raise RecordingError(f"malformed CSV header row: {exc}") from None
     for name in names:
@@ -620,9 +673,7 @@ def recording_parse_csv(data: bytes, *, fs: float | None = None) -> Recording:
     leads = [name for i, name in enumerate(names) if i not in time_cols]
     _check_leads(leads)
     if fs is None and not time_cols:
-        raise RecordingError(
-            "no time column (named e.g. 'time' in seconds) and no sampling frequency given; pass fs"
-        )
+        raise RecordingError("no time column (named e.g. 'time' in seconds) and no sampling frequency given; pass fs")
     if fs is not None:
         _check_fs(float(fs))
     if not body.strip():
@@ -643,8 +694,7 @@ def recording_parse_csv(data: bytes, *, fs: float | None = None) -> Recording:
                 quotechar='"',
             )
     except (ValueError, UserWarning, IndexError, TypeError) as exc:
-        message = str(exc).replace("row ", "data row ", 1) if "row" in str(exc) else str(exc)
-        raise RecordingError(f"malformed CSV data: {message}") from None
+        raise RecordingError(_csv_loadtxt_message(str(exc), body, names)) from None
     if values.size == 0:
         raise RecordingError("the recording is empty (0 samples)")
     if values.shape[1] != len(names):
@@ -658,6 +708,11 @@ def recording_parse_csv(data: bytes, *, fs: float | None = None) -> Recording:
         if fs is not None and abs(fs_time - fs) > 0.01 * fs:
             raise RecordingError(f"fs={fs:g} Hz disagrees with the time column ({fs_time:g} Hz)")
         rate = float(fs) if fs is not None else fs_time
+        if not MIN_FS <= fs_time <= MAX_FS:
+            raise RecordingError(
+                f"the time column gives {fs_time:g} Hz, outside the supported {MIN_FS:g}–{MAX_FS:g} Hz "
+                f"(the time column {names[time_cols[0]]!r} must be in seconds)"
+            )
     else:
         assert fs is not None
         rate = float(fs)

@@ -12,7 +12,7 @@ __all__ = ["IngestSettings"]
 class IngestSettings(ServiceSettings):
     """Environment: ``INGEST_HOST``, ``INGEST_PORT``, ``INGEST_ADMIN_TOKEN``, … plus the shared ones."""
 
-    ingest_host: str = Field(default="127.0.0.1", description="Bind address")
+    ingest_host: str = Field(default="127.0.0.1", description="Bind address (0.0.0.0 in containers)")
     ingest_port: int = Field(default=8000, ge=0, le=65535)
     ingest_admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of the admin endpoints (unset: admin API disabled)"

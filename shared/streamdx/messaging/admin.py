@@ -22,7 +22,7 @@ def all_topics() -> list[str]:
     return names + [dlq_topic(t) for t in names]
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> list[str]:
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1) -> list[str]:
     """Create the topics that do not exist yet; return the ones created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamdx-admin")
     await admin.start()
@@ -32,7 +32,7 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                    [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in missing]
                 )
         return missing
     finally:
@@ -45,6 +45,8 @@ def create_topics_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="streamdx topics create")
     parser.add_argument("--partitions", type=int, default=settings.topic_partitions)
     args = parser.parse_args(argv)
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap, all_topics(), args.partitions))
+    created = asyncio.run(
+        ensure_topics(settings.kafka_bootstrap, all_topics(), args.partitions, settings.topic_replication)
+    )
     print(f"created {len(created)} topics: {', '.join(created) or '-'}")
     return 0

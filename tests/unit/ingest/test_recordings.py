@@ -82,6 +82,23 @@ def test_wfdb_format_80(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rec.adc, wfdb.rdrecord(str(tmp_path / "rec"), physical=False).d_signal)
 
 
+@pytest.mark.parametrize("fmt", ["61", "160"])
+def test_wfdb_formats_61_and_160(tmp_path: Path, fmt: str) -> None:
+    counts = np.array([[0, -1], [1000, -2000], [32767, -32767]], dtype=np.int16)
+    big_endian = counts.astype(">i2").tobytes()
+    offset_binary = (counts.astype(np.int32) + 32768).astype("<u2").tobytes()
+    data = big_endian if fmt == "61" else offset_binary
+    sums = [int(v) for v in (counts.astype(np.int64).sum(axis=0) + 32768) % 65536 - 32768]
+    header = (
+        f"r 2 250 3\nr.dat {fmt} 100(0)/mV 16 0 0 {sums[0]} 0 I\nr.dat {fmt} 100(0)/mV 16 0 0 {sums[1]} 0 II\n"
+    ).encode()
+    rec = recording_parse_wfdb(header, data)
+    np.testing.assert_array_equal(rec.adc, counts)
+    (tmp_path / "r.hea").write_bytes(header)
+    (tmp_path / "r.dat").write_bytes(data)
+    np.testing.assert_array_equal(wfdb.rdrecord(str(tmp_path / "r"), physical=False).d_signal, counts)
+
+
 def test_wfdb_microvolt_units_become_counts_per_mv(tmp_path: Path) -> None:
     header, data = _write_wfdb(tmp_path, "16", units="uV", gain=1.0)
     rec = recording_parse_wfdb(header, data)
@@ -91,8 +108,15 @@ def test_wfdb_microvolt_units_become_counts_per_mv(tmp_path: Path) -> None:
 
 def test_wfdb_odd_sample_count_in_212(tmp_path: Path) -> None:
     wfdb.wrsamp(
-        "odd", fs=250, units=["mV"], sig_name=["I"], d_signal=np.array([[1], [-2], [2047]]),
-        fmt=["212"], adc_gain=[200.0], baseline=[0], write_dir=str(tmp_path),
+        "odd",
+        fs=250,
+        units=["mV"],
+        sig_name=["I"],
+        d_signal=np.array([[1], [-2], [2047]]),
+        fmt=["212"],
+        adc_gain=[200.0],
+        baseline=[0],
+        write_dir=str(tmp_path),
     )
     rec = recording_parse_wfdb((tmp_path / "odd.hea").read_bytes(), (tmp_path / "odd.dat").read_bytes())
     assert rec.adc[:, 0].tolist() == [1, -2, 2047]
@@ -129,8 +153,10 @@ def test_wfdb_checksum_mismatch(tmp_path: Path) -> None:
 
 def test_wfdb_invalid_sample_marker_is_nan(tmp_path: Path) -> None:
     header, data = _write_wfdb(tmp_path, "16")
-    lines = [" ".join(line.split()[:2]) + " 200(17)/mV 16 0 0 0 0 " + line.split()[-1]
-             for line in header.decode().splitlines()[1:]]
+    lines = [
+        " ".join(line.split()[:2]) + " 200(17)/mV 16 0 0 0 0 " + line.split()[-1]
+        for line in header.decode().splitlines()[1:]
+    ]
     header = ("rec 2 360 3600\n" + "\n".join(lines)).encode()  # no checksums
     corrupted = bytearray(data)
     corrupted[0:2] = np.int16(-32768).tobytes()
@@ -186,12 +212,21 @@ def test_wfdb_matches_wfdb_reader_on_mitdb_100() -> None:
 # ------------------------------------------------------------------------------------- EDF
 
 
-def _edf_bytes(mv: np.ndarray, *, fs: float = FS, units: str = "mV", labels: tuple[str, ...] = ("MLII", "V5"),
-               physical_range: tuple[float, float] = (-5.0, 5.0)) -> bytes:
+def _edf_bytes(
+    mv: np.ndarray,
+    *,
+    fs: float = FS,
+    units: str = "mV",
+    labels: tuple[str, ...] = ("MLII", "V5"),
+    physical_range: tuple[float, float] = (-5.0, 5.0),
+) -> bytes:
     scale = {"mV": 1.0, "uV": 1000.0}.get(units, 1.0)
     signals = [
         edfio.EdfSignal(
-            mv[:, i] * scale, sampling_frequency=fs, label=label, physical_dimension=units,
+            mv[:, i] * scale,
+            sampling_frequency=fs,
+            label=label,
+            physical_dimension=units,
             physical_range=(physical_range[0] * scale, physical_range[1] * scale),
         )
         for i, label in enumerate(labels)
@@ -227,6 +262,20 @@ def test_edf_gain_lowered_when_values_do_not_fit() -> None:
     assert rec.to_mv().max() == pytest.approx(mv.max(), abs=0.1)
 
 
+def test_edf_offset_signal_keeps_baseline_in_int16() -> None:
+    mv = _signal_mv()[:, :1] + 40.0  # a DC offset far from 0 mV, tiny physical range
+    data = edfio.Edf(
+        [
+            edfio.EdfSignal(
+                mv[:, 0], sampling_frequency=FS, label="I", physical_dimension="mV", physical_range=(38.0, 42.0)
+            )
+        ]
+    ).to_bytes()
+    rec = recording_parse_edf(data)
+    assert -32768 <= rec.baseline[0] <= 32767
+    _assert_close_mv(rec, mv)
+
+
 def test_edf_truncated_is_an_error() -> None:
     data = _edf_bytes(_signal_mv())
     with pytest.raises(RecordingError, match="inconsistent"):
@@ -245,10 +294,12 @@ def test_edf_errors() -> None:
         recording_parse_edf(_edf_bytes(_signal_mv(n=1000, fs=100.0), fs=100.0))
     with pytest.raises(RecordingError, match="unique"):
         recording_parse_edf(_edf_bytes(mv, labels=("ECG", "ECG")))
-    mixed = edfio.Edf([
-        edfio.EdfSignal(mv[:, 0], sampling_frequency=360, label="I", physical_dimension="mV"),
-        edfio.EdfSignal(mv[::2, 1], sampling_frequency=180, label="II", physical_dimension="mV"),
-    ]).to_bytes()
+    mixed = edfio.Edf(
+        [
+            edfio.EdfSignal(mv[:, 0], sampling_frequency=360, label="I", physical_dimension="mV"),
+            edfio.EdfSignal(mv[::2, 1], sampling_frequency=180, label="II", physical_dimension="mV"),
+        ]
+    ).to_bytes()
     with pytest.raises(RecordingError, match="one sampling frequency"):
         recording_parse_edf(mixed)
 
@@ -292,8 +343,9 @@ def test_csv_millisecond_timestamps_give_integer_fs() -> None:
         (b"1,2\n3,4\n", 250.0, "name the columns"),
         (b"I,I\n1,2\n", 250.0, "unique"),
         (b"I,\n1,2\n", 250.0, "non-empty"),
-        (b"I,II\n1,2\n3\n", 250.0, "malformed CSV"),
-        (b"I,II\n1,abc\n", 250.0, "malformed CSV"),
+        (b"I,II\n1,2\n3\n", 250.0, "at line 3: 1 values where the previous rows have 2"),
+        (b"I,II\n1,2\n\n1,abc\n", 250.0, "at line 4: 'abc' in column 'II' is not a number"),
+        (b"I,II\n1,\n", 250.0, "at line 2: '' in column 'II'"),
         (b"I,II\n1,nan\n", 250.0, "NaN"),
         (b"I,II\n1,inf\n", 250.0, "NaN"),
         (b"I\n1500\n", 250.0, "µV"),
@@ -305,8 +357,7 @@ def test_csv_millisecond_timestamps_give_integer_fs() -> None:
         (b"time,I\n0,1\n0.004,1\n0.008,1\n", 500.0, "disagrees"),
         (b"time,I\n1,1\n1,1\n", None, "increase"),
         (b"\xff\xfe\x00", 250.0, "UTF-8"),
-        ((",".join(f"L{i}" for i in range(17)) + "\n" + ",".join("0" * 17) + "\n").encode(), 250.0,
-         "at most 16"),
+        ((",".join(f"L{i}" for i in range(17)) + "\n" + ",".join("0" * 17) + "\n").encode(), 250.0, "at most 16"),
     ],
 )
 def test_csv_errors(data: bytes, fs: float | None, message: str) -> None:
@@ -318,9 +369,7 @@ def test_csv_errors(data: bytes, fs: float | None, message: str) -> None:
 @given(
     data=st.one_of(
         st.binary(max_size=300),
-        st.text(alphabet=st.sampled_from(list("0123456789.,;\t\n\r-+eE \"'abtimnfNa#")), max_size=200).map(
-            str.encode
-        ),
+        st.text(alphabet=st.sampled_from(list("0123456789.,;\t\n\r-+eE \"'abtimnfNa#")), max_size=200).map(str.encode),
     ),
     fs=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([250.0, 360.0])),
 )
@@ -341,10 +390,13 @@ def test_recording_validates_its_fields() -> None:
     with pytest.raises(RecordingError, match="shape"):
         Recording(fs=250.0, leads=("I",), adc=adc, gain=(1.0,), baseline=(0,), n_samples=10)
     with pytest.raises(RecordingError, match="int16"):
-        Recording(fs=250.0, leads=("I", "II"), adc=adc.astype(np.float32),
-                  gain=(1.0, 1.0), baseline=(0, 0), n_samples=10)
+        Recording(
+            fs=250.0, leads=("I", "II"), adc=adc.astype(np.float32), gain=(1.0, 1.0), baseline=(0, 0), n_samples=10
+        )
     with pytest.raises(RecordingError, match="positive"):
         Recording(fs=250.0, leads=("I", "II"), adc=adc, gain=(1.0, 0.0), baseline=(0, 0), n_samples=10)
+    with pytest.raises(RecordingError, match="int16"):
+        Recording(fs=250.0, leads=("I", "II"), adc=adc, gain=(1.0, 1.0), baseline=(0, 40000), n_samples=10)
     rec = Recording(fs=250.0, leads=("I", "II"), adc=adc, gain=(1.0, 2.0), baseline=(0, 0), n_samples=10)
     assert rec.duration_s == pytest.approx(0.04)
     assert rec.n_leads == 2

@@ -1,0 +1,79 @@
+# syntax=docker/dockerfile:1.7
+#
+# One image recipe for every StreamDx service. Build one image per service:
+#
+#   docker build --build-arg SERVICE=ingest    -t streamdx-ingest .
+#   docker build --build-arg SERVICE=dsp       -t streamdx-dsp .
+#   docker build --build-arg SERVICE=inference -t streamdx-inference .
+#   docker build --build-arg SERVICE=alerts    -t streamdx-alerts .
+#
+# or build once and choose the service at run time (`docker run IMAGE dsp`); the images differ
+# only in their default CMD and health-check port, the installed code is the same.
+# An unknown SERVICE fails the build ("service-<name>" stage not found).
+
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG SERVICE=ingest
+
+# ---------------------------------------------------------------------------------------- builder
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# The project is installed as a regular (non-editable) wheel with its dependencies, so the
+# runtime stage needs nothing from /src; pip precompiles the bytecode (read-only root fs).
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --upgrade pip \
+ && pip install . \
+ && streamdx --help >/dev/null
+
+# ---------------------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LOG_LEVEL=INFO \
+    METRICS_PORT=9100 \
+    HOME=/tmp
+RUN groupadd --system --gid 10001 streamdx \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin streamdx
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /tmp
+USER 10001:10001
+# The root filesystem can be mounted read-only: bytecode is precompiled and /tmp is the only
+# writable path the services need (mount a tmpfs / emptyDir there).
+ENV HEALTH_PORT=8000
+EXPOSE 8000 9100
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTH_PORT', '8000'), timeout=2)"]
+ENTRYPOINT ["streamdx", "serve"]
+
+# ------------------------------------------------------------------ one thin stage per service
+# An exec-form CMD cannot expand a build argument, so each service gets its own small stage and
+# the final stage is picked by SERVICE below (BuildKit builds only the stages it needs).
+FROM runtime AS service-ingest
+ENV STREAMDX_SERVICE=ingest HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
+CMD ["ingest"]
+
+FROM runtime AS service-dsp
+ENV STREAMDX_SERVICE=dsp HEALTH_PORT=9100
+CMD ["dsp"]
+
+FROM runtime AS service-inference
+ENV STREAMDX_SERVICE=inference HEALTH_PORT=9100
+CMD ["inference"]
+
+FROM runtime AS service-alerts
+ENV STREAMDX_SERVICE=alerts HEALTH_PORT=9100
+CMD ["alerts"]
+
+# -------------------------------------------------------------------------------------- final
+FROM service-${SERVICE} AS final
+ARG SERVICE
+LABEL org.opencontainers.image.title="streamdx-${SERVICE}" \
+      org.opencontainers.image.licenses="Apache-2.0"
