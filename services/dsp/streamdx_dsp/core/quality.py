@@ -1,0 +1,227 @@
+"""Per-beat ECG signal-quality index (SQI).
+
+Four measurements over the beat window ``[R - RR_prev/3, R + 2 RR_next/3)``:
+
+- **flat**: at least half of the window lies in runs of identical raw samples lasting
+  >= 100 ms (a disconnected lead or a railed amplifier).
+- **saturated**: the window contains a run of identical raw samples lasting >= 20 ms
+  (at least 3 samples) sitting at the maximum or minimum of the surrounding
+  ``block + 2 * overlap`` samples, while that stretch is not flat (peak-to-peak
+  > 0.05 mV): clipping of the QRS at the ADC or amplifier rail.
+- **hf_noise**: share of the window energy removed by the wavelet denoiser,
+  ``E_hf / (E_hf + E_ecg)`` with ``E_hf = sum (raw - denoised)^2`` and
+  ``E_ecg = sum filtered^2`` (0 = clean, -> 1 = dominated by broadband noise).
+- **baseline_excursion_mv**: peak-to-peak (mV) of the baseline ``denoised - filtered``
+  (the content removed by the 0.5 Hz high-pass) over the window.
+
+``score`` in [0, 1] is 0 for a flat or saturated window, otherwise
+``clip(1 - hf_noise / 0.5, 0, 1) * clip(1 - max(excursion - 1 mV, 0) / 2 mV, 0, 1)``.
+The thresholds are engineering choices in the spirit of Clifford et al. 2012
+(Physiol Meas 33(9):1419-1433, "Signal quality indices and data fusion for
+determining clinical acceptability of electrocardiograms"); they are not fitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FLAG_CLIPPED",
+    "FLAG_FLATRUN",
+    "BeatQuality",
+    "QUALITY_BIN",
+    "ecg_quality_bins",
+    "ecg_quality_flags",
+    "ecg_quality_score",
+    "ecg_quality_windows",
+]
+
+FLAG_CLIPPED = np.uint8(1)
+FLAG_FLATRUN = np.uint8(2)
+_FLAT_RUN_S = 0.100
+_CLIP_RUN_S = 0.020
+_MIN_PTP_MV = 0.05
+#: Samples per statistics bin (windows are resolved to whole bins).
+QUALITY_BIN = 8
+
+
+@dataclass(frozen=True)
+class BeatQuality:
+    """Signal quality of one beat window.
+
+    Attributes
+    ----------
+    flat : bool
+        Flat-line (identical samples for >= 100 ms over at least half the window).
+    saturated : bool
+        Clipping at a rail detected in the window.
+    hf_noise : float
+        High-frequency noise ratio in [0, 1] (energy share removed by the denoiser).
+    baseline_excursion_mv : float
+        Peak-to-peak baseline wander over the window (mV).
+    score : float
+        Overall quality in [0, 1] (1 = clean).
+    """
+
+    flat: bool
+    saturated: bool
+    hf_noise: float
+    baseline_excursion_mv: float
+    score: float
+
+
+def _run_lengths(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+    """Length of the run of identical values each sample belongs to, and run ids."""
+    change = np.empty(x.size, dtype=bool)
+    change[0] = True
+    np.not_equal(x[1:], x[:-1], out=change[1:])
+    run_id = np.cumsum(change) - 1
+    lengths = np.bincount(run_id)
+    return lengths[run_id], run_id
+
+
+def ecg_quality_flags(
+    context_mv: npt.NDArray[np.float64], overlap: int, fs: float
+) -> npt.NDArray[np.uint8]:
+    """Per-sample flat/clipping flags for the centre of a context block.
+
+    Parameters
+    ----------
+    context_mv : ndarray of float64, shape (block + 2 * overlap,)
+        Offset-removed raw signal (mV) with ``overlap`` samples of context each side.
+    overlap : int
+        Context length (samples).
+    fs : float
+        Sampling frequency (Hz).
+
+    Returns
+    -------
+    flags : ndarray of uint8, shape (block,)
+        Bit ``FLAG_CLIPPED`` (clipping plateau) and bit ``FLAG_FLATRUN`` (long run of
+        identical samples) per centre sample.
+    """
+    n = context_mv.size
+    lengths, _ = _run_lengths(context_mv)
+    centre = slice(overlap, n - overlap)
+    flags = np.zeros(n - 2 * overlap, dtype=np.uint8)
+    flat_min = max(3, round(_FLAT_RUN_S * fs))
+    clip_min = max(3, round(_CLIP_RUN_S * fs))
+    lc = lengths[centre]
+    flags[lc >= flat_min] |= FLAG_FLATRUN
+    hi = float(context_mv.max())
+    lo = float(context_mv.min())
+    if hi - lo > _MIN_PTP_MV:
+        xc = context_mv[centre]
+        at_rail = (xc >= hi) | (xc <= lo)
+        flags[(lc >= clip_min) & at_rail] |= FLAG_CLIPPED
+    return flags
+
+
+def ecg_quality_bins(
+    context_mv: npt.NDArray[np.float64],
+    denoised_mv: npt.NDArray[np.float64],
+    ecg_mv: npt.NDArray[np.float64],
+    overlap: int,
+    fs: float,
+) -> npt.NDArray[np.float32]:
+    """Per-bin sufficient statistics of one processed block.
+
+    Parameters
+    ----------
+    context_mv : ndarray, shape (block + 2 * overlap,)
+        Offset-removed raw signal with context (mV).
+    denoised_mv : ndarray, shape (block,)
+        Wavelet-denoised centre (mV).
+    ecg_mv : ndarray, shape (block,)
+        Band-passed conditioned ECG (mV).
+    overlap : int
+        Context length (samples).
+    fs : float
+        Sampling frequency (Hz).
+
+    Returns
+    -------
+    bins : ndarray of float32, shape (6, block // QUALITY_BIN)
+        Rows: sum (raw - denoised)^2, sum ecg^2, min and max of the baseline
+        ``denoised - ecg``, number of flat-run samples, number of clipped samples.
+    """
+    raw = context_mv[overlap : context_mv.size - overlap]
+    flags = ecg_quality_flags(context_mv, overlap, fs)
+    nb = raw.size // QUALITY_BIN
+    hf = (raw - denoised_mv).reshape(nb, QUALITY_BIN)
+    ec = ecg_mv.reshape(nb, QUALITY_BIN)
+    base = (denoised_mv - ecg_mv).reshape(nb, QUALITY_BIN)
+    fl = flags.reshape(nb, QUALITY_BIN)
+    out = np.empty((6, nb), dtype=np.float32)
+    out[0] = (hf * hf).sum(axis=1)
+    out[1] = (ec * ec).sum(axis=1)
+    out[2] = base.min(axis=1)
+    out[3] = base.max(axis=1)
+    out[4] = (fl & FLAG_FLATRUN).astype(bool).sum(axis=1)
+    out[5] = (fl & FLAG_CLIPPED).astype(bool).sum(axis=1)
+    return out
+
+
+def ecg_quality_windows(
+    bins: npt.NDArray[np.float32], a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """Statistics of bin windows ``[a_k, b_k)`` (vectorised over windows).
+
+    Returns
+    -------
+    stats : ndarray of float64, shape (k, 7)
+        ``[E_hf, E_ecg, base min, base max, n flat, n samples, n clipped]`` per window.
+    """
+    nbins = bins.shape[1]
+    a = np.clip(a, 0, nbins - 1)
+    b = np.clip(b, a + 1, nbins)
+    cs = np.zeros((3, nbins + 1))
+    np.cumsum(bins[[0, 1, 4]], axis=1, dtype=np.float64, out=cs[:, 1:])
+    cc = np.zeros(nbins + 1)
+    np.cumsum(bins[5], dtype=np.float64, out=cc[1:])
+    idx = np.empty(2 * a.size, dtype=np.int64)
+    idx[0::2] = a
+    idx[1::2] = np.minimum(b, nbins - 1)
+    bmin = np.minimum.reduceat(bins[2], idx)[0::2]
+    bmax = np.maximum.reduceat(bins[3], idx)[0::2]
+    # reduceat stops one bin short when b == nbins; include the last bin then
+    last = b == nbins
+    if last.any():
+        bmin[last] = np.minimum(bmin[last], bins[2, -1])
+        bmax[last] = np.maximum(bmax[last], bins[3, -1])
+    stats = np.empty((a.size, 7))
+    stats[:, 0] = cs[0, b] - cs[0, a]
+    stats[:, 1] = cs[1, b] - cs[1, a]
+    stats[:, 2] = bmin
+    stats[:, 3] = bmax
+    stats[:, 4] = cs[2, b] - cs[2, a]
+    stats[:, 5] = (b - a) * QUALITY_BIN
+    stats[:, 6] = cc[b] - cc[a]
+    return stats
+
+
+def ecg_quality_score(stats: Sequence[float]) -> BeatQuality:
+    """Turn one row of window statistics (see :func:`ecg_quality_windows`) into a BeatQuality."""
+    e_hf, e_ecg, bmin, bmax, n_flat, n, n_clip = stats
+    flat = n > 0 and n_flat >= 0.5 * n
+    saturated = n_clip > 0
+    total = e_hf + e_ecg
+    hf_noise = e_hf / total if total > 0.0 else 0.0
+    excursion = bmax - bmin if n > 0 else 0.0
+    if flat or saturated:
+        score = 0.0
+    else:
+        s_hf = min(max(1.0 - hf_noise / 0.5, 0.0), 1.0)
+        s_bw = min(max(1.0 - max(excursion - 1.0, 0.0) / 2.0, 0.0), 1.0)
+        score = s_hf * s_bw
+    return BeatQuality(
+        flat=bool(flat),
+        saturated=bool(saturated),
+        hf_noise=float(hf_noise),
+        baseline_excursion_mv=float(excursion),
+        score=float(score),
+    )

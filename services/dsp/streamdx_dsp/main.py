@@ -1,0 +1,35 @@
+"""``streamdx serve dsp``: ECG conditioning/beats worker (and the ESR boundary worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streamdx.messaging.worker import StreamWorker
+from streamdx.schemas import EcgSamplesV1, Topic
+from streamdx.state_store import StateStore
+from streamdx.worker_service import WorkerRuntime, serve_workers
+from streamdx_dsp.ecg_handler import DspStateCodec, EcgSamplesHandler
+from streamdx_dsp.settings import DspSettings
+
+__all__ = ["build_dsp_workers", "main"]
+
+
+def build_dsp_workers(rt: WorkerRuntime, settings: DspSettings) -> list[StreamWorker[Any, Any]]:
+    """The dsp service's workers on the shared runtime."""
+    ecg: StreamWorker[EcgSamplesV1, Any] = StreamWorker(
+        topic=Topic.ECG_SAMPLES, group=settings.dsp_group, model=EcgSamplesV1,
+        handler=EcgSamplesHandler(rt.metrics), codec=DspStateCodec(), publisher=rt.publisher,
+        store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
+        batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    return [ecg]
+
+
+def main(argv: Sequence[str]) -> int:
+    settings = DspSettings()
+
+    async def build(rt: WorkerRuntime) -> list[StreamWorker[Any, Any]]:
+        return build_dsp_workers(rt, settings)
+
+    return serve_workers("dsp", settings, build)
