@@ -6,27 +6,19 @@ exactly-once-per-seq rule lives in one place.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Sequence
-
-from redis.exceptions import LockError
 
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import Metrics
 from streamdx.schemas import EcgSamplesV1
-from streamdx_ingest.sequencer import Decision, Sequencer
+from streamdx_ingest.sequencer import Decision, Sequencer, StreamBusy
 
 __all__ = ["ChunkAcceptor", "SeqConflict", "StreamBusy"]
 
 
 class SeqConflict(ValueError):
     """The chunk conflicts with the stream (out of order, other fs): HTTP 409."""
-
-
-class StreamBusy(RuntimeError):
-    """Another request holds the stream's lock: HTTP 429, retry."""
-
-    retry_after_s = 1
 
 
 class ChunkAcceptor:
@@ -48,31 +40,28 @@ class ChunkAcceptor:
         """
         if not msgs:
             return []
-        lock = self._sequencer.lock(stream_id, self._lock_wait_s)
-        if not await lock.acquire():
-            raise StreamBusy(f"stream {stream_id} is busy")
+        fs = msgs[0].fs
+        res = await self._sequencer.begin(stream_id, [m.seq for m in msgs], fs, self._lock_wait_s)
         try:
-            decisions = await self._sequencer.classify(stream_id, [m.seq for m in msgs], msgs[0].fs)
-            bad = [d for d in decisions if d.kind in ("out_of_order", "fs_mismatch")]
+            bad = [d for d in res.decisions if d.kind in ("out_of_order", "fs_mismatch")]
             if bad:
                 for d in bad:
                     self._metrics.ingest_chunks.labels(status=d.kind).inc()
                 raise SeqConflict(bad[0].detail)
             new = [
                 m.model_copy(update={"gap_before": d.gap_before})
-                for m, d in zip(msgs, decisions, strict=True)
+                for m, d in zip(msgs, res.decisions, strict=True)
                 if d.kind == "new"
             ]
             await self._publisher.publish_many(new)
-            gaps = sum(m.gap_before for m in new)
-            await self._sequencer.mark_published(
-                stream_id, [m.seq for m in new], msgs[0].fs, sum(m.n for m in new), gaps
-            )
-        finally:
-            with contextlib.suppress(LockError):  # expired while the broker was slow; bitmap is the truth
-                await lock.release()
+        except BaseException:
+            await asyncio.shield(self._sequencer.abort(res))
+            raise
+        gaps = sum(m.gap_before for m in new)
+        samples = sum(m.n for m in new)
+        await asyncio.shield(self._sequencer.commit(res, [m.seq for m in new], fs, samples, gaps))
         self._metrics.ingest_chunks.labels(status="accepted").inc(len(new))
         self._metrics.ingest_chunks.labels(status="duplicate").inc(len(msgs) - len(new))
-        self._metrics.ingest_samples.inc(sum(m.n for m in new))
+        self._metrics.ingest_samples.inc(samples)
         self._metrics.ingest_gaps.inc(gaps)
-        return decisions
+        return res.decisions

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -32,10 +32,10 @@ from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import Metrics, render_metrics
 from streamdx.schemas.ecg import StreamId
-from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict, StreamBusy
+from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict
 from streamdx_ingest.chunks import ChunkAck, ChunkError, EcgChunkIn, chunk_adc, chunk_to_message
 from streamdx_ingest.devices import DeviceAuth, DeviceRegistry, KeyRevoked, KeyUnknown, stream_allowed
-from streamdx_ingest.limits import BodyLimitMiddleware
+from streamdx_ingest.limits import BodyLimitMiddleware, RequestMetricsMiddleware
 from streamdx_ingest.recordings import (
     Recording,
     RecordingError,
@@ -44,7 +44,7 @@ from streamdx_ingest.recordings import (
     recording_parse_wfdb,
 )
 from streamdx_ingest.replay import ReplayManager
-from streamdx_ingest.sequencer import Sequencer
+from streamdx_ingest.sequencer import Sequencer, StreamBusy
 from streamdx_ingest.settings import IngestSettings
 
 __all__ = ["IngestDeps", "create_app"]
@@ -110,7 +110,7 @@ async def _connect_publisher(publisher: Publisher, stop: asyncio.Event) -> None:
             delay = min(delay * 2, 5.0)
 
 
-def get_deps(request: Request) -> IngestDeps:
+async def get_deps(request: Request) -> IngestDeps:
     d: IngestDeps = request.app.state.deps
     return d
 
@@ -125,7 +125,7 @@ async def get_device(d: Deps, authorization: Annotated[str | None, Header()] = N
 Device = Annotated[DeviceAuth, Depends(get_device)]
 
 
-def require_admin(d: Deps, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(d: Deps, authorization: Annotated[str | None, Header()] = None) -> None:
     expected = d.settings.ingest_admin_token
     if expected is None:
         raise HTTPException(403, "admin API disabled (INGEST_ADMIN_TOKEN unset)")
@@ -176,13 +176,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
 
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.http_requests.labels(route=path, status=str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
     # -- error mapping -------------------------------------------------------------
     @app.exception_handler(RequestValidationError)

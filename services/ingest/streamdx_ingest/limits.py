@@ -1,4 +1,4 @@
-"""ASGI middleware that refuses request bodies over a size limit (HTTP 413) while streaming."""
+"""ASGI middlewares: body size limit (HTTP 413, enforced while streaming) and request metrics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimitMiddleware"]
+from streamdx.metrics import Metrics
+
+__all__ = ["BodyLimitMiddleware", "RequestMetricsMiddleware"]
 
 
 class _TooLarge(Exception):
@@ -68,3 +70,29 @@ class BodyLimitMiddleware:
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         })
         await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetricsMiddleware:
+    """Count HTTP requests by route template and status (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            self.metrics.http_requests.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()

@@ -25,9 +25,9 @@ from streamdx.encoding import encode_i16
 from streamdx.logs import log_fields
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.schemas import EcgSamplesV1
-from streamdx_ingest.acceptance import ChunkAcceptor, StreamBusy
+from streamdx_ingest.acceptance import ChunkAcceptor
 from streamdx_ingest.recordings import Recording
-from streamdx_ingest.sequencer import Decision
+from streamdx_ingest.sequencer import Decision, StreamBusy
 
 __all__ = ["ReplayManager", "ReplayPlan", "replay_messages", "replay_stream_ids"]
 

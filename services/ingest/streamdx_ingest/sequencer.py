@@ -4,6 +4,7 @@ State per stream in Redis::
 
     sdx:seq:{stream_id}        hash    last (highest published seq), fs, samples, gaps
     sdx:seqbits:{stream_id}    bitmap  bit ``seq`` set once that chunk is acknowledged by the broker
+    sdx:seqlock:{stream_id}    string  lock token while a request publishes to the stream
 
 Rules: a seq already published is a duplicate (acknowledged, not republished); a seq above
 ``last + 1`` is published with ``gap_before`` = the number of missing chunks, recorded in
@@ -11,22 +12,56 @@ Rules: a seq already published is a duplicate (acknowledged, not republished); a
 published arrives after its gap was signalled and is refused (409) rather than reordered;
 a chunk whose fs differs from the stream's is refused (409).
 
-The caller holds the stream's lock (:meth:`Sequencer.lock`) across classify → publish →
-mark, so two concurrent retries of one chunk cannot both publish it.
+A publication is ``begin`` (take the stream's lock and read its state: one Lua call) →
+publish and wait for the broker → ``commit`` (record the seqs and release: one Lua call), or
+``abort``. The lock makes two concurrent retries of one chunk, on any ingest replica,
+publish it once; it expires by itself if a replica dies holding it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
-from redis.asyncio.lock import Lock
 
-__all__ = ["Decision", "Sequencer"]
+__all__ = ["Decision", "Sequencer", "StreamBusy"]
 
-MAX_SEQ = 2**31 - 1
+LOCK_TTL_MS = 30_000
+
+_BEGIN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
+local info = redis.call('HMGET', KEYS[2], 'last', 'fs')
+local out = {tonumber(info[1] or '-1'), info[2] or ''}
+for i = 3, #ARGV do out[#out + 1] = redis.call('GETBIT', KEYS[3], ARGV[i]) end
+return out
+"""
+
+_COMMIT = """
+for i = 5, #ARGV do redis.call('SETBIT', KEYS[3], ARGV[i], 1) end
+if #ARGV >= 5 then
+  redis.call('HSET', KEYS[2], 'fs', ARGV[2])
+  redis.call('HINCRBY', KEYS[2], 'samples', ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'gaps', ARGV[4])
+  local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '-1')
+  local top = tonumber(ARGV[#ARGV])
+  if top > last then redis.call('HSET', KEYS[2], 'last', ARGV[#ARGV]) end
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_ABORT = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0"
+
+
+class StreamBusy(RuntimeError):
+    """Another request holds the stream's lock: HTTP 429, retry."""
+
+    retry_after_s = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,27 +71,50 @@ class Decision:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A held stream lock and the decisions taken under it."""
+
+    stream_id: str
+    token: str
+    decisions: list[Decision]
+
+
+def _keys(stream_id: str) -> list[str]:
+    return [f"sdx:seqlock:{stream_id}", f"sdx:seq:{stream_id}", f"sdx:seqbits:{stream_id}"]
+
+
 class Sequencer:
     """Sequence decisions for ingest (Redis client injected)."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._begin = redis.register_script(_BEGIN)
+        self._commit = redis.register_script(_COMMIT)
+        self._abort = redis.register_script(_ABORT)
 
-    def lock(self, stream_id: str, wait_s: float) -> Lock:
-        return self._redis.lock(f"sdx:seqlock:{stream_id}", timeout=30, blocking_timeout=wait_s)
+    async def begin(self, stream_id: str, seqs: Sequence[int], fs: float, wait_s: float) -> Reservation:
+        """Lock the stream (waiting up to ``wait_s``) and decide each of ``seqs`` (ascending)."""
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + wait_s
+        while True:
+            res = await self._begin(keys=_keys(stream_id), args=[token, LOCK_TTL_MS, *seqs])
+            if int(res[0]) != -2:
+                break
+            if time.monotonic() >= deadline:
+                raise StreamBusy(f"stream {stream_id} is busy")
+            await asyncio.sleep(0.01)
+        last = int(res[0])
+        raw_fs = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
+        bits = [int(b) for b in res[2:]]
+        return Reservation(stream_id, token, self._decide(seqs, bits, last, float(raw_fs) if raw_fs else None, fs))
 
-    async def classify(self, stream_id: str, seqs: Sequence[int], fs: float) -> list[Decision]:
-        """Decide each of ``seqs`` (ascending, in order of publication) for ``stream_id``."""
-        info = await self._redis.hgetall(f"sdx:seq:{stream_id}")
-        last = int(info[b"last"]) if b"last" in info else -1
-        stream_fs = float(info[b"fs"]) if b"fs" in info else None
+    @staticmethod
+    def _decide(seqs: Sequence[int], bits: Sequence[int], last: int, stream_fs: float | None,
+                fs: float) -> list[Decision]:
         if stream_fs is not None and abs(stream_fs - fs) > 1e-9:
             d = Decision("fs_mismatch", detail=f"stream is at {stream_fs:g} Hz, chunk says {fs:g} Hz")
             return [d for _ in seqs]
-        pipe = self._redis.pipeline(transaction=False)
-        for s in seqs:
-            pipe.getbit(f"sdx:seqbits:{stream_id}", s)
-        bits = await pipe.execute()
         out: list[Decision] = []
         for s, bit in zip(seqs, bits, strict=True):
             if bit:
@@ -68,24 +126,13 @@ class Sequencer:
                 last = s
         return out
 
-    async def mark_published(self, stream_id: str, seqs: Sequence[int], fs: float, samples: int, gaps: int) -> None:
-        """Record acknowledged chunks (call only after the broker acknowledged them)."""
-        if not seqs:
-            return
-        pipe = self._redis.pipeline(transaction=True)
-        for s in seqs:
-            pipe.setbit(f"sdx:seqbits:{stream_id}", s, 1)
-        key = f"sdx:seq:{stream_id}"
-        pipe.hset(key, "fs", repr(fs))
-        pipe.hincrby(key, "samples", samples)
-        pipe.hincrby(key, "gaps", gaps)
-        # ``last`` only grows: compare-and-set in Lua keeps it monotonic.
-        pipe.eval(
-            "local c = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1'); "
-            "if tonumber(ARGV[1]) > c then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end; return 0",
-            1, key, str(max(seqs)),
-        )
-        await pipe.execute()
+    async def commit(self, res: Reservation, published: Sequence[int], fs: float, samples: int, gaps: int) -> None:
+        """Record chunks the broker acknowledged and release the lock."""
+        await self._commit(keys=_keys(res.stream_id), args=[res.token, repr(fs), samples, gaps, *sorted(published)])
+
+    async def abort(self, res: Reservation) -> None:
+        """Release the lock without recording anything."""
+        await self._abort(keys=_keys(res.stream_id), args=[res.token])
 
     async def stream_info(self, stream_id: str) -> dict[str, float]:
         info = await self._redis.hgetall(f"sdx:seq:{stream_id}")
