@@ -21,7 +21,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +32,7 @@ from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import Metrics, render_metrics
 from streamdx.schemas.ecg import StreamId
+from streamdx.schemas.esr import MAX_FRAME_BYTES
 from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict
 from streamdx_ingest.chunks import ChunkAck, ChunkError, EcgChunkIn, chunk_adc, chunk_to_message
 from streamdx_ingest.devices import DeviceAuth, DeviceRegistry, KeyRevoked, KeyUnknown, stream_allowed
@@ -46,6 +47,7 @@ from streamdx_ingest.recordings import (
 from streamdx_ingest.replay import ReplayManager
 from streamdx_ingest.sequencer import Sequencer, StreamBusy
 from streamdx_ingest.settings import IngestSettings
+from streamdx_ingest.tubes import FrameError, TubeConflict, TubeIn, TubeRegistry, TubeUnknown
 
 __all__ = ["IngestDeps", "create_app"]
 
@@ -63,6 +65,7 @@ class IngestDeps:
     devices: DeviceRegistry
     acceptor: ChunkAcceptor
     replays: ReplayManager
+    tubes: TubeRegistry
 
 
 class DeviceIn(BaseModel):
@@ -81,6 +84,19 @@ class RecordingAccepted(BaseModel):
     n_samples: int
     leads: list[str]
     status_url: str
+
+
+class TubeOut(BaseModel):
+    tube_id: str
+    frames_url: str
+
+
+class FrameAck(BaseModel):
+    tube_id: str
+    minute: int
+    width: int
+    height: int
+    status: Literal["accepted"] = "accepted"
 
 
 class ErrorBody(BaseModel):
@@ -152,7 +168,9 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         sequencer = Sequencer(redis)
         acceptor = ChunkAcceptor(publisher, sequencer, metrics, settings.stream_lock_wait_s)
         replays = ReplayManager(acceptor, redis, settings.replay_batch_chunks)
-        app.state.deps = IngestDeps(settings, redis, publisher, metrics, DeviceRegistry(redis), acceptor, replays)
+        tubes = TubeRegistry(redis, publisher, sequencer, settings.stream_lock_wait_s)
+        app.state.deps = IngestDeps(settings, redis, publisher, metrics, DeviceRegistry(redis), acceptor, replays,
+                                    tubes)
         stop = asyncio.Event()
         connecting = asyncio.create_task(_connect_publisher(publisher, stop))
         try:
@@ -172,7 +190,11 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     )
 
     def limit_for(path: str) -> int:
-        return settings.max_upload_bytes if path.startswith("/v1/recordings") else settings.max_chunk_bytes
+        if path.startswith("/v1/recordings"):
+            return settings.max_upload_bytes
+        if path.startswith("/v1/tubes/"):
+            return MAX_FRAME_BYTES + 64 * 1024  # the frame plus multipart framing
+        return settings.max_chunk_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
 
@@ -194,6 +216,18 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     @app.exception_handler(RecordingError)
     async def recording_error(_: Request, exc: RecordingError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(FrameError)
+    async def frame_error(_: Request, exc: FrameError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=413 if "exceeds" in str(exc) else 422)
+
+    @app.exception_handler(TubeUnknown)
+    async def tube_unknown(_: Request, exc: TubeUnknown) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(TubeConflict)
+    async def tube_conflict(_: Request, exc: TubeConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(SeqConflict)
     async def seq_conflict(_: Request, exc: SeqConflict) -> JSONResponse:
@@ -293,6 +327,29 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         if progress is None or progress.get("device_id") != auth.device_id:
             raise HTTPException(404, "no such recording for this device")
         return progress
+
+    # -- ESR tubes ---------------------------------------------------------------------
+    @app.post("/v1/tubes", status_code=201, responses={**responses, 200: {"model": TubeOut}})
+    async def register_tube(tube: TubeIn, d: Deps, auth: Device, response: Response) -> TubeOut:
+        """Register a tube (age, sex). Repeating the same registration returns 200."""
+        check_stream(auth, tube.tube_id)
+        if not await d.tubes.register(auth.device_id, tube):
+            response.status_code = 200
+        return TubeOut(tube_id=tube.tube_id, frames_url=f"/v1/tubes/{tube.tube_id}/frames")
+
+    @app.post("/v1/tubes/{tube_id}/frames", status_code=202, response_model=FrameAck,
+              responses={**responses, 404: {"model": ErrorBody}})
+    async def post_frame(
+        tube_id: StreamId, d: Deps, auth: Device,
+        image: Annotated[UploadFile, File(description="JPEG or PNG camera frame")],
+        minute: Annotated[int, Form(ge=0, le=120, description="Minutes since the tube was filled")],
+        captured_at: Annotated[AwareDatetime | None, Form()] = None,
+    ) -> FrameAck:
+        """Upload the frame of one minute; published to ``esr.frames`` once."""
+        check_stream(auth, tube_id)
+        data = await image.read(MAX_FRAME_BYTES + 1)
+        msg = await d.tubes.add_frame(auth.device_id, tube_id, minute, data, captured_at)
+        return FrameAck(tube_id=tube_id, minute=minute, width=msg.width, height=msg.height)
 
     # -- admin ------------------------------------------------------------------------
     @app.post("/v1/admin/devices", status_code=201, response_model=DeviceKeyOut, dependencies=[Depends(require_admin)],
