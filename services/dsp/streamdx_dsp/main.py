@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from streamdx.messaging.worker import StreamWorker
-from streamdx.schemas import EcgSamplesV1, Topic
+from streamdx.schemas import EcgSamplesV1, EsrFrameV1, Topic
 from streamdx.state_store import StateStore
 from streamdx.worker_service import WorkerRuntime, serve_workers
 from streamdx_dsp.ecg_handler import DspStateCodec, EcgSamplesHandler
+from streamdx_dsp.esr_handler import EsrFramesHandler, EsrTrackerCodec
 from streamdx_dsp.settings import DspSettings
 
 __all__ = ["build_dsp_workers", "main"]
@@ -23,7 +24,13 @@ def build_dsp_workers(rt: WorkerRuntime, settings: DspSettings) -> list[StreamWo
         store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
         batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
     )
-    return [ecg]
+    esr: StreamWorker[EsrFrameV1, Any] = StreamWorker(
+        topic=Topic.ESR_FRAMES, group=settings.dsp_esr_group, model=EsrFrameV1,
+        handler=EsrFramesHandler(), codec=EsrTrackerCodec(), publisher=rt.publisher,
+        store=StateStore(rt.redis, settings.dsp_esr_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
+        batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
+    )
+    return [ecg, esr]
 
 
 def main(argv: Sequence[str]) -> int:

@@ -38,6 +38,7 @@ class TubeIn(BaseModel):
     tube_id: TubeId
     age: float = Field(ge=0, le=120, allow_inf_nan=False, description="Patient age (years)")
     sex: Literal["F", "M"]
+    simulated: bool = Field(default=False, description="Frames come from the sedimentation simulator")
 
 
 class FrameError(ValueError):
@@ -92,11 +93,12 @@ class TubeRegistry:
         key = f"sdx:tube:{tube.tube_id}"
         created = await self._redis.hsetnx(key, "device_id", device_id)
         if created:
-            await self._redis.hset(key, mapping={"age": repr(tube.age), "sex": tube.sex, "created": time.time()})
+            await self._redis.hset(key, mapping={"age": repr(tube.age), "sex": tube.sex, "created": time.time(),
+                                                 "simulated": int(tube.simulated)})
             return True
         info = await self._info(tube.tube_id)
         if info.get("device_id") != device_id or float(info.get("age", "nan")) != tube.age or \
-                info.get("sex") != tube.sex:
+                info.get("sex") != tube.sex or info.get("simulated") != str(int(tube.simulated)):
             raise TubeConflict("tube already registered with other data")
         return False
 
@@ -119,6 +121,7 @@ class TubeRegistry:
             tube_id=tube_id, minute=minute, captured_at=captured_at or datetime.now(UTC),
             media_type=frame.media_type, image=base64.b64encode(data).decode(), width=frame.width,
             height=frame.height, age=float(info["age"]), sex=info["sex"],  # type: ignore[arg-type]
+            simulated=info.get("simulated") == "1",
         )
         stream = f"tube:{tube_id}"
         res = await self._sequencer.begin(stream, [minute], FRAME_RATE, self._lock_wait_s)

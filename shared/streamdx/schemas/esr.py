@@ -50,7 +50,9 @@ class EsrHeightV1(Message):
 
     tube_id: TubeId
     minute: int = Field(ge=0, le=120)
-    boundary_px: float = Field(description="Boundary row in the frame (pixels, sub-pixel)")
+    boundary_px: float | None = Field(
+        description="Boundary row in the frame (pixels, sub-pixel); null when none was found"
+    )
     height: float = Field(ge=0, le=1.5, description="Normalised red-cell column height")
     confidence: float = Field(ge=0, le=1)
     age: float = Field(ge=0, le=120)

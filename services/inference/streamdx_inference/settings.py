@@ -1,0 +1,23 @@
+"""Settings of the inference service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from streamdx.settings import ServiceSettings
+
+__all__ = ["InferenceSettings", "default_models_dir"]
+
+
+def default_models_dir() -> Path:
+    """``models/`` of the source tree (the container image sets ``MODELS_DIR``)."""
+    return Path(__file__).resolve().parents[3] / "models"
+
+
+class InferenceSettings(ServiceSettings):
+    models_dir: Path = Field(default_factory=default_models_dir, description="Directory of the ONNX models")
+    inference_esr_group: str = Field(default="inference-esr", description="Consumer group of the ESR forecaster")
+    onnx_providers: str = Field(default="CPUExecutionProvider",
+                                description="onnxruntime providers, comma-separated, in order of preference")
