@@ -4,7 +4,9 @@ Starts the embedded broker and Redis, the ingest service (HTTP on a free loopbac
 and every stage's workers in this process, registers simulated devices, streams synthetic
 ECG with ground truth (sinus, AF, ectopy …) through ingest, optionally uploads a WFDB
 Holter record for replay, follows ``ecg.beats`` and prints each stream's beats scored
-against the generator's annotations. Everything is stopped at the end.
+against the generator's annotations. A simulated camera rig uploads frames of simulated
+ESR tubes; the demo prints the GRU's 60-minute forecasts beside the simulated truth.
+Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx.messaging.codec import decode_message
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import Metrics
-from streamdx.schemas import EcgBeatV1, Topic
+from streamdx.schemas import EcgBeatV1, EsrForecastV1, Topic
 from streamdx.worker_service import WorkerRuntime, run_workers
 
 __all__ = ["main", "score_beats"]
@@ -73,13 +75,32 @@ async def _follow_beats(bootstrap: str, sink: dict[str, list[int]], stop: asynci
         await consumer.stop()
 
 
+async def _follow_forecasts(bootstrap: str, sink: dict[str, list[EsrForecastV1]], stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(Topic.ESR_FORECASTS, bootstrap_servers=bootstrap, group_id="demo-monitor-esr",
+                                auto_offset_reset="earliest", enable_auto_commit=True)
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    f = decode_message(r.value, r.headers, EsrForecastV1)
+                    sink[f.tube_id].append(f)
+    finally:
+        await consumer.stop()
+
+
 async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     import uvicorn
 
     from streamdx.sim import ecg_synthesize
     from streamdx.sim.device import create_device, stream_ecg
+    from streamdx.sim.esr import esr_cohort_simulate
+    from streamdx.sim.esr_device import stream_tube
     from streamdx_dsp.main import build_dsp_workers
     from streamdx_dsp.settings import DspSettings
+    from streamdx_inference.main import build_inference_workers
+    from streamdx_inference.settings import InferenceSettings
     from streamdx_ingest.app import create_app
     from streamdx_ingest.settings import IngestSettings
 
@@ -103,11 +124,16 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         dsp_settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                                    batch_timeout_ms=100)
         runtime = WorkerRuntime(dsp_settings, metrics, redis, publisher)
-        workers = build_dsp_workers(runtime, dsp_settings)
+        inf_settings = InferenceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
+                                         batch_timeout_ms=100)
+        workers = build_dsp_workers(runtime, dsp_settings) + build_inference_workers(
+            WorkerRuntime(inf_settings, metrics, redis, publisher), inf_settings)
         stop = asyncio.Event()
         workers_task = asyncio.create_task(run_workers(workers, stop))
         beats: dict[str, list[int]] = defaultdict(list)
-        follow = asyncio.create_task(_follow_beats(stack.kafka_bootstrap, beats, stop))
+        forecasts: dict[str, list[EsrForecastV1]] = defaultdict(list)
+        follow = asyncio.gather(_follow_beats(stack.kafka_bootstrap, beats, stop),
+                                _follow_forecasts(stack.kafka_bootstrap, forecasts, stop))
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 for _ in range(200):
@@ -134,11 +160,19 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 elapsed = time.monotonic() - started
                 if args.record:
                     report["replay"] = await _replay(client, url, admin, Path(args.record))
+                tubes = esr_cohort_simulate(args.tubes, seed=7) if args.tubes else []
+                if tubes:
+                    print(f"camera rig: {len(tubes)} simulated tubes × {args.tube_minutes} minutes of frames ...")
+                    cam_key = await create_device(client, url, admin, "cam-01")
+                    tube_reports = await asyncio.gather(*[
+                        stream_tube(client, url, f"cam-01:{t.tube_id}", cam_key, t, minutes=args.tube_minutes)
+                        for t in tubes
+                    ])
             # let the workers drain: beats settle when counts stop changing
             last, stable_since = -1, time.monotonic()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                total = sum(len(v) for v in beats.values())
+                total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values())
                 if total != last:
                     last, stable_since = total, time.monotonic()
                 elif time.monotonic() - stable_since > 3:
@@ -171,6 +205,19 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % (150 ms window, beats older than the 5-s pipeline latency)")
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
+    if tubes:
+        print("\nESR (SIMULATED tubes): 60-minute height forecast from the frames so far (GRU, 90 % interval)")
+        print(f"{'tube':<18} {'ESR mm/h':>8} {'frames':>6} {'minute':>6} {'forecast h60':>22} {'true h60':>8}")
+        report["esr"] = {}
+        for t, rep in zip(tubes, tube_reports, strict=True):
+            tid = f"cam-01:{t.tube_id}"
+            fc = forecasts.get(tid, [])
+            latest = fc[-1] if fc else None
+            shown = f"{latest.h60:.3f} [{latest.h60_low:.3f}, {latest.h60_high:.3f}]" if latest else "-"
+            print(f"{tid:<18} {t.esr_mm_h:>8.0f} {rep.frames_sent:>6} {latest.minute if latest else '-':>6} "
+                  f"{shown:>22} {t.heights[60]:>8.3f}")
+            report["esr"][tid] = {"esr_mm_h": t.esr_mm_h, "forecasts": len(fc), "true_h60": t.heights[60],
+                                  "last": latest.model_dump(mode="json") if latest else None, "simulated": True}
     return report
 
 
@@ -202,6 +249,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = real time")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--record", help="also upload this WFDB record (path without extension) for replay")
+    parser.add_argument("--tubes", type=int, default=3, help="simulated ESR tubes (0 = none)")
+    parser.add_argument("--tube-minutes", type=int, default=30, help="minutes of frames per tube")
     parser.add_argument("--out", help="write the JSON report here")
     args = parser.parse_args(argv)
     if not 1 <= args.streams <= 200 or not 10 <= args.duration <= 3600:
