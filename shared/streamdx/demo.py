@@ -209,12 +209,12 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         print("\nESR (SIMULATED tubes): 60-minute height forecast from the frames so far (GRU, 90 % interval)")
         print(f"{'tube':<18} {'ESR mm/h':>8} {'frames':>6} {'minute':>6} {'forecast h60':>22} {'true h60':>8}")
         report["esr"] = {}
-        for t, rep in zip(tubes, tube_reports, strict=True):
+        for t, tube_rep in zip(tubes, tube_reports, strict=True):
             tid = f"cam-01:{t.tube_id}"
             fc = forecasts.get(tid, [])
             latest = fc[-1] if fc else None
             shown = f"{latest.h60:.3f} [{latest.h60_low:.3f}, {latest.h60_high:.3f}]" if latest else "-"
-            print(f"{tid:<18} {t.esr_mm_h:>8.0f} {rep.frames_sent:>6} {latest.minute if latest else '-':>6} "
+            print(f"{tid:<18} {t.esr_mm_h:>8.0f} {tube_rep.frames_sent:>6} {latest.minute if latest else '-':>6} "
                   f"{shown:>22} {t.heights[60]:>8.3f}")
             report["esr"][tid] = {"esr_mm_h": t.esr_mm_h, "forecasts": len(fc), "true_h60": t.heights[60],
                                   "last": latest.model_dump(mode="json") if latest else None, "simulated": True}
