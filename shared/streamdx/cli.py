@@ -20,7 +20,6 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("serve", "ingest"): ("streamdx_ingest.main:main", "run the ingest HTTP service"),
     ("serve", "dsp"): ("streamdx_dsp.main:main", "run the dsp worker"),
     ("serve", "inference"): ("streamdx_inference.main:main", "run the inference worker"),
-    ("serve", "alerts"): ("streamdx_alerts.main:main", "run the alerts worker"),
     ("devices", "create"): ("streamdx_ingest.admin:create_main", "create a device API key"),
     ("devices", "revoke"): ("streamdx_ingest.admin:revoke_main", "revoke a device API key"),
     ("topics", "create"): ("streamdx.messaging.admin:create_topics_main", "create every topic + DLQ"),
