@@ -25,7 +25,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -33,10 +32,10 @@ from redis.asyncio import Redis
 from streamdx.embedded import EmbeddedStack, free_port
 from streamdx.logs import configure_logging
 from streamdx.messaging.admin import all_topics, ensure_topics
-from streamdx.messaging.codec import decode_message
 from streamdx.messaging.publisher import Publisher
+from streamdx.messaging.tail import tail
 from streamdx.metrics import Metrics
-from streamdx.schemas import EcgBeatV1, EsrForecastV1, Topic
+from streamdx.schemas import EcgBeatV1, EsrForecastV1
 from streamdx.worker_service import WorkerRuntime, run_workers
 
 __all__ = ["main", "score_beats"]
@@ -61,33 +60,13 @@ def score_beats(truth: np.ndarray, found: np.ndarray, tol: int) -> dict[str, flo
 
 
 async def _follow_beats(bootstrap: str, sink: dict[str, list[int]], stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(Topic.ECG_BEATS, bootstrap_servers=bootstrap, group_id="demo-monitor",
-                                auto_offset_reset="earliest", enable_auto_commit=True)
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    beat = decode_message(r.value, r.headers, EcgBeatV1)
-                    sink[beat.stream_id].append(beat.r_sample)
-    finally:
-        await consumer.stop()
+    async for beat in tail(bootstrap, EcgBeatV1, "demo-monitor", stop):
+        sink[beat.stream_id].append(beat.r_sample)
 
 
 async def _follow_forecasts(bootstrap: str, sink: dict[str, list[EsrForecastV1]], stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(Topic.ESR_FORECASTS, bootstrap_servers=bootstrap, group_id="demo-monitor-esr",
-                                auto_offset_reset="earliest", enable_auto_commit=True)
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    f = decode_message(r.value, r.headers, EsrForecastV1)
-                    sink[f.tube_id].append(f)
-    finally:
-        await consumer.stop()
+    async for forecast in tail(bootstrap, EsrForecastV1, "demo-monitor-esr", stop):
+        sink[forecast.tube_id].append(forecast)
 
 
 async def _demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -142,6 +121,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                             break
                     await asyncio.sleep(0.1)
                 print(f"ingest listening on {url} (OpenAPI docs at {url}/docs)")
+                for _ in range(600):  # workers own their partitions before devices start
+                    if all(w.ready for w in workers):
+                        break
+                    await asyncio.sleep(0.05)
                 fs_cycle = (250.0, 360.0, 500.0)
                 ecgs = {}
                 for i in range(args.streams):
@@ -175,7 +158,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values())
                 if total != last:
                     last, stable_since = total, time.monotonic()
-                elif time.monotonic() - stable_since > 3:
+                elif total > 0 and time.monotonic() - stable_since > 3:
                     break
                 await asyncio.sleep(0.5)
         finally:
