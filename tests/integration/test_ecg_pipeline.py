@@ -134,3 +134,29 @@ async def test_gap_resets_and_marks_next_beat_and_flat_line_has_no_beats(pipelin
     assert not any(b.r_sample > 30.5 * 250 for b in beats), "beats invented on a flat line"
     samples = await read_messages(stack.kafka_bootstrap, EcgSamplesV1, device)
     assert [m.gap_before for m in samples if m.seq == 18] == [3]
+
+
+async def test_bad_chunk_on_the_topic_goes_to_dlq_with_reason(pipeline: str, stack: StackInfo) -> None:
+    """A producer that bypasses ingest cannot poison the dsp worker: the record is dead-lettered."""
+    from streamdx.messaging.codec import OutgoingRecord
+    from streamdx.schemas import dlq_topic
+    from tests.integration.kafka_reading import read_topic
+
+    metrics = Metrics(CollectorRegistry())
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    key = f"bad-{uuid.uuid4().hex[:8]}"
+    body = (b'{"stream_id": "%s", "seq": 0, "fs": 50, "t0": "2026-01-01T00:00:00Z", "gain": 200, "n": 1, '
+            b'"data": "AAA="}' % key.encode())
+    await pub.publish_records([OutgoingRecord("ecg.samples", key.encode(), body, (("schema", b"ecg.samples/v1"),))])
+    await pub.stop()
+    dead = []
+    for _ in range(60):
+        dead = [r for r in await read_topic(stack.kafka_bootstrap, dlq_topic("ecg.samples")) if r.key == key.encode()]
+        if dead:
+            break
+        await asyncio.sleep(0.5)
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers["dlq-reason"] == b"validation" and b"fs" in headers["dlq-detail"]
+    assert dead[0].value == body
