@@ -5,7 +5,6 @@
 #   docker build --build-arg SERVICE=ingest    -t streamdx-ingest .
 #   docker build --build-arg SERVICE=dsp       -t streamdx-dsp .
 #   docker build --build-arg SERVICE=inference -t streamdx-inference .
-#   docker build --build-arg SERVICE=alerts    -t streamdx-alerts .
 #
 # or build once and choose the service at run time (`docker run IMAGE dsp`); the images differ
 # only in their default CMD and health-check port, the installed code is the same.
@@ -30,6 +29,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --upgrade pip \
  && pip install . \
  && streamdx --help >/dev/null
+# ONNX models of the inference service (models/esr_gru/{esr_gru.json,model_T*.onnx,MODEL_CARD.md}).
+# The installed wheel cannot find the source tree's models/, so the runtime stage copies them to
+# /opt/streamdx/models and points MODELS_DIR there. Normalise the modes here (directories 0755,
+# files 0644, whatever the checkout's umask) so the runtime copy needs no extra chmod layer.
+COPY models ./models
+RUN chmod -R u=rwX,go=rX ./models \
+ && test -f ./models/esr_gru/esr_gru.json \
+ && ls ./models/esr_gru/model_T*.onnx >/dev/null
 
 # ---------------------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -38,11 +45,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     LOG_LEVEL=INFO \
     METRICS_PORT=9100 \
+    MODELS_DIR=/opt/streamdx/models \
     HOME=/tmp
 RUN groupadd --system --gid 10001 streamdx \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin streamdx
 COPY --from=builder /opt/venv /opt/venv
+# Owned by root (COPY --from without --chown) and 0644/0755: readable, not writable, by 10001.
+COPY --from=builder /src/models /opt/streamdx/models
 WORKDIR /tmp
 USER 10001:10001
 # The root filesystem can be mounted read-only: bytecode is precompiled and /tmp is the only
@@ -56,21 +66,19 @@ ENTRYPOINT ["streamdx", "serve"]
 # ------------------------------------------------------------------ one thin stage per service
 # An exec-form CMD cannot expand a build argument, so each service gets its own small stage and
 # the final stage is picked by SERVICE below (BuildKit builds only the stages it needs).
+# HEALTH_PORT is read only by the HEALTHCHECK above (ingest serves /healthz on INGEST_PORT, the
+# workers on METRICS_PORT); the services themselves do not read it.
 FROM runtime AS service-ingest
-ENV STREAMDX_SERVICE=ingest HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
+ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
 CMD ["ingest"]
 
 FROM runtime AS service-dsp
-ENV STREAMDX_SERVICE=dsp HEALTH_PORT=9100
+ENV HEALTH_PORT=9100
 CMD ["dsp"]
 
 FROM runtime AS service-inference
-ENV STREAMDX_SERVICE=inference HEALTH_PORT=9100
+ENV HEALTH_PORT=9100
 CMD ["inference"]
-
-FROM runtime AS service-alerts
-ENV STREAMDX_SERVICE=alerts HEALTH_PORT=9100
-CMD ["alerts"]
 
 # -------------------------------------------------------------------------------------- final
 FROM service-${SERVICE} AS final

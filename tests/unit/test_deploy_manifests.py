@@ -2,11 +2,15 @@
 
 Kustomize and Docker are not available to the unit tests, so these checks read the files
 directly: they fail when someone removes a hardening field, a probe, a limit or a file that a
-kustomization refers to.
+kustomization refers to, deploys a service that does not exist, sets an environment variable
+no service reads, or lets the KEDA consumer groups drift from the workers' groups.
+(``kubectl kustomize``, when installed, also renders every overlay.)
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
 import shutil
@@ -21,9 +25,24 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-SERVICES = ("ingest", "dsp", "inference", "alerts")
-PORTS = {"ingest": 8000, "dsp": 9100, "inference": 9100, "alerts": 9100}
-SECRETS = ("INGEST_ADMIN_TOKEN", "WEBHOOK_SIGNING_SECRET")
+SERVICES = ("ingest", "dsp", "inference")
+PORTS = {"ingest": 8000, "dsp": 9100, "inference": 9100}
+SECRETS = ("INGEST_ADMIN_TOKEN",)
+#: (Deployment, consumer group, topic) of every Kafka worker; groups are the settings' defaults
+#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP)
+CONSUMERS = {
+    ("streamdx-dsp", "dsp", "ecg.samples"),
+    ("streamdx-dsp", "dsp-esr", "esr.frames"),
+    ("streamdx-inference", "inference-esr", "esr.heights"),
+}
+GROUP_ENV = {"DSP_GROUP": "dsp", "DSP_ESR_GROUP": "dsp-esr", "INFERENCE_ESR_GROUP": "inference-esr"}
+MODELS_DIR = "/opt/streamdx/models"
+#: replication factor of the topics the topics Job creates: one broker in dev/jetson, >= 3 in prod
+TOPIC_REPLICATION = {"dev": "1", "prod": "3", "jetson": "1"}
+#: read by the container health checks (Dockerfile HEALTHCHECK, compose healthcheck), not a setting
+CONTAINER_ONLY_ENV = {"HEALTH_PORT"}
+#: the Python runtime's own variables set in the Dockerfile
+IMAGE_ONLY_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "HOME"}
 METRICS = (
     "streamdx_ingest_chunks_total",
     "streamdx_ingest_samples_total",
@@ -63,6 +82,107 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
+def _existing_services() -> set[str]:
+    """Services that can actually run: ``services/<dir>/streamdx_<X>/main.py`` exists."""
+    return {p.parent.name.removeprefix("streamdx_") for p in (ROOT / "services").glob("*/streamdx_*/main.py")}
+
+
+def _settings_env(service: str | None) -> set[str]:
+    """Environment variables read by a service's pydantic settings (shared ones for ``None``)."""
+    from streamdx.settings import ServiceSettings
+
+    cls: type[Any] = ServiceSettings
+    if service is not None:
+        module = importlib.import_module(f"streamdx_{service}.settings")
+        (cls,) = [
+            c
+            for _, c in inspect.getmembers(module, inspect.isclass)
+            if issubclass(c, ServiceSettings) and c is not ServiceSettings and c.__module__ == module.__name__
+        ]
+    assert not cls.model_config.get("env_prefix"), f"{cls.__name__}: env names are no longer the field names"
+    return {name.upper() for name in cls.model_fields}
+
+
+def _settings_default(service: str, env: str) -> Any:
+    module = importlib.import_module(f"streamdx_{service}.settings")
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        field = getattr(cls, "model_fields", {}).get(env.lower())
+        if field is not None and cls.__module__ == module.__name__:
+            return field.default
+    raise AssertionError(f"streamdx_{service}.settings has no setting {env}")
+
+
+def _dockerfile_stages() -> dict[str, list[str]]:
+    """Instructions of every Dockerfile stage by name; continuation lines joined, comments dropped."""
+    logical: list[str] = []
+    buf = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        logical.append(buf + stripped)
+        buf = ""
+    stages: dict[str, list[str]] = {}
+    current: str | None = None
+    for instruction in logical:
+        match = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", instruction, re.I)
+        if match:
+            current = match.group(1) or f"stage-{len(stages)}"
+            stages[current] = []
+        elif current is not None:
+            stages[current].append(instruction)
+    return stages
+
+
+def _dockerfile_env(instructions: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in instructions:
+        if instruction.split()[0].upper() == "ENV":
+            env.update(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\"[^\"]*\"|\S+)", instruction))
+    return env
+
+
+def _config_literals(directory: Path) -> dict[str, str]:
+    """``streamdx-config`` literals of one kustomization (base or overlay)."""
+    literals: dict[str, str] = {}
+    for generator in _load(directory / "kustomization.yaml")[0].get("configMapGenerator", []):
+        if generator["name"] == "streamdx-config":
+            literals.update(lit.split("=", 1) for lit in generator.get("literals", []))
+    return literals
+
+
+def _compose_services() -> dict[str, dict[str, Any]]:
+    return dict(_load(ROOT / "docker-compose.yml")[0]["services"])
+
+
+def _compose_served(services: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """compose service → the ``streamdx serve X`` it runs (services built from this repo's image)."""
+    return {
+        name: svc["command"][0]
+        for name, svc in services.items()
+        if "build" in svc and svc.get("entrypoint", ["streamdx", "serve"]) == ["streamdx", "serve"]
+    }
+
+
+def _keda_triggers(docs: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """(scale target, consumer group, topic) of every kafka trigger."""
+    return {
+        (d["spec"]["scaleTargetRef"]["name"], t["metadata"]["consumerGroup"], t["metadata"].get("topic", ""))
+        for d in docs
+        if d["kind"] == "ScaledObject"
+        for t in d["spec"]["triggers"]
+    }
+
+
+def _names(name: str) -> list[str]:
+    """``streamdx-(a|b)`` → [a, b]; ``streamdx-a`` → [a]."""
+    match = re.fullmatch(r"streamdx-\(([^()]*)\)", name)
+    return match.group(1).split("|") if match else [name.removeprefix("streamdx-")]
+
+
 # ------------------------------------------------------------------------------- parsing
 
 
@@ -98,13 +218,21 @@ def test_grafana_dashboard_is_json_and_shows_every_metric() -> None:
     for panel in dashboard["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] in uids, panel["title"]
+        exprs = " ".join(target["expr"] for target in panel.get("targets", []))
+        if "streamdx_alerts_total" in exprs and "alerts" not in _existing_services():
+            assert "(alerts service: not yet deployed)" in panel["title"], panel["title"]
 
 
-def test_prometheus_scrapes_the_four_services() -> None:
+def test_prometheus_scrapes_exactly_the_services() -> None:
     config = _load(DEPLOY / "prometheus" / "prometheus.yml")[0]
-    targets = {target for job in config["scrape_configs"] for sc in job["static_configs"] for target in sc["targets"]}
-    for service in SERVICES:
-        assert f"{service}:{PORTS[service]}" in targets
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        if job["job_name"].startswith("streamdx-")
+        for sc in job["static_configs"]
+        for target in sc["targets"]
+    }
+    assert targets == {f"{service}:{PORTS[service]}" for service in SERVICES}
 
 
 # ------------------------------------------------------------------------------ Kubernetes
@@ -142,7 +270,7 @@ def _assert_hardened_pod(name: str, pod: dict[str, Any], *, probes: bool) -> Non
             assert ports.get(port, port) == PORTS[c["name"]], f"{where}: probe port"
 
 
-def test_base_has_the_four_deployments_hardened() -> None:
+def test_base_has_the_service_deployments_hardened() -> None:
     deployments = _base_workloads("Deployment")
     assert set(deployments) == {f"streamdx-{s}" for s in SERVICES}
     for service in SERVICES:
@@ -178,11 +306,12 @@ def test_secrets_are_referenced_never_committed() -> None:
         for e in c.get("env", [])
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert ("streamdx-ingest", "INGEST_ADMIN_TOKEN") in refs
-    assert ("streamdx-alerts", "WEBHOOK_SIGNING_SECRET") in refs
-    for example in K8S.glob("overlays/*/secrets.env.example"):
+    assert refs == {("streamdx-ingest", "INGEST_ADMIN_TOKEN")}
+    examples = sorted(K8S.glob("overlays/*/secrets.env.example"))
+    assert len(examples) == 3
+    for example in examples:
         keys = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line and line[0] != "#"}
-        assert set(SECRETS) <= keys, _rel(example)
+        assert keys == set(SECRETS), f"{_rel(example)}: {sorted(keys)}"
 
 
 def test_base_service_hpa_pdbs() -> None:
@@ -200,12 +329,42 @@ def test_base_service_hpa_pdbs() -> None:
 
 
 def test_keda_scaled_objects_target_the_workers() -> None:
-    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for _, doc in _k8s_objects(K8S / "components" / "keda")}
-    assert set(scaled) == {"streamdx-dsp", "streamdx-inference", "streamdx-alerts"}
+    docs = [doc for _, doc in _k8s_objects(K8S / "components" / "keda")]
+    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in docs}
+    assert set(scaled) == {"streamdx-dsp", "streamdx-inference"}
+    assert {doc["metadata"]["name"] for doc in docs} == set(scaled)
     for doc in scaled.values():
-        (trigger,) = doc["spec"]["triggers"]
-        assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"]
+        for trigger in doc["spec"]["triggers"]:
+            assert trigger["type"] == "kafka"
+            assert trigger["metadata"]["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP"
+            assert trigger["metadata"]["consumerGroup"] and trigger["metadata"]["topic"]
+    pairs = [(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for doc in docs for t in doc["spec"]["triggers"]]
+    assert len(pairs) == len(set(pairs)), "one trigger per (consumer group, topic) pair"
+    triggers = _keda_triggers(docs)
+    assert {group for _, group, _ in triggers} == {"dsp", "dsp-esr", "inference-esr"}
+    assert triggers == CONSUMERS
+
+
+def test_keda_consumer_groups_are_the_workers_groups() -> None:
+    """The groups the Deployments run (settings defaults, pinned in env) are the ones KEDA watches."""
+    from streamdx.schemas import Topic
+
+    topics = {t.value for t in Topic}
+    deployments = _base_workloads("Deployment")
+    for deployment, _group, topic in CONSUMERS:
+        assert topic in topics, topic
+        service = deployment.removeprefix("streamdx-")
+        (container,) = deployments[deployment]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        pinned = {name: value for name, value in env.items() if name in GROUP_ENV}
+        assert set(pinned.values()) == {g for d, g, _ in CONSUMERS if d == deployment}, deployment
+        for name, value in pinned.items():
+            assert value == GROUP_ENV[name] == _settings_default(service, name), f"{deployment}: {name}"
+    compose = _compose_services()
+    for name, value in GROUP_ENV.items():
+        owners = [s for s, svc in compose.items() if name in svc.get("environment", {})]
+        for owner in owners:
+            assert compose[owner]["environment"][name] == value, f"compose {owner}: {name}"
 
 
 def test_jetson_overlay_targets_gpu_arm64() -> None:
@@ -303,11 +462,20 @@ def test_rendered_overlay_stays_hardened(overlay: str, tmp_path: Path) -> None:
         assert all(r == secret for r in refs), f"{name}: {refs} != generated {secret}"
     job = next(d for d in docs if d["kind"] == "Job")
     _assert_hardened_pod(job["metadata"]["name"], job["spec"]["template"]["spec"], probes=False)
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("streamdx-config")]
+    assert config["data"]["TOPIC_REPLICATION"] == TOPIC_REPLICATION[overlay]
+    existing = _existing_services()
+    for d in docs:
+        if d["kind"] in {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject"}:
+            assert d["metadata"]["name"].removeprefix("streamdx-") in existing, d["metadata"]["name"]
     if overlay == "prod":
         scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"}
-        assert scaled == {"streamdx-dsp", "streamdx-inference", "streamdx-alerts"}
+        assert scaled == {"streamdx-dsp", "streamdx-inference"}
+        assert _keda_triggers(docs) == CONSUMERS
         for target in scaled:
             assert "replicas" not in deployments[target]["spec"], f"{target}: KEDA owns the replica count"
+    else:
+        assert not any(d["kind"] == "ScaledObject" for d in docs)
 
 
 # ---------------------------------------------------------------------------- compose
@@ -317,6 +485,7 @@ def test_compose_services_hardened_and_ordered() -> None:
     compose = _load(ROOT / "docker-compose.yml")[0]
     services = compose["services"]
     assert {"kafka", "redis", "topics-init", "prometheus", "grafana", *SERVICES} <= set(services)
+    assert _compose_served(services) == {s: s for s in SERVICES}
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["topics-init"]["entrypoint"] == ["streamdx", "topics", "create"]
@@ -338,7 +507,6 @@ def test_compose_services_hardened_and_ordered() -> None:
     # secrets: only interpolated from the git-ignored .env, only into the service that uses them
     owners = {
         "INGEST_ADMIN_TOKEN": "ingest",
-        "WEBHOOK_SIGNING_SECRET": "alerts",
         "GF_SECURITY_ADMIN_PASSWORD": "grafana",
     }
     for name, svc in services.items():
@@ -355,8 +523,11 @@ def test_compose_services_hardened_and_ordered() -> None:
 
 def test_env_example_documents_the_secrets() -> None:
     text = (ROOT / ".env.example").read_text()
-    for secret in (*SECRETS, "GRAFANA_ADMIN_PASSWORD"):
-        assert re.search(rf"^{secret}=change-me$", text, re.M), secret
+    documented = set(re.findall(r"^([A-Z_]+)=change-me$", text, re.M))
+    assert documented == {*SECRETS, "GRAFANA_ADMIN_PASSWORD"}
+    compose = (ROOT / "docker-compose.yml").read_text()
+    for secret in documented:
+        assert f"${{{secret}:?" in compose, f"{secret} is documented but docker-compose.yml does not use it"
     gitignore = (ROOT / ".gitignore").read_text().splitlines()
     assert ".env" in gitignore
     assert "deploy/k8s/overlays/*/secrets.env" in gitignore
@@ -371,6 +542,154 @@ def test_dockerfile_one_non_root_pattern() -> None:
     assert re.search(r"^HEALTHCHECK ", text, re.M)
     for service in SERVICES:
         assert f'CMD ["{service}"]' in text
+    assert set(re.findall(r"^FROM runtime AS service-(\S+)", text, re.M)) == set(SERVICES)
     assert re.search(r"^FROM service-\$\{SERVICE\}", text, re.M)
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    assert "**" in ignore and "!shared/" in ignore and "!services/" in ignore
+    assert "**" in ignore and "!shared/" in ignore and "!services/" in ignore and "!models/" in ignore
+
+
+def test_dockerfile_runtime_stage_contains_the_models() -> None:
+    """The inference service loads ONNX models from MODELS_DIR; the wheel does not contain them."""
+    assert (ROOT / "models" / "esr_gru" / "esr_gru.json").is_file()
+    assert list((ROOT / "models" / "esr_gru").glob("model_T*.onnx"))
+    stages = _dockerfile_stages()
+    runtime = stages["runtime"]
+    assert _dockerfile_env(runtime).get("MODELS_DIR") == MODELS_DIR
+    for name, instructions in stages.items():
+        assert _dockerfile_env(instructions).get("MODELS_DIR", MODELS_DIR) == MODELS_DIR, f"{name} overrides it"
+    copies = [i.split()[1:] for i in runtime if i.split()[0].upper() == "COPY"]
+    (args,) = [a for a in copies if a[-1].rstrip("/") == MODELS_DIR]
+    flags = [a for a in args[:-1] if a.startswith("--")]
+    (source,) = [a for a in args[:-1] if not a.startswith("--")]
+    assert not [f for f in flags if f.startswith("--chown")], "models stay owned by root, read-only for 10001"
+    for chmod in [f.split("=", 1)[1] for f in flags if f.startswith("--chmod=")]:
+        assert int(chmod, 8) & 0o022 == 0, "models must not be writable by group/other"
+    from_stage = [f.split("=", 1)[1] for f in flags if f.startswith("--from=")]
+    if from_stage:  # staged through an earlier stage: it must take them from the build context
+        workdir, copied = "/", set()
+        for instruction in stages[from_stage[0]]:
+            parts = instruction.split()
+            if parts[0].upper() == "WORKDIR":
+                workdir = str(Path(workdir, parts[1]))
+            elif parts[0].upper() == "COPY" and parts[1].rstrip("/") == "models":
+                copied.add(str(Path(workdir, parts[-1])))
+        assert str(Path(source)) in copied, f"stage {from_stage[0]} does not COPY models to {source}"
+    else:
+        assert source.rstrip("/") == "models"
+    assert runtime.index(" ".join(["COPY", *args])) < next(i for i, x in enumerate(runtime) if x.startswith("USER "))
+
+
+def _service_references() -> list[tuple[str, str]]:
+    """(where, X) for every service a deployment file names: ``streamdx serve X``, compose
+    services run from the repo image, Dockerfile service stages, k8s objects and kustomize
+    targets named ``streamdx-X``, container names/args, Prometheus jobs."""
+    refs: list[tuple[str, str]] = []
+    texts = [ROOT / "Dockerfile", ROOT / "docker-compose.yml", ROOT / ".env.example"]
+    texts += [p for p in DEPLOY.rglob("*") if p.is_file()]
+    for path in texts:
+        refs += [(_rel(path), x) for x in re.findall(r"streamdx serve ([a-z][a-z0-9_-]*)", path.read_text())]
+    # compose
+    for name, served in _compose_served(_compose_services()).items():
+        refs += [("docker-compose.yml", name), ("docker-compose.yml", served)]
+    # Dockerfile
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    refs += [("Dockerfile", x) for x in re.findall(r"^FROM runtime AS service-(\S+)", dockerfile, re.M)]
+    refs += [("Dockerfile", x) for x in re.findall(r'^CMD \["([^"]+)"\]', dockerfile, re.M)]
+    refs += [("Dockerfile", x) for x in re.findall(r"SERVICE=([a-z0-9_-]+)", dockerfile)]
+    # Kubernetes objects and patches
+    named = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject"}
+    for path, doc in _k8s_objects(K8S):
+        where = _rel(path)
+        if doc["kind"] in named:
+            refs += [(where, x) for x in _names(doc["metadata"]["name"])]
+        target = doc.get("spec", {}).get("scaleTargetRef", {}).get("name")
+        if target:
+            refs += [(where, x) for x in _names(target)]
+        if doc["kind"] == "Deployment":
+            for c in doc["spec"]["template"]["spec"].get("containers", []):
+                refs.append((where, c["name"]))
+                if "command" not in c and c.get("args"):  # ENTRYPOINT is `streamdx serve`
+                    refs.append((where, c["args"][0]))
+    for path in KUSTOMIZATIONS:
+        kustomization = _load(path)[0]
+        names = [r["name"] for r in kustomization.get("replicas", [])]
+        names += [p["target"]["name"] for p in kustomization.get("patches", []) if "name" in p.get("target", {})]
+        refs += [(_rel(path), x) for name in names for x in _names(name)]
+    # Prometheus
+    for job in _load(DEPLOY / "prometheus" / "prometheus.yml")[0]["scrape_configs"]:
+        if job["job_name"].startswith("streamdx-"):
+            refs.append(("deploy/prometheus/prometheus.yml", job["job_name"].removeprefix("streamdx-")))
+            for sc in job["static_configs"]:
+                refs += [("deploy/prometheus/prometheus.yml", t.split(":")[0]) for t in sc["targets"]]
+    return refs
+
+
+def test_no_deployment_of_a_service_that_does_not_exist() -> None:
+    existing = _existing_services()
+    assert existing, "no services/*/streamdx_*/main.py"
+    from streamdx.cli import COMMANDS
+
+    servable = {name for group, name in COMMANDS if group == "serve"}
+    refs = _service_references()
+    sources = {where for where, _ in refs}
+    for expected in ("Dockerfile", "docker-compose.yml", "deploy/prometheus/prometheus.yml"):
+        assert expected in sources, f"the scan found no service in {expected}"
+    assert any(w.startswith("deploy/k8s/base/") for w in sources)
+    assert any(w.startswith("deploy/k8s/components/keda/") for w in sources)
+    bad = sorted({(where, x) for where, x in refs if x not in existing})
+    assert not bad, f"deployed but no services/*/streamdx_<X>/main.py: {bad}"
+    not_servable = sorted({(where, x) for where, x in refs if x not in servable})
+    assert not not_servable, f"`streamdx serve X` is not a command: {not_servable}"
+
+
+def test_every_existing_service_is_deployed() -> None:
+    assert set(SERVICES) == _existing_services(), "deploy (or stop deploying) services/*/streamdx_<X>/main.py"
+
+
+def test_manifests_set_only_env_the_services_read() -> None:
+    shared = _settings_env(None)
+    own = {s: _settings_env(s) for s in SERVICES}
+    every = set().union(shared, *own.values())
+    problems: list[str] = []
+
+    def check(where: str, names: Any, allowed: set[str]) -> None:
+        problems.extend(f"{where}: {n}" for n in sorted(set(names) - allowed))
+
+    # docker compose (topics-init runs `streamdx topics create`, which reads the shared settings)
+    compose = _load(ROOT / "docker-compose.yml")[0]
+    services = compose["services"]
+    check("compose x-streamdx-service", compose["x-streamdx-service"]["environment"], shared)
+    check("compose topics-init", services["topics-init"]["environment"], shared)
+    for name, served in _compose_served(services).items():
+        check(f"compose {name}", services[name]["environment"], own.get(served, set()) | CONTAINER_ONLY_ENV)
+    # Kubernetes: the ConfigMap reaches every pod (envFrom), container env only its own service
+    for path in KUSTOMIZATIONS:
+        check(_rel(path), _config_literals(path.parent), shared)
+    for path, doc in _k8s_objects(K8S):
+        if doc["kind"] not in {"Deployment", "Job"}:
+            continue
+        for c in doc["spec"]["template"]["spec"].get("containers", []):
+            allowed = own.get(c["name"], set()) if doc["kind"] == "Deployment" else shared
+            check(f"{_rel(path)} {c['name']}", [e["name"] for e in c.get("env", [])], allowed)
+    # Dockerfile: the runtime stage is shared by every image, a service stage by one
+    stages = _dockerfile_stages()
+    check("Dockerfile runtime", _dockerfile_env(stages["runtime"]), every | CONTAINER_ONLY_ENV | IMAGE_ONLY_ENV)
+    for service in SERVICES:
+        check(
+            f"Dockerfile service-{service}",
+            _dockerfile_env(stages[f"service-{service}"]),
+            own[service] | CONTAINER_ONLY_ENV,
+        )
+    assert not problems, f"environment variables no service reads: {problems}"
+
+
+def test_topic_replication_per_environment() -> None:
+    base = _config_literals(K8S / "base")
+    assert base["TOPIC_REPLICATION"] == "1"
+    for overlay, replication in TOPIC_REPLICATION.items():
+        merged = {**base, **_config_literals(K8S / "overlays" / overlay)}
+        assert merged["TOPIC_REPLICATION"] == replication, overlay
+        assert int(merged["TOPIC_PARTITIONS"]) >= 1
+    (container,) = _base_workloads("Job")["streamdx-topics-create"]["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": "streamdx-config"}} in container["envFrom"], "the Job reads streamdx-config"
+    assert _compose_services()["topics-init"]["environment"]["TOPIC_REPLICATION"] == "1", "one compose broker"
