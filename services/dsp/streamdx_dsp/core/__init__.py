@@ -12,7 +12,13 @@ detection, segmentation, RR features, signal quality) are exported for reuse and
 testing.
 """
 
-from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass, ecg_bandpass_init, ecg_bandpass_sos
+from streamdx_dsp.core.bandpass import (
+    BandpassState,
+    ecg_bandpass,
+    ecg_bandpass_init,
+    ecg_bandpass_sos,
+    ecg_bandpass_tapped,
+)
 from streamdx_dsp.core.offset import OffsetState, ecg_offset_init, ecg_remove_offset
 from streamdx_dsp.core.quality import (
     BeatQuality,
@@ -49,6 +55,7 @@ __all__ = [
     "ecg_bandpass",
     "ecg_bandpass_init",
     "ecg_bandpass_sos",
+    "ecg_bandpass_tapped",
     "ecg_offset_init",
     "ecg_quality_bins",
     "ecg_quality_flags",

@@ -1,6 +1,6 @@
 """Streaming Butterworth band-pass filtering of ECG (second-order sections).
 
-The diagnostic-monitoring band 0.5-50 Hz removes baseline wander (< 0.5 Hz) and
+The monitoring band 0.5-50 Hz removes baseline wander (< 0.5 Hz) and
 mains / EMG content above 50 Hz. The filter is a causal IIR Butterworth in
 second-order sections whose delay line (``zi``) is carried from chunk to chunk, so
 filtering a signal in pieces gives the same output as filtering it in one go.
@@ -18,23 +18,26 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
-__all__ = ["BandpassState", "ecg_bandpass", "ecg_bandpass_init", "ecg_bandpass_sos"]
+__all__ = ["BandpassState", "ecg_bandpass", "ecg_bandpass_init", "ecg_bandpass_sos", "ecg_bandpass_tapped"]
 
 
 @lru_cache(maxsize=64)
 def _design(fs: float, low_hz: float, high_hz: float, order: int) -> npt.NDArray[np.float64]:
     nyq = fs / 2.0
     high = min(high_hz, 0.9 * nyq)
-    sos: npt.NDArray[np.float64] = signal.butter(
-        order, [low_hz, high], btype="bandpass", fs=fs, output="sos"
-    )
+    hp = signal.butter(order, low_hz, btype="highpass", fs=fs, output="sos")
+    lp = signal.butter(order, high, btype="lowpass", fs=fs, output="sos")
+    sos: npt.NDArray[np.float64] = np.vstack((hp, lp))
     return sos
 
 
-def ecg_bandpass_sos(
-    fs: float, low_hz: float = 0.5, high_hz: float = 50.0, order: int = 2
-) -> npt.NDArray[np.float64]:
+def ecg_bandpass_sos(fs: float, low_hz: float = 0.5, high_hz: float = 50.0, order: int = 2) -> npt.NDArray[np.float64]:
     """Design a Butterworth band-pass as second-order sections.
+
+    The band-pass is the cascade of a Butterworth high-pass at ``low_hz`` and a
+    Butterworth low-pass at ``high_hz`` (each of ``order``); the high-pass sections come
+    first, so the signal after them (the input minus its baseline wander) is available
+    to the quality index.
 
     Parameters
     ----------
@@ -43,11 +46,12 @@ def ecg_bandpass_sos(
     low_hz, high_hz : float
         -3 dB edges (Hz). ``high_hz`` is clipped to 0.9 x Nyquist for low ``fs``.
     order : int
-        Butterworth prototype order; the band-pass has ``2 * order`` poles.
+        Order of the high-pass and of the low-pass (``2 * order`` poles in total).
 
     Returns
     -------
     sos : ndarray, shape (order, 6)
+        ``order // 2`` (rounded up) high-pass sections, then the low-pass sections.
         SOS matrix (cached per parameter set; do not modify).
     """
     return _design(float(fs), float(low_hz), float(high_hz), int(order))
@@ -92,11 +96,26 @@ def ecg_bandpass(
     y_mv : ndarray of float64, shape (n,)
         Filtered chunk (mV).
     """
+    state, y, _ = ecg_bandpass_tapped(state, x_mv, sos, 0)
+    return state, y
+
+
+def ecg_bandpass_tapped(
+    state: BandpassState, x_mv: npt.NDArray[np.float64], sos: npt.NDArray[np.float64], n_tap: int
+) -> tuple[BandpassState, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Like :func:`ecg_bandpass`, also returning the signal after the first ``n_tap`` sections.
+
+    With the SOS of :func:`ecg_bandpass_sos` and ``n_tap`` = number of high-pass
+    sections, the tap is the high-passed signal, so ``x - tap`` is the baseline wander.
+    """
     # Section by section with lfilter: the same arithmetic as sosfilt (direct form II
     # transposed per biquad) at a fraction of its per-call overhead on short blocks.
     y = np.asarray(x_mv, dtype=np.float64)
+    tap = y
     zf = np.empty_like(state.zi)
     for k in range(sos.shape[0]):
         y, zf[k] = signal.lfilter(sos[k, :3], sos[k, 3:], y, zi=state.zi[k])
+        if k + 1 == n_tap:
+            tap = y
     state.zi = zf
-    return state, y
+    return state, y, tap

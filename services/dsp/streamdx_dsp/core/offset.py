@@ -38,9 +38,7 @@ def ecg_offset_init() -> OffsetState:
     return OffsetState()
 
 
-def ecg_remove_offset(
-    state: OffsetState, x_mv: npt.NDArray[np.float64]
-) -> tuple[OffsetState, npt.NDArray[np.float64]]:
+def ecg_remove_offset(state: OffsetState, x_mv: npt.NDArray[np.float64]) -> tuple[OffsetState, npt.NDArray[np.float64]]:
     """Subtract the stream's DC offset (its first sample) from a chunk.
 
     Parameters

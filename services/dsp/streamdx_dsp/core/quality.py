@@ -11,8 +11,8 @@ Four measurements over the beat window ``[R - RR_prev/3, R + 2 RR_next/3)``:
 - **hf_noise**: share of the window energy removed by the wavelet denoiser,
   ``E_hf / (E_hf + E_ecg)`` with ``E_hf = sum (raw - denoised)^2`` and
   ``E_ecg = sum filtered^2`` (0 = clean, -> 1 = dominated by broadband noise).
-- **baseline_excursion_mv**: peak-to-peak (mV) of the baseline ``denoised - filtered``
-  (the content removed by the 0.5 Hz high-pass) over the window.
+- **baseline_excursion_mv**: peak-to-peak (mV) of the baseline wander
+  ``denoised - highpassed`` (the content removed by the 0.5 Hz high-pass) over the window.
 
 ``score`` in [0, 1] is 0 for a flat or saturated window, otherwise
 ``clip(1 - hf_noise / 0.5, 0, 1) * clip(1 - max(excursion - 1 mV, 0) / 2 mV, 0, 1)``.
@@ -32,8 +32,8 @@ import numpy.typing as npt
 __all__ = [
     "FLAG_CLIPPED",
     "FLAG_FLATRUN",
-    "BeatQuality",
     "QUALITY_BIN",
+    "BeatQuality",
     "ecg_quality_bins",
     "ecg_quality_flags",
     "ecg_quality_score",
@@ -47,6 +47,7 @@ _CLIP_RUN_S = 0.020
 _MIN_PTP_MV = 0.05
 #: Samples per statistics bin (windows are resolved to whole bins).
 QUALITY_BIN = 8
+_PAD_COLUMN = np.array([[0.0], [0.0], [np.inf], [-np.inf], [0.0], [0.0]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,7 @@ def _run_lengths(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], npt
     return lengths[run_id], run_id
 
 
-def ecg_quality_flags(
-    context_mv: npt.NDArray[np.float64], overlap: int, fs: float
-) -> npt.NDArray[np.uint8]:
+def ecg_quality_flags(context_mv: npt.NDArray[np.float64], overlap: int, fs: float) -> npt.NDArray[np.uint8]:
     """Per-sample flat/clipping flags for the centre of a context block.
 
     Parameters
@@ -105,11 +104,20 @@ def ecg_quality_flags(
         identical samples) per centre sample.
     """
     n = context_mv.size
-    lengths, _ = _run_lengths(context_mv)
-    centre = slice(overlap, n - overlap)
     flags = np.zeros(n - 2 * overlap, dtype=np.uint8)
     flat_min = max(3, round(_FLAT_RUN_S * fs))
     clip_min = max(3, round(_CLIP_RUN_S * fs))
+    # fast path: boundaries of runs of identical samples; nothing to flag without a long run
+    change = np.flatnonzero(context_mv[1:] != context_mv[:-1])
+    if (
+        change.size
+        and change[0] + 1 < clip_min
+        and n - 1 - change[-1] < clip_min
+        and (change.size < 2 or int(np.diff(change).max()) < clip_min)
+    ):
+        return flags
+    lengths, _ = _run_lengths(context_mv)
+    centre = slice(overlap, n - overlap)
     lc = lengths[centre]
     flags[lc >= flat_min] |= FLAG_FLATRUN
     hi = float(context_mv.max())
@@ -125,6 +133,7 @@ def ecg_quality_bins(
     context_mv: npt.NDArray[np.float64],
     denoised_mv: npt.NDArray[np.float64],
     ecg_mv: npt.NDArray[np.float64],
+    highpassed_mv: npt.NDArray[np.float64],
     overlap: int,
     fs: float,
 ) -> npt.NDArray[np.float32]:
@@ -138,6 +147,8 @@ def ecg_quality_bins(
         Wavelet-denoised centre (mV).
     ecg_mv : ndarray, shape (block,)
         Band-passed conditioned ECG (mV).
+    highpassed_mv : ndarray, shape (block,)
+        Denoised signal after the 0.5 Hz high-pass only (mV).
     overlap : int
         Context length (samples).
     fs : float
@@ -147,22 +158,23 @@ def ecg_quality_bins(
     -------
     bins : ndarray of float32, shape (6, block // QUALITY_BIN)
         Rows: sum (raw - denoised)^2, sum ecg^2, min and max of the baseline
-        ``denoised - ecg``, number of flat-run samples, number of clipped samples.
+        ``denoised - highpassed``, number of flat-run samples, number of clipped samples.
     """
     raw = context_mv[overlap : context_mv.size - overlap]
     flags = ecg_quality_flags(context_mv, overlap, fs)
-    nb = raw.size // QUALITY_BIN
-    hf = (raw - denoised_mv).reshape(nb, QUALITY_BIN)
-    ec = ecg_mv.reshape(nb, QUALITY_BIN)
-    base = (denoised_mv - ecg_mv).reshape(nb, QUALITY_BIN)
-    fl = flags.reshape(nb, QUALITY_BIN)
-    out = np.empty((6, nb), dtype=np.float32)
-    out[0] = (hf * hf).sum(axis=1)
-    out[1] = (ec * ec).sum(axis=1)
-    out[2] = base.min(axis=1)
-    out[3] = base.max(axis=1)
-    out[4] = (fl & FLAG_FLATRUN).astype(bool).sum(axis=1)
-    out[5] = (fl & FLAG_CLIPPED).astype(bool).sum(axis=1)
+    starts = np.arange(0, raw.size, QUALITY_BIN)
+    hf = raw - denoised_mv
+    out = np.empty((6, starts.size), dtype=np.float32)
+    out[0] = np.add.reduceat(hf * hf, starts)
+    out[1] = np.add.reduceat(ecg_mv * ecg_mv, starts)
+    base = denoised_mv - highpassed_mv
+    out[2] = np.minimum.reduceat(base, starts)
+    out[3] = np.maximum.reduceat(base, starts)
+    if flags.any():
+        out[4] = np.add.reduceat((flags & FLAG_FLATRUN) != 0, starts, dtype=np.float64)
+        out[5] = np.add.reduceat((flags & FLAG_CLIPPED) != 0, starts, dtype=np.float64)
+    else:
+        out[4:] = 0.0
     return out
 
 
@@ -176,31 +188,19 @@ def ecg_quality_windows(
     stats : ndarray of float64, shape (k, 7)
         ``[E_hf, E_ecg, base min, base max, n flat, n samples, n clipped]`` per window.
     """
-    nbins = bins.shape[1]
-    a = np.clip(a, 0, nbins - 1)
-    b = np.clip(b, a + 1, nbins)
-    cs = np.zeros((3, nbins + 1))
-    np.cumsum(bins[[0, 1, 4]], axis=1, dtype=np.float64, out=cs[:, 1:])
-    cc = np.zeros(nbins + 1)
-    np.cumsum(bins[5], dtype=np.float64, out=cc[1:])
+    nb = bins.shape[1]
+    a = np.minimum(np.maximum(a, 0), nb - 1)
+    b = np.minimum(np.maximum(b, a + 1), nb)
+    ext = np.concatenate((bins, _PAD_COLUMN), axis=1)  # makes index nb valid for reduceat
     idx = np.empty(2 * a.size, dtype=np.int64)
     idx[0::2] = a
-    idx[1::2] = np.minimum(b, nbins - 1)
-    bmin = np.minimum.reduceat(bins[2], idx)[0::2]
-    bmax = np.maximum.reduceat(bins[3], idx)[0::2]
-    # reduceat stops one bin short when b == nbins; include the last bin then
-    last = b == nbins
-    if last.any():
-        bmin[last] = np.minimum(bmin[last], bins[2, -1])
-        bmax[last] = np.maximum(bmax[last], bins[3, -1])
+    idx[1::2] = b
+    sums = np.add.reduceat(ext, idx, axis=1)[:, 0::2]
+    sums[2] = np.minimum.reduceat(ext[2], idx)[0::2]
+    sums[3] = np.maximum.reduceat(ext[3], idx)[0::2]
     stats = np.empty((a.size, 7))
-    stats[:, 0] = cs[0, b] - cs[0, a]
-    stats[:, 1] = cs[1, b] - cs[1, a]
-    stats[:, 2] = bmin
-    stats[:, 3] = bmax
-    stats[:, 4] = cs[2, b] - cs[2, a]
+    stats[:, [0, 1, 2, 3, 4, 6]] = sums.T
     stats[:, 5] = (b - a) * QUALITY_BIN
-    stats[:, 6] = cc[b] - cc[a]
     return stats
 
 

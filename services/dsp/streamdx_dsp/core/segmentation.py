@@ -17,8 +17,9 @@ PRE_R_SAMPLES = 100
 POST_R_SAMPLES = 200
 BEAT_LENGTH = PRE_R_SAMPLES + POST_R_SAMPLES
 
-_PRE_GRID = np.arange(PRE_R_SAMPLES, dtype=np.float64) / PRE_R_SAMPLES
-_POST_GRID = np.arange(POST_R_SAMPLES, dtype=np.float64) / POST_R_SAMPLES
+# position of output sample j: r + rr_prev/3 * _U[j] + 2 rr_next/3 * _V[j]
+_U = np.concatenate((np.arange(PRE_R_SAMPLES) / PRE_R_SAMPLES - 1.0, np.zeros(POST_R_SAMPLES)))
+_V = np.concatenate((np.zeros(PRE_R_SAMPLES), np.arange(POST_R_SAMPLES) / POST_R_SAMPLES))
 
 
 def ecg_segment_beats(
@@ -49,10 +50,12 @@ def ecg_segment_beats(
         Positions outside ``x_mv`` take its edge values.
     """
     rel = (np.asarray(r, dtype=np.float64) - x_start)[:, None]
-    pre = np.asarray(rr_prev, dtype=np.float64)[:, None] / 3.0
-    post = 2.0 * np.asarray(rr_next, dtype=np.float64)[:, None] / 3.0
-    pos = np.empty((rel.shape[0], BEAT_LENGTH))
-    pos[:, :PRE_R_SAMPLES] = rel - pre + pre * _PRE_GRID
-    pos[:, PRE_R_SAMPLES:] = rel + post * _POST_GRID
-    out = np.interp(pos.ravel(), np.arange(x_mv.size, dtype=np.float64), x_mv)
-    return out.reshape(pos.shape).astype(np.float32)
+    pos = rel + (np.asarray(rr_prev, dtype=np.float64)[:, None] / 3.0) * _U
+    pos += (2.0 * np.asarray(rr_next, dtype=np.float64)[:, None] / 3.0) * _V
+    np.maximum(pos, 0.0, out=pos)
+    np.minimum(pos, x_mv.size - 1.000001, out=pos)
+    i0 = pos.astype(np.int64)
+    frac = pos - i0
+    x0 = x_mv[i0]
+    out = x0 + frac * (x_mv[i0 + 1] - x0)
+    return out.astype(np.float32)

@@ -5,8 +5,8 @@ stream holding a little-endian uint32 header length, a JSON header (scalars and,
 every array, its dotted name, dtype, shape and byte range) and the concatenated
 array bytes. No pickle is involved, so a blob from an untrusted store can at worst
 be rejected. Arrays keep their exact in-memory dtype, so ``loads(dumps(s))``
-continues the stream bit-identically. About 20 KB per stream at 360 Hz and under
-64 KB at 1000 Hz.
+continues the stream bit-identically. About 26 KB per stream at 360 Hz and 51 KB at
+1000 Hz (measured maxima with a noisy signal, default block).
 """
 
 from __future__ import annotations

@@ -4,19 +4,32 @@ Per stream (one ECG lead at ``fs`` Hz, 125-1000 Hz)::
 
     raw chunk (mV) -> DC offset removal -> db4/level-5 wavelet shrinkage (fixed
     overlapping blocks) -> 0.5-50 Hz Butterworth band-pass (carried zi)
-    -> Pan-Tompkins R-peak detector -> 300-sample beat segments + RR features + SQI
+    -> Pan-Tompkins-family R-peak detector -> 300-sample beats + RR features + SQI
 
 Every stage works on fixed blocks of ``block`` samples on a grid anchored at the
 stream start, so the output (R samples, waveforms, features) does not depend on how
 the input is cut into chunks. All state lives in :class:`EcgStreamState`, a plain
 dataclass serialised by :mod:`streamdx_dsp.core.state_codec`.
 
-Latency (input sample -> earliest decision on it): the wavelet stage adds between
-``overlap`` = 256 samples and ``block + overlap - 1`` samples; the detector adds
-``w`` = 200 ms of look-ahead; a beat is emitted when the *next* R peak is accepted
-(so after its RR_next interval plus those delays). With the default
-``block_s = 1.0`` at 360 Hz: block = 384 samples, DWT delay 256..639 samples
-(0.71..1.78 s), detector +0.2 s.
+Latency (input sample -> earliest decision on it): the wavelet stage holds a sample
+until the block containing it and ``overlap`` = 256 samples of right context have
+arrived, i.e. between ``overlap`` and ``block + overlap - 1`` samples; the detector
+adds ``w`` = 200 ms of look-ahead; a beat is emitted when the *next* R peak is
+accepted (so after its RR_next interval plus those delays). Default
+``block_s = 4.0`` (capped at 2048 samples):
+
+=======  =============  ============================
+fs (Hz)  block          wavelet delay
+=======  =============  ============================
+125      512 (4.10 s)   256-767 samples, 2.05-6.14 s
+250      1024 (4.10 s)  1.02-5.12 s
+360      1440 (4.00 s)  256-1695 samples, 0.71-4.71 s
+500      2016 (4.03 s)  0.51-4.54 s
+1000     2048 (2.05 s)  0.26-2.30 s
+=======  =============  ============================
+
+A smaller ``block_s`` lowers the delay at the cost of throughput (per-block numpy
+overhead). State size (``ecg_state_dumps``): about 26 KB at 360 Hz, 51 KB at 1000 Hz.
 
 Beat rules:
 
@@ -37,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass, ecg_bandpass_init, ecg_bandpass_sos
+from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass_init, ecg_bandpass_sos, ecg_bandpass_tapped
 from streamdx_dsp.core.offset import OffsetState, ecg_offset_init, ecg_remove_offset
 from streamdx_dsp.core.quality import (
     QUALITY_BIN,
@@ -82,9 +95,9 @@ _BLOCK_MAX_SAMPLES = 2048
 _HISTORY_EXTRA_S = 1.2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Beat:
-    """One segmented beat.
+    """One segmented beat (immutable; ``waveform`` is a read-only array; compared by identity).
 
     Attributes
     ----------
@@ -193,8 +206,8 @@ def _block_size(fs: float, block_s: float) -> int:
 
 
 def _history_len(fs: float, block: int) -> int:
-    n = int(math.ceil((4.0 * RR_CAP_S / 3.0 + _HISTORY_EXTRA_S) * fs)) + block
-    return QUALITY_BIN * int(math.ceil(n / QUALITY_BIN))
+    n = math.ceil((4.0 * RR_CAP_S / 3.0 + _HISTORY_EXTRA_S) * fs) + block
+    return QUALITY_BIN * math.ceil(n / QUALITY_BIN)
 
 
 def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_BLOCK_S) -> EcgStreamState:
@@ -265,59 +278,55 @@ def _emit(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
     fs = state.fs
     cap = RR_CAP_S * fs
     chain = ([state.last_r] if state.last_r >= 0 else []) + rs
-    prev0 = state.last_rr_prev
     if len(chain) >= 2:
-        rr_all = np.diff(np.asarray(chain, dtype=np.int64))
-        r = np.asarray(chain[:-1], dtype=np.int64)
-        rr_next = rr_all
-        rr_prev = np.concatenate(([prev0 if state.last_r >= 0 else -1], rr_all[:-1]))
-        emit = rr_prev > 0
-        use_frozen = np.zeros(r.size, dtype=bool)
-        if state.last_r >= 0 and state.frozen and rr_next[0] > cap:
-            use_frozen[0] = True
-        calc = emit & ~use_frozen
-        waves = np.zeros((r.size, BEAT_LENGTH), np.float32)
-        stats = np.zeros((r.size, 7))
-        if calc.any():
-            w, st = _windows(
+        n = len(chain) - 1
+        rr_next = [chain[k + 1] - chain[k] for k in range(n)]
+        rr_prev = [state.last_rr_prev if state.last_r >= 0 else -1, *rr_next[:-1]]
+        frozen0 = state.last_r >= 0 and state.frozen and rr_next[0] > cap
+        calc = [k for k in range(n) if rr_prev[k] > 0 and not (k == 0 and frozen0)]
+        rows: dict[int, tuple[npt.NDArray[np.float32], list[float]]] = {}
+        if calc:
+            waves, stats = _windows(
                 state.history,
-                r[calc],
-                np.minimum(rr_prev[calc], cap).astype(np.float64),
-                np.minimum(rr_next[calc], cap).astype(np.float64),
+                np.array([chain[k] for k in calc], dtype=np.int64),
+                np.array([min(rr_prev[k], cap) for k in calc], dtype=np.float64),
+                np.array([min(rr_next[k], cap) for k in calc], dtype=np.float64),
             )
-            waves[calc] = w
-            stats[calc] = st
-        if use_frozen[0]:
-            waves[0] = state.frozen_wave
-            stats[0] = state.frozen_stats
-        rr_hist = [int(v) for v in state.rr[state.rr.size - state.rr_n :]] if state.rr_n else []
-        r_l, prev_l, next_l, emit_l = r.tolist(), rr_prev.tolist(), rr_next.tolist(), emit.tolist()
-        stats_l = stats.tolist()
+            waves.setflags(write=False)
+            stats_l = stats.tolist()
+            for j, k in enumerate(calc):
+                rows[k] = (waves[j], stats_l[j])
+        if frozen0:
+            fw = state.frozen_wave.copy()
+            fw.setflags(write=False)
+            rows[0] = (fw, state.frozen_stats.tolist())
+        rr_hist = state.rr[state.rr.size - state.rr_n :].tolist() if state.rr_n else []
         s0 = state.start_sample
-        for k in range(len(r_l)):
-            rr_hist.append(next_l[k])
+        for k in range(n):
+            rr_hist.append(rr_next[k])
             if len(rr_hist) > RR_LOCAL_N:
                 del rr_hist[0]
-            if not emit_l[k]:
+            if k not in rows:
                 continue
+            wave, st = rows[k]
             mean_rr, irr = ecg_rr_features(rr_hist, fs)
             beats.append(
                 Beat(
-                    r_sample=s0 + r_l[k],
-                    waveform=waves[k],
-                    rr_prev_s=prev_l[k] / fs,
-                    rr_next_s=next_l[k] / fs,
+                    r_sample=s0 + chain[k],
+                    waveform=wave,
+                    rr_prev_s=rr_prev[k] / fs,
+                    rr_next_s=rr_next[k] / fs,
                     rr_local_mean_s=mean_rr,
                     rr_irregularity=irr,
-                    quality=ecg_quality_score(stats_l[k]),
+                    quality=ecg_quality_score(st),
                 )
             )
-        state.rr = np.zeros(RR_LOCAL_N, np.int64)
-        if rr_hist:
-            state.rr[RR_LOCAL_N - len(rr_hist) :] = rr_hist
+        rr = np.zeros(RR_LOCAL_N, np.int64)
+        rr[RR_LOCAL_N - len(rr_hist) :] = rr_hist
+        state.rr = rr
         state.rr_n = len(rr_hist)
-        state.last_rr_prev = int(rr_all[-1])
-    state.last_r = int(chain[-1])
+        state.last_rr_prev = rr_next[-1]
+    state.last_r = chain[-1]
     state.frozen = False
 
 
@@ -327,29 +336,27 @@ def _freeze(state: EcgStreamState) -> None:
         return
     cap = RR_CAP_S * state.fs
     h = state.history
-    if h.start + h.ecg.size >= state.last_r + int(math.ceil(2.0 * cap / 3.0)) + 1:
+    if h.start + h.ecg.size >= state.last_r + math.ceil(2.0 * cap / 3.0) + 1:
         w, st = _windows(
             h,
             np.array([state.last_r], dtype=np.int64),
             np.array([min(state.last_rr_prev, cap)], dtype=np.float64),
             np.array([cap]),
         )
-        state.frozen_wave = w[0]
+        state.frozen_wave = w[0].copy()
         state.frozen_stats = st[0]
         state.frozen = True
 
 
-def _process_blocks(
-    state: EcgStreamState, blocks: list[WaveletBlock], beats: list[Beat], final: bool
-) -> None:
+def _process_blocks(state: EcgStreamState, blocks: list[WaveletBlock], beats: list[Beat], final: bool) -> None:
     fs = state.fs
     sos = ecg_bandpass_sos(fs)
     params = ecg_rpeak_params(fs)
     ov = state.overlap
     h = state.history
     for blk in blocks:
-        state.bandpass, y = ecg_bandpass(state.bandpass, blk.denoised_mv, sos)
-        qb = ecg_quality_bins(blk.context_mv, blk.denoised_mv, y, ov, fs)
+        state.bandpass, y, hp = ecg_bandpass_tapped(state.bandpass, blk.denoised_mv, sos, 1)
+        qb = ecg_quality_bins(blk.context_mv, blk.denoised_mv, y, hp, ov, fs)
         n = y.size
         h.ecg = np.concatenate((h.ecg[n:], y.astype(np.float32)))
         h.bins = np.concatenate((h.bins[:, n // QUALITY_BIN :], qb), axis=1)

@@ -96,13 +96,16 @@ def ecg_wavelet_denoise(
     lam = sigma * math.sqrt(2.0 * math.log(n))
     if lam > 0.0:
         # soft-threshold all detail bands at once
-        sizes = [c.size for c in coeffs[1:]]
         d = np.concatenate(coeffs[1:])
         mag = np.abs(d)
         mag -= lam
         np.maximum(mag, 0.0, out=mag)
         d = np.copysign(mag, d)
-        coeffs[1:] = np.split(d, np.cumsum(sizes)[:-1])
+        pos = 0
+        for k in range(1, len(coeffs)):
+            m = coeffs[k].size
+            coeffs[k] = d[pos : pos + m]
+            pos += m
     y: npt.NDArray[np.float64] = pywt.waverec(coeffs, w, mode="periodization")
     return y[:n]
 

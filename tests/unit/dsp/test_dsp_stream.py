@@ -1,0 +1,238 @@
+"""Streaming ECG core: detection on synthetic ECG, edge cases, chunk invariance, state codec."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from dsp_synth import synth_ecg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamdx_dsp.core import (
+    BEAT_LENGTH,
+    Beat,
+    ecg_state_dumps,
+    ecg_state_loads,
+    ecg_stream_flush,
+    ecg_stream_init,
+    ecg_stream_process,
+)
+
+
+def run_stream(x: np.ndarray, fs: float, cuts: list[int] | None = None, chunk: int | None = None) -> list[Beat]:
+    state = ecg_stream_init(fs)
+    beats: list[Beat] = []
+    if cuts is None:
+        step = chunk or int(fs)
+        cuts = list(range(step, x.size, step))
+    prev = 0
+    for c in [*cuts, x.size]:
+        state, b = ecg_stream_process(state, x[prev:c])
+        beats.extend(b)
+        prev = c
+    state, b = ecg_stream_flush(state)
+    beats.extend(b)
+    return beats
+
+
+def assert_same_beats(a: list[Beat], b: list[Beat]) -> None:
+    assert [x.r_sample for x in a] == [x.r_sample for x in b]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_allclose(x.waveform, y.waveform, atol=1e-6, rtol=0)
+        assert x.rr_prev_s == y.rr_prev_s and x.rr_next_s == y.rr_next_s
+        assert x.quality == y.quality
+
+
+@pytest.mark.parametrize("fs", [125.0, 250.0, 360.0, 500.0, 1000.0])
+def test_detects_synthetic_beats_at_any_fs(fs: float) -> None:
+    x, r_true = synth_ecg(fs, 60.0, hr_bpm=75, seed=int(fs))
+    beats = run_stream(x, fs)
+    det = np.array([b.r_sample for b in beats])
+    # every beat but the first and the last is emitted
+    inner = r_true[1:-1]
+    assert len(det) == len(inner), (len(det), len(inner))
+    err_ms = np.abs(det - inner) / fs * 1000.0
+    assert err_ms.max() <= 25.0, err_ms.max()
+    for b in beats:
+        assert b.waveform.shape == (BEAT_LENGTH,) and b.waveform.dtype == np.float32
+        assert not b.waveform.flags.writeable
+        # the R peak sits at index 100 (within the resampling of the +-25 ms error)
+        assert abs(int(np.argmax(b.waveform)) - 100) <= 10
+        assert 0.5 < b.rr_prev_s < 1.2 and 0.5 < b.rr_next_s < 1.2
+        assert 0.6 < b.rr_local_mean_s < 1.0
+        assert 0.0 <= b.rr_irregularity < 0.3
+        assert not b.quality.flat and not b.quality.saturated
+        assert b.quality.score > 0.8
+    # RR values are consistent with the R samples
+    for a, b in itertools.pairwise(beats):
+        assert b.r_sample - a.r_sample == round(a.rr_next_s * fs) == round(b.rr_prev_s * fs)
+
+
+def test_start_sample_offsets_r_sample() -> None:
+    fs = 360.0
+    x, _ = synth_ecg(fs, 20.0, seed=3)
+    s0 = ecg_stream_init(fs, start_sample=1_000_000)
+    s1 = ecg_stream_init(fs)
+    s0, b0 = ecg_stream_process(s0, x)
+    s1, b1 = ecg_stream_process(s1, x)
+    s0, f0 = ecg_stream_flush(s0)
+    s1, f1 = ecg_stream_flush(s1)
+    r0 = [b.r_sample for b in b0 + f0]
+    r1 = [b.r_sample for b in b1 + f1]
+    assert r0 and r0 == [r + 1_000_000 for r in r1]
+
+
+@pytest.mark.parametrize("fs", [250.0, 360.0])
+def test_flat_start_then_ecg_detects_exactly_the_beats(fs: float) -> None:
+    x, r_true = synth_ecg(fs, 60.0, seed=3)
+    pad = np.full(int(20 * fs), x[0])
+    rng = np.random.default_rng(0)
+    y = np.concatenate((pad, x)) + 0.002 * rng.standard_normal(pad.size + x.size)
+    det = np.array([b.r_sample for b in run_stream(y, fs)]) - pad.size
+    inner = r_true[1:-1]
+    assert det.size == inner.size
+    assert np.abs(det - inner).max() <= 0.025 * fs
+
+
+@pytest.mark.parametrize("level", [0.0, 2.5, -1.0])
+def test_flat_line_gives_no_beats(level: float) -> None:
+    fs = 360.0
+    x = np.full(int(60 * fs), level)
+    assert run_stream(x, fs) == []
+    # a flat line with a microvolt of noise (quantisation / amplifier noise)
+    rng = np.random.default_rng(1)
+    assert run_stream(x + 0.001 * rng.standard_normal(x.size), fs) == []
+
+
+def test_ecg_then_flat_line_stops_beats() -> None:
+    fs = 250.0
+    x, _ = synth_ecg(fs, 30.0, seed=2)
+    y = np.concatenate((x, np.full(int(60 * fs), x[-1])))
+    beats = run_stream(y, fs)
+    assert beats
+    assert max(b.r_sample for b in beats) < x.size
+
+
+def test_saturation_is_flagged() -> None:
+    fs = 360.0
+    x, _ = synth_ecg(fs, 40.0, seed=4, noise_mv=0.005, wander_mv=0.0, offset_mv=0.0)
+    clipped = np.minimum(x, 0.7)  # amplifier rail below the R-peak amplitude (1.2 mV)
+    beats = run_stream(clipped, fs)
+    assert len(beats) > 30
+    assert np.mean([b.quality.saturated for b in beats]) > 0.9
+    assert all(b.quality.score == 0.0 for b in beats if b.quality.saturated)
+    clean = run_stream(x, fs)
+    assert not any(b.quality.saturated for b in clean)
+
+
+def test_noise_and_wander_lower_the_quality_score() -> None:
+    fs = 360.0
+    x, _ = synth_ecg(fs, 40.0, seed=5, noise_mv=0.005, wander_mv=0.0)
+    rng = np.random.default_rng(5)
+    t = np.arange(x.size) / fs
+    noisy = x + 0.25 * rng.standard_normal(x.size) + 2.0 * np.sin(2 * np.pi * 0.3 * t)
+    q_clean = [b.quality for b in run_stream(x, fs)]
+    q_noisy = [b.quality for b in run_stream(noisy, fs)]
+    assert np.median([q.hf_noise for q in q_noisy]) > 5 * np.median([q.hf_noise for q in q_clean])
+    assert np.median([q.baseline_excursion_mv for q in q_noisy]) > 1.0
+    assert np.median([q.baseline_excursion_mv for q in q_clean]) < 0.3
+    assert np.median([q.score for q in q_noisy]) < np.median([q.score for q in q_clean])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_chunk_raises(bad: float) -> None:
+    state = ecg_stream_init(360.0)
+    chunk = np.zeros(100)
+    chunk[37] = bad
+    with pytest.raises(ValueError):
+        ecg_stream_process(state, chunk)
+
+
+def test_invalid_inputs_raise() -> None:
+    with pytest.raises(ValueError):
+        ecg_stream_init(100.0)
+    with pytest.raises(ValueError):
+        ecg_stream_init(2000.0)
+    state = ecg_stream_init(360.0)
+    with pytest.raises(ValueError):
+        ecg_stream_process(state, np.zeros((2, 10)))
+    state, _ = ecg_stream_flush(state)
+    with pytest.raises(ValueError):
+        ecg_stream_process(state, np.zeros(10))
+
+
+def test_chunk_size_extremes_give_identical_beats() -> None:
+    fs = 360.0
+    x, _ = synth_ecg(fs, 40.0, seed=6, hr_bpm=90)
+    whole = run_stream(x, fs, cuts=[])
+    assert len(whole) > 50
+    assert_same_beats(whole, run_stream(x, fs, chunk=1))
+    assert_same_beats(whole, run_stream(x, fs, chunk=997))
+
+
+_FS_PROP = 250.0
+_X_PROP, _ = synth_ecg(_FS_PROP, 30.0, seed=7, hr_bpm=80, rr_jitter=0.1, noise_mv=0.03)
+_REF_PROP = run_stream(_X_PROP, _FS_PROP, cuts=[])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=1, max_value=_X_PROP.size - 1), max_size=40, unique=True))
+def test_chunking_does_not_change_beats(cuts: list[int]) -> None:
+    assert len(_REF_PROP) > 30
+    assert_same_beats(_REF_PROP, run_stream(_X_PROP, _FS_PROP, cuts=sorted(cuts)))
+
+
+@pytest.mark.parametrize("fs", [360.0, 1000.0])
+def test_state_roundtrip_mid_stream_is_identical(fs: float) -> None:
+    x, _ = synth_ecg(fs, 40.0, seed=8, noise_mv=0.03)
+    reference = run_stream(x, fs, chunk=int(fs))
+    state = ecg_stream_init(fs)
+    beats: list[Beat] = []
+    step = int(fs)
+    for i in range(0, x.size, step):
+        blob = ecg_state_dumps(state)
+        assert len(blob) <= 64 * 1024, len(blob)
+        state = ecg_state_loads(blob)
+        state, b = ecg_stream_process(state, x[i : i + step])
+        beats.extend(b)
+    state = ecg_state_loads(ecg_state_dumps(state))
+    state, b = ecg_stream_flush(state)
+    beats.extend(b)
+    assert len(reference) > 30
+    assert_same_beats(reference, beats)
+
+
+def test_state_size_at_1000_hz_with_noisy_signal() -> None:
+    fs = 1000.0
+    rng = np.random.default_rng(9)
+    x, _ = synth_ecg(fs, 20.0, seed=9)
+    x = x + 0.2 * rng.standard_normal(x.size)  # incompressible content
+    state = ecg_stream_init(fs)
+    worst = 0
+    for i in range(0, x.size, 700):
+        state, _ = ecg_stream_process(state, x[i : i + 700])
+        worst = max(worst, len(ecg_state_dumps(state)))
+    assert worst <= 64 * 1024, worst
+
+
+def test_bad_blobs_raise_value_error() -> None:
+    state = ecg_stream_init(360.0)
+    state, _ = ecg_stream_process(state, synth_ecg(360.0, 10.0)[0])
+    blob = ecg_state_dumps(state)
+    for bad in (b"", b"garbage", blob[:20], blob[:-5], b"SDXE" + b"\x01\x00" + b"not zlib"):
+        with pytest.raises(ValueError):
+            ecg_state_loads(bad)
+    other_version = blob[:4] + struct.pack("<H", 999) + blob[6:]
+    with pytest.raises(ValueError, match="version"):
+        ecg_state_loads(other_version)
+    # well-formed container with a missing field
+    body = zlib.decompress(blob[6:])
+    (hlen,) = struct.unpack("<I", body[:4])
+    header = body[4 : 4 + hlen].replace(b'"n_in"', b'"n_xx"')
+    forged = blob[:6] + zlib.compress(struct.pack("<I", len(header)) + header + body[4 + hlen :])
+    with pytest.raises(ValueError):
+        ecg_state_loads(forged)
