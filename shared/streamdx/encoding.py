@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,18 +41,23 @@ def encode_i16(samples: npt.ArrayLike) -> str:
     return base64.b64encode(arr.astype("<i2", copy=False).tobytes()).decode("ascii")
 
 
-def decode_i16(data: str, n: int | None = None) -> npt.NDArray[np.int16]:
-    """Decode base64 little-endian int16; check the count when ``n`` is given."""
+def _decode(data: str, dtype: str, n: int | None, what: str) -> npt.NDArray[Any]:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise EncodingError(f"not valid base64: {exc}") from exc
-    if len(raw) % 2:
-        raise EncodingError("int16 payload has an odd number of bytes")
-    arr = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+    size = np.dtype(dtype).itemsize
+    if len(raw) % size:
+        raise EncodingError(f"{what} payload length is not a multiple of {size}")
+    arr = np.frombuffer(raw, dtype=dtype)
     if n is not None and arr.size != n:
-        raise EncodingError(f"payload holds {arr.size} samples, header says {n}")
+        raise EncodingError(f"payload holds {arr.size} values, expected {n}")
     return arr
+
+
+def decode_i16(data: str, n: int | None = None) -> npt.NDArray[np.int16]:
+    """Decode base64 little-endian int16; check the count when ``n`` is given."""
+    return _decode(data, "<i2", n, "int16").astype(np.int16)
 
 
 def encode_f32(values: npt.ArrayLike) -> str:
@@ -64,13 +70,4 @@ def encode_f32(values: npt.ArrayLike) -> str:
 
 def decode_f32(data: str, n: int | None = None) -> npt.NDArray[np.float32]:
     """Decode base64 little-endian float32; check the count when ``n`` is given."""
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise EncodingError(f"not valid base64: {exc}") from exc
-    if len(raw) % 4:
-        raise EncodingError("float32 payload length is not a multiple of 4")
-    arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    if n is not None and arr.size != n:
-        raise EncodingError(f"payload holds {arr.size} values, expected {n}")
-    return arr
+    return _decode(data, "<f4", n, "float32").astype(np.float32)

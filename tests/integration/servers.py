@@ -1,16 +1,28 @@
-"""Run an ASGI app under a real uvicorn server on a free loopback port inside the test loop."""
+"""Test harness: ASGI apps under a real uvicorn server on a free loopback port, and workers,
+both running inside the test loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from streamdx.embedded import free_port
+from streamdx.messaging.publisher import Publisher
+from streamdx.messaging.worker import StreamWorker
+from streamdx.metrics import Metrics
+from streamdx.settings import ServiceSettings
+from streamdx.worker_service import WorkerRuntime
+from streamdx_ingest.app import create_app
+from streamdx_ingest.settings import IngestSettings
+from tests.conftest import StackInfo
 
 
 @contextlib.asynccontextmanager
@@ -32,3 +44,38 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=15)
+
+
+@contextlib.asynccontextmanager
+async def serve_ingest(settings: IngestSettings) -> AsyncIterator[str]:
+    """The ingest app on a real port, yielded once ``/readyz`` says the broker is connected."""
+    async with serve(create_app(settings)) as base:
+        async with httpx.AsyncClient(base_url=base) as c:
+            for _ in range(100):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        yield base
+
+
+@contextlib.asynccontextmanager
+async def running_workers(
+    stack: StackInfo, build: Callable[[WorkerRuntime], list[StreamWorker[Any, Any]]]
+) -> AsyncIterator[list[StreamWorker[Any, Any]]]:
+    """Workers built on a fresh runtime (metrics, Redis, publisher), running in the test loop."""
+    metrics = Metrics(CollectorRegistry())
+    redis = Redis.from_url(stack.redis_url)
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    runtime = WorkerRuntime(ServiceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url),
+                            metrics, redis, pub)
+    workers = build(runtime)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+    try:
+        yield workers
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+        await pub.stop()
+        await redis.aclose()

@@ -11,20 +11,17 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import Metrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1
 from streamdx.sim import ecg_synthesize
 from streamdx.sim.device import create_device, stream_ecg
-from streamdx.worker_service import WorkerRuntime
 from streamdx_dsp.main import build_dsp_workers
 from streamdx_dsp.settings import DspSettings
-from streamdx_ingest.app import create_app
 from tests.conftest import StackInfo
 from tests.integration.kafka_reading import read_messages
-from tests.integration.servers import serve
+from tests.integration.servers import running_workers, serve_ingest
 from tests.integration.test_ingest import ADMIN, settings_for
 
 pytestmark = pytest.mark.integration
@@ -47,26 +44,11 @@ def match(truth: np.ndarray, found: np.ndarray, tol: int) -> tuple[int, int, int
 @pytest.fixture(scope="module")
 async def pipeline(stack: StackInfo) -> AsyncIterator[str]:
     """ingest on a real port and a dsp worker (own group) running in the test loop."""
-    metrics = Metrics(CollectorRegistry())
-    redis = Redis.from_url(stack.redis_url)
-    pub = Publisher(stack.kafka_bootstrap, metrics)
-    await pub.start()
     settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                            dsp_group=f"dsp-test-{uuid.uuid4().hex[:6]}", batch_timeout_ms=50)
-    workers = build_dsp_workers(WorkerRuntime(settings, metrics, redis, pub), settings)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-    async with serve(create_app(settings_for(stack))) as base:
-        async with httpx.AsyncClient(base_url=base) as c:
-            for _ in range(100):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.1)
+    async with running_workers(stack, lambda rt: build_dsp_workers(rt, settings)), \
+            serve_ingest(settings_for(stack)) as base:
         yield base
-    stop.set()
-    await asyncio.gather(*tasks)
-    await pub.stop()
-    await redis.aclose()
 
 
 async def beats_for(stack: StackInfo, stream: str, min_count: int, timeout_s: float = 60) -> list[EcgBeatV1]:

@@ -7,14 +7,12 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
-from streamdx.messaging.publisher import Publisher
-from streamdx.metrics import Metrics
+from streamdx.messaging.worker import StreamWorker
 from streamdx.schemas import EsrForecastV1, EsrHeightV1
 from streamdx.sim.device import create_device
 from streamdx.sim.esr import esr_cohort_simulate
@@ -24,10 +22,9 @@ from streamdx_dsp.main import build_dsp_workers
 from streamdx_dsp.settings import DspSettings
 from streamdx_inference.main import build_inference_workers
 from streamdx_inference.settings import InferenceSettings
-from streamdx_ingest.app import create_app
 from tests.conftest import StackInfo
 from tests.integration.kafka_reading import read_messages
-from tests.integration.servers import serve
+from tests.integration.servers import running_workers, serve_ingest
 from tests.integration.test_ingest import ADMIN, settings_for
 
 pytestmark = pytest.mark.integration
@@ -35,29 +32,17 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def esr_pipeline(stack: StackInfo) -> AsyncIterator[str]:
-    metrics = Metrics(CollectorRegistry())
-    redis = Redis.from_url(stack.redis_url)
-    pub = Publisher(stack.kafka_bootstrap, metrics)
-    await pub.start()
     tag = uuid.uuid4().hex[:6]
     common = {"kafka_bootstrap": stack.kafka_bootstrap, "redis_url": stack.redis_url, "batch_timeout_ms": 50}
     dsp = DspSettings(**common, dsp_group=f"dsp-{tag}", dsp_esr_group=f"dsp-esr-{tag}")  # type: ignore[arg-type]
     inf = InferenceSettings(**common, inference_esr_group=f"inf-esr-{tag}")  # type: ignore[arg-type]
-    workers = build_dsp_workers(WorkerRuntime(dsp, metrics, redis, pub), dsp)[1:]  # the ESR worker
-    workers += build_inference_workers(WorkerRuntime(inf, metrics, redis, pub), inf)
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-    async with serve(create_app(settings_for(stack))) as base:
-        async with httpx.AsyncClient(base_url=base) as c:
-            for _ in range(100):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.1)
+
+    def build(rt: WorkerRuntime) -> list[StreamWorker[Any, Any]]:
+        esr_only = [w for w in build_dsp_workers(rt, dsp) if w.topic == "esr.frames"]
+        return esr_only + build_inference_workers(rt, inf)
+
+    async with running_workers(stack, build), serve_ingest(settings_for(stack)) as base:
         yield base
-    stop.set()
-    await asyncio.gather(*tasks)
-    await pub.stop()
-    await redis.aclose()
 
 
 async def test_forecasts_every_minute_from_minute_10(esr_pipeline: str, stack: StackInfo) -> None:

@@ -22,7 +22,7 @@ from streamdx_ingest.app import create_app
 from streamdx_ingest.settings import IngestSettings
 from tests.conftest import StackInfo
 from tests.integration.kafka_reading import read_messages
-from tests.integration.servers import serve
+from tests.integration.servers import serve, serve_ingest
 
 pytestmark = pytest.mark.integration
 ADMIN = "test-admin-token"
@@ -38,12 +38,7 @@ def settings_for(stack: StackInfo, **kw: object) -> IngestSettings:
 
 @pytest.fixture(scope="module")
 async def ingest(stack: StackInfo) -> AsyncIterator[str]:
-    async with serve(create_app(settings_for(stack))) as base:
-        async with httpx.AsyncClient(base_url=base) as c:
-            for _ in range(100):
-                if (await c.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.1)
+    async with serve_ingest(settings_for(stack)) as base:
         yield base
 
 

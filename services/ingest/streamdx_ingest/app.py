@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -209,37 +209,23 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.exception_handler(ChunkError)
-    async def chunk_error(_: Request, exc: ChunkError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    def plain_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handler(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    @app.exception_handler(RecordingError)
-    async def recording_error(_: Request, exc: RecordingError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return handler
+
+    for exc_type, status in ((ChunkError, 422), (RecordingError, 422), (TubeUnknown, 404), (TubeConflict, 409),
+                             (SeqConflict, 409), (KeyRevoked, 403)):
+        app.add_exception_handler(exc_type, plain_error(status))
 
     @app.exception_handler(FrameError)
     async def frame_error(_: Request, exc: FrameError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413 if "exceeds" in str(exc) else 422)
 
-    @app.exception_handler(TubeUnknown)
-    async def tube_unknown(_: Request, exc: TubeUnknown) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(TubeConflict)
-    async def tube_conflict(_: Request, exc: TubeConflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(SeqConflict)
-    async def seq_conflict(_: Request, exc: SeqConflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
     @app.exception_handler(KeyUnknown)
     async def key_unknown(_: Request, exc: KeyUnknown) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(KeyRevoked)
-    async def key_revoked(_: Request, exc: KeyRevoked) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=403)
 
     @app.exception_handler(BrokerUnavailable)
     async def broker_down(_: Request, exc: BrokerUnavailable) -> JSONResponse:

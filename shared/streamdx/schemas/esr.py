@@ -18,14 +18,25 @@ MAX_FRAME_BYTES = 600_000
 Sex = Literal["F", "M"]
 
 
-class EsrFrameV1(Message):
+class _TubeMinute(Message):
+    """Fields of every per-tube, per-minute message (key ``tube_id``, idempotency ``tube_id:minute``)."""
+
+    tube_id: TubeId
+    minute: int = Field(ge=0, le=120)
+
+    def key(self) -> str:
+        return self.tube_id
+
+    def idempotency_key(self) -> str:
+        return f"{self.tube_id}:{self.minute}"
+
+
+class EsrFrameV1(_TubeMinute):
     """One camera frame of one tube at one minute after the tube was filled."""
 
     TOPIC: ClassVar[str] = Topic.ESR_FRAMES
     VERSION: ClassVar[int] = 1
 
-    tube_id: TubeId
-    minute: int = Field(ge=0, le=120)
     captured_at: datetime
     media_type: Literal["image/jpeg", "image/png"]
     image: str = Field(description="base64 of the encoded image file")
@@ -35,21 +46,13 @@ class EsrFrameV1(Message):
     sex: Sex
     simulated: bool = False
 
-    def key(self) -> str:
-        return self.tube_id
 
-    def idempotency_key(self) -> str:
-        return f"{self.tube_id}:{self.minute}"
-
-
-class EsrHeightV1(Message):
+class EsrHeightV1(_TubeMinute):
     """Plasma / red-cell boundary of one frame, normalised to the first frame's (= 1)."""
 
     TOPIC: ClassVar[str] = Topic.ESR_HEIGHTS
     VERSION: ClassVar[int] = 1
 
-    tube_id: TubeId
-    minute: int = Field(ge=0, le=120)
     boundary_px: float | None = Field(
         description="Boundary row in the frame (pixels, sub-pixel); null when none was found"
     )
@@ -59,30 +62,17 @@ class EsrHeightV1(Message):
     sex: Sex
     simulated: bool = False
 
-    def key(self) -> str:
-        return self.tube_id
 
-    def idempotency_key(self) -> str:
-        return f"{self.tube_id}:{self.minute}"
-
-
-class EsrForecastV1(Message):
-    """Forecast of the normalised height at 60 minutes, issued every minute from minute 10."""
+class EsrForecastV1(_TubeMinute):
+    """Forecast of the normalised height at 60 minutes, issued every minute from minute 10
+    (``minute`` is the last observed minute used)."""
 
     TOPIC: ClassVar[str] = Topic.ESR_FORECASTS
     VERSION: ClassVar[int] = 1
 
-    tube_id: TubeId
-    minute: int = Field(ge=0, le=120, description="Last observed minute used")
     h60: float = Field(description="Forecast normalised height at 60 min")
     h60_low: float
     h60_high: float
     measured_h60: float | None = Field(default=None, description="The measured value once minute 60 exists")
     model: str = Field(max_length=100)
     simulated: bool = False
-
-    def key(self) -> str:
-        return self.tube_id
-
-    def idempotency_key(self) -> str:
-        return f"{self.tube_id}:{self.minute}"

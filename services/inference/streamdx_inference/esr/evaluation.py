@@ -265,6 +265,7 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--seed", type=int, default=0, help="main cohort seed")
     p.add_argument("--large-n", type=int, default=1000, help="larger cohort size (0 = skip)")
     p.add_argument("--large-runs", type=int, default=3, help="trainings per model on the larger cohort")
+    p.add_argument("--large-length-runs", type=int, default=1, help="larger-cohort runs with GRUs for T < 30")
     p.add_argument("--boundary-tubes", type=int, default=20, help="tubes rendered for the boundary error")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     a = p.parse_args(list(argv))
@@ -289,7 +290,7 @@ def main(argv: Sequence[str]) -> int:
         "linear_window_minutes": LINEAR_WINDOW,
     }
     if a.large_n > 0 and a.large_runs > 0:
-        large = model_study(a.large_n, a.seed + 1, a.large_runs)
+        large = model_study(a.large_n, a.seed + 1, a.large_runs, length_runs=a.large_length_runs)
         report["large_cohort"] = {k: v for k, v in large.items() if k != "per_run_mae"}
     report["boundary_error_px"] = boundary_study(a.boundary_tubes, a.seed + 2)
     report["seconds"] = round(time.monotonic() - t0, 1)
