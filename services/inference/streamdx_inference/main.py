@@ -11,13 +11,17 @@ from streamdx.state_store import StateStore
 from streamdx.worker_service import WorkerRuntime, serve_workers
 from streamdx_inference.esr.forecaster import EsrForecaster
 from streamdx_inference.esr_handler import EsrHeightsHandler, TubeSeriesCodec
+from streamdx_inference.onnx_providers import onnx_providers_select
 from streamdx_inference.settings import InferenceSettings
 
 __all__ = ["build_inference_workers", "main"]
 
 
 def build_inference_workers(rt: WorkerRuntime, settings: InferenceSettings) -> list[StreamWorker[Any, Any]]:
-    forecaster = EsrForecaster.load(settings.models_dir / "esr_gru")
+    import onnxruntime as ort
+
+    providers = onnx_providers_select(settings.onnx_providers, ort.get_available_providers())
+    forecaster = EsrForecaster.load(settings.models_dir / "esr_gru", providers=providers)
     esr: StreamWorker[EsrHeightV1, Any] = StreamWorker(
         topic=Topic.ESR_HEIGHTS, group=settings.inference_esr_group, model=EsrHeightV1,
         handler=EsrHeightsHandler(forecaster), codec=TubeSeriesCodec(), publisher=rt.publisher,

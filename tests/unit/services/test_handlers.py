@@ -128,3 +128,13 @@ def test_esr_forecasts_from_minute_10_and_measured_at_60() -> None:
 def test_models_dir_holds_the_shipped_gru() -> None:
     assert (default_models_dir() / "esr_gru" / "esr_gru.json").is_file()
     assert Path(default_models_dir() / "esr_gru" / "MODEL_CARD.md").is_file()
+
+
+def test_onnx_provider_selection_falls_back_to_cpu() -> None:
+    from streamdx_inference.onnx_providers import onnx_providers_select
+
+    jetson = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
+    assert onnx_providers_select(jetson, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert onnx_providers_select(jetson, ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnx_providers_select("", []) == ["CPUExecutionProvider"]

@@ -15,7 +15,7 @@ model's calibration residuals (an empirical 90 % interval), widened if needed so
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -67,8 +67,11 @@ class EsrForecaster:
         self.simulated = bool(meta.get("simulated", True))
 
     @classmethod
-    def load(cls, model_dir: Path, sessions: Mapping[int, Any] | None = None) -> EsrForecaster:
-        """Load from a directory; creates CPU onnxruntime sessions unless injected."""
+    def load(
+        cls, model_dir: Path, sessions: Mapping[int, Any] | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> EsrForecaster:
+        """Load from a directory; creates onnxruntime sessions on ``providers`` unless injected."""
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / META_FILE).read_text())
         if sessions is None:
@@ -78,7 +81,7 @@ class EsrForecaster:
             opts.intra_op_num_threads = 1
             sessions = {
                 int(T): ort.InferenceSession(
-                    str(model_dir / c["file"]), sess_options=opts, providers=["CPUExecutionProvider"]
+                    str(model_dir / c["file"]), sess_options=opts, providers=list(providers)
                 )
                 for T, c in meta["lengths"].items()
             }
