@@ -1,5 +1,7 @@
 """Per-key state in Redis, checkpointed together with the consumed offset.
 
+Checkpoints expire ``ttl_s`` after their last write (a stream silent that long starts afresh).
+
 A checkpoint is one Redis hash per key holding the serialised state *and* the partition
 and offset of the last message applied to it, written atomically (MULTI/EXEC). A worker
 that replaces a dead one loads the checkpoint and skips every redelivered record at or
@@ -36,9 +38,10 @@ class Checkpoint:
 class StateStore:
     """Checkpoints of one consumer group in Redis (the client is injected)."""
 
-    def __init__(self, redis: Redis, namespace: str) -> None:
+    def __init__(self, redis: Redis, namespace: str, ttl_s: int = 14 * 24 * 3600) -> None:
         self._redis = redis
         self._ns = namespace
+        self._ttl_s = ttl_s
 
     def _key(self, key: str) -> str:
         return f"sdx:state:{self._ns}:{key}"
@@ -70,6 +73,12 @@ class StateStore:
         members = await self._redis.smembers(self._index(partition))
         return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
+    async def forget(self, partition: int, keys: Iterable[str]) -> None:
+        """Drop ``keys`` from a partition's index (their checkpoints expired or moved)."""
+        keys = list(keys)
+        if keys:
+            await self._redis.srem(self._index(partition), *keys)
+
     async def save_many(self, checkpoints: Mapping[str, Checkpoint]) -> None:
         """Write all checkpoints in one MULTI/EXEC transaction."""
         if not checkpoints:
@@ -83,7 +92,9 @@ class StateStore:
                 "state": cp.state if cp.state is not None else b"",
             }
             pipe.hset(self._key(key), mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(self._key(key), self._ttl_s)
             pipe.sadd(self._index(cp.partition), key)
+            pipe.expire(self._index(cp.partition), self._ttl_s)
         await pipe.execute()
 
     async def delete(self, key: str) -> None:

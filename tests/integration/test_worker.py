@@ -101,10 +101,11 @@ async def produce(pub: Publisher, msgs: list[AddV1]) -> None:
 
 
 def make_worker(stack: StackInfo, group: str, pub: Publisher, store: StateStore, metrics: Metrics,
-                ) -> StreamWorker[AddV1, int]:
+                max_cached_keys: int = 1000) -> StreamWorker[AddV1, int]:
     return StreamWorker(
         topic=AddV1.TOPIC, group=group, model=AddV1, handler=add_handler, codec=IntCodec(), publisher=pub,
         store=store, metrics=metrics, bootstrap=stack.kafka_bootstrap, batch_max_records=7, batch_timeout_ms=100,
+        max_cached_keys=max_cached_keys,
     )
 
 
@@ -182,7 +183,8 @@ async def test_replacement_worker_resumes_without_loss_or_double_apply(
         await dying.run(asyncio.Event())
     before = await totals(stack, prefix)
     assert 0 < len(before) < len(msgs)
-    replacement = make_worker(stack, group, pub, StateStore(redis, group), metrics)
+    # a small state cache: keys are evicted and reloaded from their checkpoints between batches
+    replacement = make_worker(stack, group, pub, StateStore(redis, group), metrics, max_cached_keys=2)
 
     async def complete() -> bool:
         got = await totals(stack, prefix)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -152,6 +153,7 @@ class StreamWorker(Generic[In, S]):
         batch_max_records: int = 500,
         batch_timeout_ms: int = 200,
         retry_backoff_s: tuple[float, float] = (0.2, 5.0),
+        max_cached_keys: int = 50_000,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -165,7 +167,8 @@ class StreamWorker(Generic[In, S]):
         self._max_records = batch_max_records
         self._timeout_ms = batch_timeout_ms
         self._backoff = retry_backoff_s
-        self._cache: dict[str, _Entry[S]] = {}
+        self._cache: OrderedDict[str, _Entry[S]] = OrderedDict()  # LRU; checkpoints are in Redis
+        self._max_cached = max_cached_keys
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
@@ -185,9 +188,12 @@ class StreamWorker(Generic[In, S]):
             if tp.topic != self.topic:
                 continue
             keys = await self._store.keys_for_partition(tp.partition)
-            for key, cp in (await self._store.load_many(keys)).items():
+            found = await self._store.load_many(keys)
+            await self._store.forget(tp.partition, keys - found.keys())
+            for key, cp in found.items():
                 if cp.partition == tp.partition and key not in self._cache:
                     self._cache[key] = self._entry_from_checkpoint(cp)
+            self._evict()
         self.ready = True
 
     # -- loop ------------------------------------------------------------------------
@@ -241,6 +247,7 @@ class StreamWorker(Generic[In, S]):
         }
         if not await self._retry(lambda: self._store.save_many(checkpoints), stop, "checkpoint"):
             return False
+        self._evict()
         try:
             assert self._consumer is not None
             await self._consumer.commit(result.commits)
@@ -280,7 +287,13 @@ class StreamWorker(Generic[In, S]):
             result.outputs.extend(encode_message(m) for m in handled.outputs)
             new_entry = _Entry(handled.state, record.partition, record.offset)
         self._cache[key] = new_entry
+        self._cache.move_to_end(key)
         result.touched[key] = new_entry
+
+    def _evict(self) -> None:
+        """Keep at most ``max_cached_keys`` states in memory (least recently used go first)."""
+        while len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
 
     def _to_dlq(self, record: ConsumerRecord, reason: str, detail: str, result: _BatchResult) -> None:
         self._metrics.dlq.labels(topic=record.topic, reason=reason.split(":")[0]).inc()
