@@ -72,7 +72,7 @@ def test_codec_poison_reasons() -> None:
 def test_every_topic_has_a_registered_schema() -> None:
     from streamdx.schemas import Topic
 
-    assert {t.value for t in Topic} == {k.split("/")[0] for k in registry}
+    assert {t.value for t in Topic} <= {k.split("/")[0] for k in registry}
 
 
 def test_beat_waveform_length_enforced() -> None:
