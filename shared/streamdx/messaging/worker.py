@@ -8,7 +8,8 @@ handler per record with that key's state. Per batch (``getmany``) it:
 2. skips records at or below the checkpointed offset of their key (redelivery after a crash
    or rebalance), so state is never applied twice;
 3. calls the handler with the key's state; a handler that raises sends the record to the
-   dead-letter topic with the reason and leaves the state unchanged;
+   dead-letter topic with the reason and keeps the state object it was given (a handler that
+   updates its state in place must therefore validate before it mutates);
 4. publishes all outputs and dead letters and waits for the broker's acknowledgement
    (retrying with back-off while the broker is unavailable);
 5. checkpoints every touched key's state with its offset in Redis (one transaction);
