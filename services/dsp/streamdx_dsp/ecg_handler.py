@@ -9,13 +9,16 @@ position the gap implies, and marks the next beat ``after_gap``; a ``final`` chu
 from __future__ import annotations
 
 import json
+import logging
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from pydantic import ValidationError
 
 from streamdx.encoding import encode_f32
+from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
 from streamdx.metrics import Metrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, SignalQuality
@@ -30,6 +33,8 @@ from streamdx_dsp.core import (
 )
 
 __all__ = ["DspStateCodec", "DspStreamState", "EcgSamplesHandler"]
+
+log = logging.getLogger("streamdx.dsp")
 
 #: Longest gap bridged by advancing the sample clock (s); longer gaps still restart cleanly.
 MAX_GAP_S = 24 * 3600.0
@@ -62,10 +67,15 @@ class DspStateCodec:
 
     def dumps(self, state: DspStreamState) -> bytes:
         meta = {
-            "v": self.VERSION, "fs": state.fs, "last_seq": state.last_seq,
-            "next_beat_index": state.next_beat_index, "next_sample": state.next_sample,
-            "anchor_sample": state.anchor_sample, "anchor_epoch_s": state.anchor_epoch_s,
-            "gap_pending": state.gap_pending, "finished": state.finished,
+            "v": self.VERSION,
+            "fs": state.fs,
+            "last_seq": state.last_seq,
+            "next_beat_index": state.next_beat_index,
+            "next_sample": state.next_sample,
+            "anchor_sample": state.anchor_sample,
+            "anchor_epoch_s": state.anchor_epoch_s,
+            "gap_pending": state.gap_pending,
+            "finished": state.finished,
         }
         head = json.dumps(meta, separators=(",", ":")).encode()
         return struct.pack("<I", len(head)) + head + ecg_state_dumps(state.core)
@@ -79,10 +89,15 @@ class DspStateCodec:
             raise ValueError(f"dsp state v{meta.get('v')} is not v{self.VERSION}")
         core = ecg_state_loads(blob[4 + n :])
         return DspStreamState(
-            core=core, fs=float(meta["fs"]), last_seq=int(meta["last_seq"]),
-            next_beat_index=int(meta["next_beat_index"]), next_sample=int(meta["next_sample"]),
-            anchor_sample=int(meta["anchor_sample"]), anchor_epoch_s=float(meta["anchor_epoch_s"]),
-            gap_pending=bool(meta["gap_pending"]), finished=bool(meta["finished"]),
+            core=core,
+            fs=float(meta["fs"]),
+            last_seq=int(meta["last_seq"]),
+            next_beat_index=int(meta["next_beat_index"]),
+            next_sample=int(meta["next_sample"]),
+            anchor_sample=int(meta["anchor_sample"]),
+            anchor_epoch_s=float(meta["anchor_epoch_s"]),
+            gap_pending=bool(meta["gap_pending"]),
+            finished=bool(meta["finished"]),
         )
 
 
@@ -101,8 +116,7 @@ class EcgSamplesHandler:
             state = self._new_state(msg, start_sample=0, gap=msg.gap_before > 0)
         elif state.finished or abs(msg.fs - state.fs) > 1e-9:
             # a new stream reusing the id, or a new fs: restart after what was there
-            state = self._new_state(msg, start_sample=state.next_sample, gap=True,
-                                    beat_index=state.next_beat_index)
+            state = self._new_state(msg, start_sample=state.next_sample, gap=True, beat_index=state.next_beat_index)
         elif msg.gap_before > 0 or msg.seq != state.last_seq + 1:
             state.core, beats = ecg_stream_flush(state.core)
             out += self._beats(msg.stream_id, state, beats)
@@ -127,9 +141,14 @@ class EcgSamplesHandler:
     @staticmethod
     def _new_state(msg: EcgSamplesV1, *, start_sample: int, gap: bool, beat_index: int = 0) -> DspStreamState:
         return DspStreamState(
-            core=ecg_stream_init(msg.fs, start_sample=start_sample), fs=msg.fs, last_seq=msg.seq - 1,
-            next_beat_index=beat_index, next_sample=start_sample, anchor_sample=start_sample,
-            anchor_epoch_s=msg.t0.timestamp(), gap_pending=gap,
+            core=ecg_stream_init(msg.fs, start_sample=start_sample),
+            fs=msg.fs,
+            last_seq=msg.seq - 1,
+            next_beat_index=beat_index,
+            next_sample=start_sample,
+            anchor_sample=start_sample,
+            anchor_epoch_s=msg.t0.timestamp(),
+            gap_pending=gap,
         )
 
     @staticmethod
@@ -139,16 +158,31 @@ class EcgSamplesHandler:
             if not np.all(np.isfinite(b.waveform)):
                 continue
             q = b.quality
-            out.append(EcgBeatV1(
-                stream_id=stream_id, beat_index=state.next_beat_index, r_sample=b.r_sample,
-                r_time=state.time_of(b.r_sample), fs=state.fs, waveform=encode_f32(b.waveform),
-                rr_prev_s=b.rr_prev_s, rr_next_s=b.rr_next_s, rr_local_mean_s=b.rr_local_mean_s,
-                rr_irregularity=b.rr_irregularity,
-                quality=SignalQuality(flat=q.flat, saturated=q.saturated, hf_noise=max(0.0, q.hf_noise),
-                                      baseline_excursion_mv=max(0.0, q.baseline_excursion_mv),
-                                      score=min(1.0, max(0.0, q.score))),
-                after_gap=state.gap_pending,
-            ))
+            try:
+                beat = EcgBeatV1(
+                    stream_id=stream_id,
+                    beat_index=state.next_beat_index,
+                    r_sample=b.r_sample,
+                    r_time=state.time_of(b.r_sample),
+                    fs=state.fs,
+                    waveform=encode_f32(b.waveform),
+                    rr_prev_s=b.rr_prev_s,
+                    rr_next_s=b.rr_next_s,
+                    rr_local_mean_s=b.rr_local_mean_s,
+                    rr_irregularity=b.rr_irregularity,
+                    quality=SignalQuality(
+                        flat=q.flat,
+                        saturated=q.saturated,
+                        hf_noise=max(0.0, q.hf_noise),
+                        baseline_excursion_mv=max(0.0, q.baseline_excursion_mv),
+                        score=min(1.0, max(0.0, q.score)),
+                    ),
+                    after_gap=state.gap_pending,
+                )
+            except ValidationError:  # never raise after the core advanced: count and skip the beat
+                log.warning("beat outside the schema skipped", extra=log_fields(beat_index=state.next_beat_index))
+                continue
+            out.append(beat)
             state.next_beat_index += 1
             state.gap_pending = False
         return out
