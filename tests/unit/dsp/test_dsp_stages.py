@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import pywt
 from dsp_synth import synth_ecg
 from scipy import signal
 
@@ -13,6 +14,8 @@ from streamdx_dsp.core import (
     ecg_bandpass,
     ecg_bandpass_init,
     ecg_bandpass_sos,
+    ecg_quality_bins,
+    ecg_quality_flags,
     ecg_quality_score,
     ecg_rr_features,
     ecg_wavelet_denoise,
@@ -136,3 +139,44 @@ def test_nst_snr_definition() -> None:
         s_power = a_s**2 / 8.0
         n_power = (g * a_n) ** 2
         assert 10 * math.log10(s_power / n_power) == pytest.approx(snr, abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:Level value of 5 is too high")
+@pytest.mark.parametrize("n", [32, 64, 1952, 4096])
+def test_compiled_wavelet_shrinkage_matches_pywavelets(n: int) -> None:
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n)
+    x[n // 3] += 8.0  # a spike: large coefficients survive the threshold
+    w = pywt.Wavelet("db4")
+    coeffs = pywt.wavedec(x, w, mode="periodization", level=5)
+    lam = np.median(np.abs(coeffs[-1])) / 0.6745 * math.sqrt(2.0 * math.log(n))
+    coeffs = [coeffs[0]] + [pywt.threshold(c, lam, mode="soft") for c in coeffs[1:]]
+    ref = pywt.waverec(coeffs, w, mode="periodization")
+    np.testing.assert_allclose(ecg_wavelet_denoise(x), ref, rtol=0, atol=1e-12)
+    # other wavelets take the PyWavelets path
+    y = ecg_wavelet_denoise(x, wavelet="db2")
+    assert y.shape == x.shape and np.all(np.isfinite(y))
+
+
+def test_compiled_quality_bins_match_numpy_definition() -> None:
+    fs, ov, block = 360.0, 256, 1440
+    rng = np.random.default_rng(5)
+    ctx = rng.standard_normal(block + 2 * ov).round(2)
+    ctx[400:460] = 1.25  # flat run (>= 100 ms)
+    ctx[900:910] = ctx.max() + 1.0  # clipping plateau at the rail (>= 20 ms)
+    den = 0.9 * ctx[ov:-ov] + 0.01 * rng.standard_normal(block)
+    ecg = den - den.mean()
+    hp = den - 0.1
+    got = ecg_quality_bins(ctx, den, ecg, hp, ov, fs)
+    flags = ecg_quality_flags(ctx, ov, fs)
+    starts = np.arange(0, block, 8)
+    raw = ctx[ov:-ov]
+    ref = np.empty((6, starts.size), dtype=np.float32)
+    ref[0] = np.add.reduceat((raw - den) ** 2, starts)
+    ref[1] = np.add.reduceat(ecg**2, starts)
+    ref[2] = np.minimum.reduceat(den - hp, starts)
+    ref[3] = np.maximum.reduceat(den - hp, starts)
+    ref[4] = np.add.reduceat((flags & 2) != 0, starts, dtype=np.float64)
+    ref[5] = np.add.reduceat((flags & 1) != 0, starts, dtype=np.float64)
+    assert ref[4].sum() > 0 and ref[5].sum() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)

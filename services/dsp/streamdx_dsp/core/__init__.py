@@ -1,4 +1,4 @@
-"""Pure streaming ECG DSP core (numpy / scipy / PyWavelets only).
+"""Pure streaming ECG DSP core (numpy / scipy / PyWavelets, inner loops compiled with numba).
 
 Top-level API used by the dsp service::
 

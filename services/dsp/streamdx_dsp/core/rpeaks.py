@@ -10,8 +10,8 @@ References
   using the MIT/BIH arrhythmia database", IEEE Trans Biomed Eng 33(12):1157-1165, 1986
   (threshold coefficient and peak-level estimators).
 
-Pipeline (all vectorised per block; only the decision logic loops, over candidate
-peaks, a few per second):
+Pipeline (per block, in compiled kernels, see :mod:`streamdx_dsp.core._kernels`;
+the decision logic loops over candidate peaks, a few per second):
 
 1. QRS-emphasis band-pass 5-15 Hz (Butterworth, carried ``zi``) of the conditioned
    signal (already wavelet-denoised and 0.5-50 Hz band-passed).
@@ -55,14 +55,24 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 from scipy import signal
-from scipy.ndimage import maximum_filter1d
 
+from streamdx_dsp.core._kernels import detector_candidates, detector_decide, qrs_features
 from streamdx_dsp.core.bandpass import ecg_bandpass_sos
 
-__all__ = ["RPeakParams", "RPeakState", "ecg_rpeak_params", "ecg_rpeaks", "ecg_rpeaks_init"]
+__all__ = [
+    "RPeakParams",
+    "RPeakState",
+    "ecg_rpeak_params",
+    "ecg_rpeaks",
+    "ecg_rpeaks_advance",
+    "ecg_rpeaks_init",
+    "qrs_filter_ba",
+]
 
 _CAND_FIELDS = 5  # t, height, r, slope, amplitude
 _SB_MAX = 64
+#: Largest number of rejected candidates kept for search-back.
+SEARCHBACK_POOL_MAX = _SB_MAX
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,12 @@ class RPeakParams:
 
 
 def ecg_rpeak_params(fs: float) -> RPeakParams:
-    """Detector parameters for sampling frequency ``fs`` (Hz)."""
+    """Detector parameters for sampling frequency ``fs`` (Hz) (cached; the object is immutable)."""
+    return _rpeak_params(float(fs))
+
+
+@lru_cache(maxsize=64)
+def _rpeak_params(fs: float) -> RPeakParams:
     return RPeakParams(
         fs=float(fs),
         mwi=max(2, round(0.150 * fs)),
@@ -127,9 +142,10 @@ def ecg_rpeak_params(fs: float) -> RPeakParams:
 
 
 @lru_cache(maxsize=16)
-def _qrs_ba(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def qrs_filter_ba(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Transfer function ``(b, a)`` of the 5-15 Hz QRS filter at ``fs`` (Hz); cached, do not modify."""
     # 4-pole band-pass 5-15 Hz: well conditioned as a single transfer function at
-    # 125-1000 Hz, filtered with one lfilter call per block.
+    # 125-1000 Hz (filtered by the compiled kernels, transposed direct form II).
     b, a = signal.sos2tf(ecg_bandpass_sos(fs, 5.0, 15.0, 2))
     return b, a
 
@@ -223,129 +239,44 @@ def ecg_rpeaks_init(params: RPeakParams) -> RPeakState:
 def _features(
     state: RPeakState, y: npt.NDArray[np.float64], p: RPeakParams
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    b, a = _qrs_ba(p.fs)
-    f, state.zi = signal.lfilter(b, a, y, zi=state.zi)
-    fx = np.concatenate((state.f_tail, f))
-    state.f_tail = fx[-4:].copy()
-    dv = (2.0 * fx[4:] + fx[3:-1] - fx[1:-3] - 2.0 * fx[:-4]) * (p.fs / 8.0)
-    sq = np.abs(dv)
-    sx = np.concatenate((state.sq_tail, sq))
-    state.sq_tail = sx[sx.size - (p.mwi - 1) :].copy()
-    cs = np.concatenate(([0.0], np.cumsum(sx)))
-    mwi = (cs[p.mwi :] - cs[: -p.mwi]) / p.mwi
-    return mwi, np.abs(dv)
-
-
-def _candidates(
-    state: RPeakState,
-    y_hist: npt.NDArray[np.float32],
-    y_start: int,
-    p: RPeakParams,
-    final: bool,
-) -> npt.NDArray[np.float64]:
-    """Find new candidates among evaluable indices; returns (k, 5) rows."""
-    w = p.half_window
-    mwi = state.feat[0]
-    horizon = state.feat_start + mwi.size
-    last_eval = horizon - w if not final else horizon  # exclusive
-    if last_eval <= state.cand_next:
-        return np.zeros((0, _CAND_FIELDS))
-    a = state.cand_next - w - state.feat_start
-    seg = mwi[a:]
-    if final:
-        seg = np.concatenate((seg, np.zeros(w)))
-    n_eval = last_eval - state.cand_next
-    wm = maximum_filter1d(seg, w)[w // 2 : w // 2 + seg.size - w + 1]
-    v = seg[w : w + n_eval]
-    mask = (v > wm[:n_eval]) & (v >= wm[w + 1 : w + 1 + n_eval]) & (v > 1e-12)
-    t = state.cand_next + np.flatnonzero(mask)
-    state.cand_next = last_eval
-    if t.size == 0:
-        return np.zeros((0, _CAND_FIELDS))
-    # R location / amplitude on the conditioned signal
-    rb = p.r_back
-    # the history always reaches r_back + half_window + mwi samples back: no clipping needed
-    idx = (t - y_start - rb)[:, None] + np.arange(rb + 1)[None, :]
-    win = y_hist[idx]
-    r = t - rb + np.argmax(np.abs(win), axis=1)
-    amp = win.max(axis=1) - win.min(axis=1)
-    # maximal slope within the integration window ending at t
-    sidx = (t - state.feat_start - p.mwi)[:, None] + np.arange(p.mwi + 1)[None, :]
-    slope = state.feat[1][sidx].max(axis=1)
-    return np.column_stack((t.astype(np.float64), mwi[t - state.feat_start], r, slope, amp))
+    b, a = qrs_filter_ba(p.fs)
+    zi, f_tail, sq_tail = state.zi.copy(), state.f_tail.copy(), state.sq_tail.copy()
+    mwi, adv = qrs_features(np.ascontiguousarray(y, dtype=np.float64), b, a, zi, f_tail, sq_tail, p.fs)
+    state.zi, state.f_tail, state.sq_tail = zi, f_tail, sq_tail
+    return mwi, adv
 
 
 def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, out: list[int]) -> None:
-    """Pan-Tompkins decision rules over candidates in time order (appends R indices to ``out``)."""
-    spk, npk = state.spk, state.npk
-    last_r, last_slope = state.last_r, state.last_slope
-    rr: list[int] = [int(v) for v in state.rr[state.rr.size - state.rr_n :]] if state.rr_n else []
-    rr_cap = state.rr.size
-    sb_rows: list[list[float]] = state.sb.tolist()
-    c = p.threshold_coef
-    refr, twave, min_amp, sb_k = p.refractory, p.twave, p.min_qrs_mv, p.searchback_rr
+    """Pan-Tompkins decision rules over candidates in time order (appends R indices to ``out``).
 
-    for row in cands.tolist():
-        h = row[1]
-        r = int(row[2])
-        s = row[3]
-        amp = row[4]
-        if last_r >= 0 and rr:
-            rr_avg = sum(rr) / len(rr)
-            while r - last_r > sb_k * rr_avg and sb_rows:
-                thr2 = 0.5 * (npk + c * (spk - npk))
-                best: list[float] | None = None
-                best_h = thr2
-                for sr in sb_rows:
-                    d = sr[2] - last_r
-                    if (
-                        sr[1] > best_h
-                        and d > refr
-                        and sr[4] >= min_amp
-                        and r - sr[2] > refr
-                        and (d > twave or sr[3] >= 0.5 * last_slope)
-                    ):
-                        best, best_h = sr, sr[1]
-                if best is None:
-                    spk = npk + p.decay * (spk - npk)
-                    break
-                spk = 0.25 * best_h + 0.75 * spk
-                rb = int(best[2])
-                rr.append(rb - last_r)
-                if len(rr) > rr_cap:
-                    del rr[0]
-                last_r, last_slope = rb, best[3]
-                out.append(rb)
-                sb_rows = [x for x in sb_rows if x[2] > last_r]
-                rr_avg = sum(rr) / len(rr)
-        if last_r >= 0 and r - last_r < refr:
-            continue
-        thr = npk + c * (spk - npk)
-        if h > thr and amp >= min_amp:
-            if last_r >= 0 and r - last_r < twave and s < p.twave_slope * last_slope and h < p.twave_height * spk:
-                npk = 0.125 * h + 0.875 * npk
-                sb_rows.append(row)
-            else:
-                spk = 0.125 * h + 0.875 * spk
-                if last_r >= 0:
-                    rr.append(r - last_r)
-                    if len(rr) > rr_cap:
-                        del rr[0]
-                last_r, last_slope = r, s
-                out.append(r)
-                sb_rows = []
-        else:
-            npk = 0.125 * h + 0.875 * npk
-            sb_rows.append(row)
-        if len(sb_rows) > _SB_MAX:
-            sb_rows = sb_rows[-_SB_MAX:]
-    state.spk, state.npk = spk, npk
-    state.last_r, state.last_slope = last_r, last_slope
-    state.rr = np.zeros(rr_cap, dtype=np.int64)
-    if rr:
-        state.rr[rr_cap - len(rr) :] = rr
-    state.rr_n = len(rr)
-    state.sb = np.array(sb_rows, dtype=np.float64).reshape(-1, _CAND_FIELDS)
+    Compiled (:func:`streamdx_dsp.core._kernels.detector_decide`): candidates above
+    ``THR`` outside the refractory period and not T-wave-like are QRS; search-back
+    over the rejected candidates at 1.66 mean RR (see the module docstring).
+    """
+    rr = state.rr.copy()
+    r_peaks, spk, npk, last_r, last_slope, rr_n, sb = detector_decide(
+        np.ascontiguousarray(cands),
+        state.spk,
+        state.npk,
+        state.last_r,
+        state.last_slope,
+        rr,
+        state.rr_n,
+        np.ascontiguousarray(state.sb, dtype=np.float64).reshape(-1, _CAND_FIELDS),
+        p.threshold_coef,
+        p.refractory,
+        p.twave,
+        p.min_qrs_mv,
+        p.searchback_rr,
+        p.twave_slope,
+        p.twave_height,
+        p.decay,
+        _SB_MAX,
+    )
+    state.spk, state.npk = float(spk), float(npk)
+    state.last_r, state.last_slope = int(last_r), float(last_slope)
+    state.rr, state.rr_n, state.sb = rr, int(rr_n), sb
+    out.extend(r_peaks.tolist())
 
 
 def ecg_rpeaks(
@@ -382,22 +313,53 @@ def ecg_rpeaks(
     r_peaks : list of int
         Absolute indices of newly accepted R peaks, increasing.
     """
-    p = params
     if y_block.size:
+        mwi, adv = _features(state, y_block, params)
+    else:
+        mwi = adv = np.zeros(0)
+    return ecg_rpeaks_advance(state, mwi, adv, y_hist, y_start, params, final)
+
+
+def ecg_rpeaks_advance(
+    state: RPeakState,
+    mwi: npt.NDArray[np.float64],
+    adv: npt.NDArray[np.float64],
+    y_hist: npt.NDArray[np.float32],
+    y_start: int,
+    params: RPeakParams,
+    final: bool = False,
+) -> tuple[RPeakState, list[int]]:
+    """:func:`ecg_rpeaks` after the features of the block were computed.
+
+    ``mwi``/``adv`` are the integrated signal and absolute slope of the block (as
+    computed by the compiled conditioning step of the stream, which also advanced
+    ``state.zi``, ``state.f_tail`` and ``state.sq_tail``). Other parameters and the
+    return value as for :func:`ecg_rpeaks`.
+    """
+    p = params
+    if mwi.size:
         block_start = state.feat_start + state.feat.shape[1]
-        mwi, adv = _features(state, y_block, p)
         if not state.learned:
             lo = max(0, state.learn_start - block_start)
             hi = min(mwi.size, state.learn_start + p.learn - block_start)
             if hi > lo:
                 state.learn_max = max(state.learn_max, float(mwi[lo:hi].max()))
                 state.learn_sum += float(mwi[lo:hi].sum())
-        state.feat = np.concatenate((state.feat, np.vstack((mwi, adv))), axis=1)
-    cands = _candidates(state, y_hist, y_start, p, final)
-    keep_from = state.cand_next - p.half_window - p.mwi - 1 - state.feat_start
-    if keep_from > 0:
-        state.feat = state.feat[:, keep_from:].copy()
-        state.feat_start += keep_from
+    # append the block's features, extract the decidable candidates (rows t, height, r,
+    # slope, amplitude), drop features no longer needed
+    state.feat, state.feat_start, state.cand_next, cands = detector_candidates(
+        state.feat,
+        mwi,
+        adv,
+        state.feat_start,
+        state.cand_next,
+        p.half_window,
+        p.mwi,
+        final,
+        y_hist,
+        y_start,
+        p.r_back,
+    )
     out: list[int] = []
     if not state.learned:
         state.queue = np.vstack((state.queue, cands))

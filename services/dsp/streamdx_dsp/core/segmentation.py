@@ -18,8 +18,12 @@ POST_R_SAMPLES = 200
 BEAT_LENGTH = PRE_R_SAMPLES + POST_R_SAMPLES
 
 # position of output sample j: r + rr_prev/3 * _U[j] + 2 rr_next/3 * _V[j]
-_U = np.concatenate((np.arange(PRE_R_SAMPLES) / PRE_R_SAMPLES - 1.0, np.zeros(POST_R_SAMPLES)))
-_V = np.concatenate((np.zeros(PRE_R_SAMPLES), np.arange(POST_R_SAMPLES) / POST_R_SAMPLES))
+SEGMENT_U = np.concatenate((np.arange(PRE_R_SAMPLES) / PRE_R_SAMPLES - 1.0, np.zeros(POST_R_SAMPLES)))
+SEGMENT_V = np.concatenate((np.zeros(PRE_R_SAMPLES), np.arange(POST_R_SAMPLES) / POST_R_SAMPLES))
+SEGMENT_U.setflags(write=False)
+SEGMENT_V.setflags(write=False)
+_U = SEGMENT_U
+_V = SEGMENT_V
 
 
 def ecg_segment_beats(

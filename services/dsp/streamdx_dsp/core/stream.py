@@ -28,8 +28,16 @@ fs (Hz)  block          wavelet delay
 1000     2048 (2.05 s)  0.26-2.30 s
 =======  =============  ============================
 
-A smaller ``block_s`` lowers the delay at the cost of throughput (per-block numpy
-overhead). State size (``ecg_state_dumps``): about 26 KB at 360 Hz, 51 KB at 1000 Hz.
+A smaller ``block_s`` lowers the delay at the cost of throughput (fixed per-block
+overhead of roughly 0.1 ms). State size (``ecg_state_dumps``): about 26 KB at 360 Hz,
+51 KB at 1000 Hz.
+
+Implementation: each block runs through compiled numba kernels
+(:mod:`streamdx_dsp.core._kernels`; wavelet shrinkage, filters, quality statistics,
+detector features, candidates and decisions in one call, then the beats of the block
+at once); Python only builds the :class:`Beat` objects. The kernels are compiled (or
+loaded from the on-disk cache) by the first :func:`ecg_stream_init` of a process, so
+no data block waits for the compiler.
 
 Beat rules:
 
@@ -45,29 +53,32 @@ Beat rules:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass_init, ecg_bandpass_sos, ecg_bandpass_tapped
-from streamdx_dsp.core.offset import OffsetState, ecg_offset_init, ecg_remove_offset
-from streamdx_dsp.core.quality import (
-    QUALITY_BIN,
-    BeatQuality,
-    ecg_quality_bins,
-    ecg_quality_score,
-    ecg_quality_windows,
+from streamdx_dsp.core._kernels import beat_rows, beat_windows, condition_block, ingest, stream_block
+from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass_init, ecg_bandpass_sos
+from streamdx_dsp.core.offset import OffsetState, ecg_offset_init
+from streamdx_dsp.core.quality import MIN_PTP_MV, QUALITY_BIN, BeatQuality, quality_run_lengths
+from streamdx_dsp.core.rpeaks import (
+    SEARCHBACK_POOL_MAX,
+    RPeakState,
+    ecg_rpeak_params,
+    ecg_rpeaks,
+    ecg_rpeaks_advance,
+    ecg_rpeaks_init,
+    qrs_filter_ba,
 )
-from streamdx_dsp.core.rpeaks import RPeakState, ecg_rpeak_params, ecg_rpeaks, ecg_rpeaks_init
-from streamdx_dsp.core.rr_features import RR_LOCAL_N, ecg_rr_features
-from streamdx_dsp.core.segmentation import BEAT_LENGTH, ecg_segment_beats
+from streamdx_dsp.core.rr_features import RR_LOCAL_N
+from streamdx_dsp.core.segmentation import BEAT_LENGTH, SEGMENT_U, SEGMENT_V
 from streamdx_dsp.core.wavelet_denoise import (
+    DWT_LEVEL,
     DWT_OVERLAP,
-    WaveletBlock,
     WaveletStreamState,
+    dwt_filters,
     ecg_wavelet_block_size,
-    ecg_wavelet_stream,
     ecg_wavelet_stream_init,
 )
 
@@ -210,6 +221,27 @@ def _history_len(fs: float, block: int) -> int:
     return QUALITY_BIN * math.ceil(n / QUALITY_BIN)
 
 
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Compile (or load from the numba cache) every kernel of the stream path, once per process.
+
+    Done by the first :func:`ecg_stream_init` so that the first data block of a stream
+    does not stall on just-in-time compilation (seconds without a warm cache).
+    """
+    global _WARM
+    if _WARM:
+        return
+    _WARM = True
+    fs = 360.0
+    t = np.arange(round(12 * fs)) / fs
+    x = 1.5 * np.exp(-0.5 * (((t + 0.4) % 0.8 - 0.4) / 0.012) ** 2)
+    state = ecg_stream_init(fs, block_s=1.0)
+    state, _ = ecg_stream_process(state, x)
+    ecg_stream_flush(state)
+
+
 def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_BLOCK_S) -> EcgStreamState:
     """Create the state of a new stream.
 
@@ -232,6 +264,7 @@ def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_B
     if not 0.1 <= block_s <= 10.0:
         raise ValueError("block_s must be within 0.1-10 s")
     fs = float(fs)
+    _warm_up()
     block = _block_size(fs, block_s)
     hlen = _history_len(fs, block)
     return EcgStreamState(
@@ -263,69 +296,106 @@ def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_B
 def _windows(
     h: SignalHistory, r: npt.NDArray[np.int64], pre: npt.NDArray[np.float64], post: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
-    """Waveforms and quality statistics of beats at ``r`` with (capped) intervals ``pre``/``post``."""
-    waves = ecg_segment_beats(h.ecg, h.start, r, pre, post)
-    a = (np.floor(r - pre / 3.0).astype(np.int64) - h.start) // QUALITY_BIN
-    b = -((-(np.ceil(r + 2.0 * post / 3.0).astype(np.int64) - h.start)) // QUALITY_BIN)
-    stats = ecg_quality_windows(h.bins, a, b)
+    """Waveforms and quality statistics of beats at ``r`` with (capped) intervals ``pre``/``post``.
+
+    Compiled equivalent of :func:`~streamdx_dsp.core.segmentation.ecg_segment_beats`
+    plus :func:`~streamdx_dsp.core.quality.ecg_quality_windows` over whole bins.
+    """
+    waves: npt.NDArray[np.float32]
+    stats: npt.NDArray[np.float64]
+    waves, stats = beat_windows(h.ecg, h.start, h.bins, QUALITY_BIN, r, pre, post, SEGMENT_U, SEGMENT_V)
     return waves, stats
 
 
+_BEAT_FIELDS = ("r_sample", "waveform", "rr_prev_s", "rr_next_s", "rr_local_mean_s", "rr_irregularity", "quality")
+_QUALITY_FIELDS = ("flat", "saturated", "hf_noise", "baseline_excursion_mv", "score")
+if tuple(f.name for f in fields(Beat)) != _BEAT_FIELDS or tuple(f.name for f in fields(BeatQuality)) != _QUALITY_FIELDS:
+    raise RuntimeError("Beat/BeatQuality fields changed: update _new_beat/_new_quality")
+
+
+def _new_beat(
+    r_sample: int,
+    waveform: npt.NDArray[np.float32],
+    rr_prev_s: float,
+    rr_next_s: float,
+    rr_local_mean_s: float,
+    rr_irregularity: float,
+    quality: BeatQuality,
+) -> Beat:
+    """``Beat(...)`` without the frozen-dataclass ``__init__`` (one ``object.__setattr__`` per field).
+
+    Equivalent because :class:`Beat` has neither ``__post_init__`` nor slots (the
+    field lists are checked at import); faster, which matters at a few beats per block.
+    """
+    b = object.__new__(Beat)
+    b.__dict__.update(
+        r_sample=r_sample,
+        waveform=waveform,
+        rr_prev_s=rr_prev_s,
+        rr_next_s=rr_next_s,
+        rr_local_mean_s=rr_local_mean_s,
+        rr_irregularity=rr_irregularity,
+        quality=quality,
+    )
+    return b
+
+
+def _new_quality(
+    flat: bool, saturated: bool, hf_noise: float, baseline_excursion_mv: float, score: float
+) -> BeatQuality:
+    """``BeatQuality(...)``, fast path as :func:`_new_beat`."""
+    q = object.__new__(BeatQuality)
+    q.__dict__.update(
+        flat=flat, saturated=saturated, hf_noise=hf_noise, baseline_excursion_mv=baseline_excursion_mv, score=score
+    )
+    return q
+
+
 def _emit(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
-    """Turn newly accepted R peaks into beats (vectorised over the beats of a block)."""
+    """Turn newly accepted R peaks into beats (numeric work compiled, vectorised over the beats)."""
     if not rs:
         return
-    fs = state.fs
-    cap = RR_CAP_S * fs
-    chain = ([state.last_r] if state.last_r >= 0 else []) + rs
+    has_last = state.last_r >= 0
+    chain = [state.last_r, *rs] if has_last else rs
     if len(chain) >= 2:
-        n = len(chain) - 1
-        rr_next = [chain[k + 1] - chain[k] for k in range(n)]
-        rr_prev = [state.last_rr_prev if state.last_r >= 0 else -1, *rr_next[:-1]]
-        frozen0 = state.last_r >= 0 and state.frozen and rr_next[0] > cap
-        calc = [k for k in range(n) if rr_prev[k] > 0 and not (k == 0 and frozen0)]
-        rows: dict[int, tuple[npt.NDArray[np.float32], list[float]]] = {}
-        if calc:
-            waves, stats = _windows(
-                state.history,
-                np.array([chain[k] for k in calc], dtype=np.int64),
-                np.array([min(rr_prev[k], cap) for k in calc], dtype=np.float64),
-                np.array([min(rr_next[k], cap) for k in calc], dtype=np.float64),
-            )
-            waves.setflags(write=False)
-            stats_l = stats.tolist()
-            for j, k in enumerate(calc):
-                rows[k] = (waves[j], stats_l[j])
-        if frozen0:
-            fw = state.frozen_wave.copy()
-            fw.setflags(write=False)
-            rows[0] = (fw, state.frozen_stats.tolist())
-        rr_hist = state.rr[state.rr.size - state.rr_n :].tolist() if state.rr_n else []
+        fs = state.fs
+        cap = RR_CAP_S * fs
+        h = state.history
+        frozen0 = has_last and state.frozen and chain[1] - chain[0] > cap
+        emit, waves, values, rr_n = beat_rows(
+            np.array(chain, dtype=np.int64),
+            state.last_rr_prev if has_last else -1,
+            frozen0,
+            state.frozen_wave,
+            state.frozen_stats,
+            state.rr,
+            state.rr_n,
+            h.ecg,
+            h.start,
+            h.bins,
+            QUALITY_BIN,
+            SEGMENT_U,
+            SEGMENT_V,
+            cap,
+            fs,
+        )
+        state.rr_n = rr_n
+        state.last_rr_prev = chain[-1] - chain[-2]
+        waves.setflags(write=False)
         s0 = state.start_sample
-        for k in range(n):
-            rr_hist.append(rr_next[k])
-            if len(rr_hist) > RR_LOCAL_N:
-                del rr_hist[0]
-            if k not in rows:
-                continue
-            wave, st = rows[k]
-            mean_rr, irr = ecg_rr_features(rr_hist, fs)
-            beats.append(
-                Beat(
-                    r_sample=s0 + chain[k],
-                    waveform=wave,
-                    rr_prev_s=rr_prev[k] / fs,
-                    rr_next_s=rr_next[k] / fs,
-                    rr_local_mean_s=mean_rr,
-                    rr_irregularity=irr,
-                    quality=ecg_quality_score(st),
+        for k, (ok, row) in enumerate(zip(emit.tolist(), values.tolist(), strict=True)):
+            if ok:
+                beats.append(
+                    _new_beat(
+                        s0 + chain[k],
+                        waves[k],
+                        row[0],
+                        row[1],
+                        row[2],
+                        row[3],
+                        _new_quality(row[4] != 0.0, row[5] != 0.0, row[6], row[7], row[8]),
+                    )
                 )
-            )
-        rr = np.zeros(RR_LOCAL_N, np.int64)
-        rr[RR_LOCAL_N - len(rr_hist) :] = rr_hist
-        state.rr = rr
-        state.rr_n = len(rr_hist)
-        state.last_rr_prev = rr_next[-1]
     state.last_r = chain[-1]
     state.frozen = False
 
@@ -348,22 +418,58 @@ def _freeze(state: EcgStreamState) -> None:
         state.frozen = True
 
 
-def _process_blocks(state: EcgStreamState, blocks: list[WaveletBlock], beats: list[Beat], final: bool) -> None:
+def _process_blocks(state: EcgStreamState, buf: npt.NDArray[np.float32], beats: list[Beat], final: bool) -> None:
+    """Process every complete block of the wavelet input ``buf`` and keep the remainder."""
     fs = state.fs
     sos = ecg_bandpass_sos(fs)
     params = ecg_rpeak_params(fs)
+    lo, hi = dwt_filters()
+    qb, qa = qrs_filter_ba(fs)
     ov = state.overlap
+    block = state.block
     h = state.history
-    for blk in blocks:
-        state.bandpass, y, hp = ecg_bandpass_tapped(state.bandpass, blk.denoised_mv, sos, 1)
-        qb = ecg_quality_bins(blk.context_mv, blk.denoised_mv, y, hp, ov, fs)
-        n = y.size
-        h.ecg = np.concatenate((h.ecg[n:], y.astype(np.float32)))
-        h.bins = np.concatenate((h.bins[:, n // QUALITY_BIN :], qb), axis=1)
-        h.start += n
-        state.detector, rs = ecg_rpeaks(state.detector, y, h.ecg, h.start, params)
+    det = state.detector
+    span = block + 2 * ov
+    flat_min, clip_min = quality_run_lengths(fs)
+    pos = 0
+    while buf.size - pos >= span:
+        if det.learned:
+            # common path: conditioning, features, candidates and decisions in one compiled call
+            (
+                det.feat,
+                det.feat_start,
+                det.cand_next,
+                r_peaks,
+                det.spk,
+                det.npk,
+                det.last_r,
+                det.last_slope,
+                det.rr_n,
+                det.sb,
+            ) = stream_block(
+                buf, pos, block, ov, lo, hi, DWT_LEVEL, sos, state.bandpass.zi, 1, flat_min, clip_min,
+                MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins, h.start + block, qb, qa, det.zi, det.f_tail,
+                det.sq_tail, fs, det.feat, det.feat_start, det.cand_next, params.half_window, params.mwi,
+                params.r_back, False, det.spk, det.npk, det.last_r, det.last_slope, det.rr, det.rr_n, det.sb,
+                params.threshold_coef, params.refractory, params.twave, params.min_qrs_mv,
+                params.searchback_rr, params.twave_slope, params.twave_height, params.decay, SEARCHBACK_POOL_MAX,
+            )  # fmt: skip
+            rs = r_peaks.tolist()
+            h.start += block
+        else:
+            mwi, adv = condition_block(
+                buf, pos, block, ov, lo, hi, DWT_LEVEL, sos, state.bandpass.zi, 1, flat_min, clip_min,
+                MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins, qb, qa, det.zi, det.f_tail, det.sq_tail, fs,
+            )  # fmt: skip
+            h.start += block
+            state.detector, rs = ecg_rpeaks_advance(det, mwi, adv, h.ecg, h.start, params)
+        pos += block
         _emit(state, rs, beats)
         _freeze(state)
+    if pos:
+        buf = buf[pos:].copy()
+        state.wavelet.buffer_start += pos
+    state.wavelet.buffer = buf
     if final:
         state.detector, rs = ecg_rpeaks(state.detector, np.zeros(0), h.ecg, h.start, params, final=True)
         _emit(state, [r for r in rs if r < state.n_in], beats)
@@ -400,14 +506,22 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
         raise ValueError("chunk must be one-dimensional")
     if x.size == 0:
         return state, []
-    if not np.isfinite(x).all():
+    x = np.ascontiguousarray(x)  # one compiled specialisation for every input layout
+    off = state.offset
+    w = state.wavelet
+    # finiteness check, offset removal and append to the wavelet input in one compiled pass
+    buf, finite = ingest(w.buffer, x, off.value_mv if off.known else float(x[0]))
+    if not finite:
         raise ValueError("chunk contains NaN or inf")
-    state.offset, xo = ecg_remove_offset(state.offset, x)
+    if not off.known:
+        off.value_mv = float(x[0])
+        off.known = True
     state.n_in += x.size
-    state.wavelet, blocks = ecg_wavelet_stream(state.wavelet, xo.astype(np.float32), state.block, state.overlap)
     beats: list[Beat] = []
-    if blocks:
-        _process_blocks(state, blocks, beats, final=False)
+    if buf.size >= state.block + 2 * state.overlap:
+        _process_blocks(state, buf, beats, final=False)
+    else:
+        w.buffer = buf
     return state, beats
 
 
@@ -433,9 +547,7 @@ def ecg_stream_flush(state: EcgStreamState) -> tuple[EcgStreamState, list[Beat]]
         first_pending = state.wavelet.buffer_start + state.overlap
         nblocks = max(0, math.ceil((state.n_in - first_pending) / state.block))
         total = max(0, nblocks * state.block + 2 * state.overlap - state.wavelet.buffer.size)
-        state.wavelet, blocks = ecg_wavelet_stream(
-            state.wavelet, np.zeros(total, np.float32), state.block, state.overlap
-        )
-        _process_blocks(state, blocks, beats, final=True)
+        buf = np.concatenate((state.wavelet.buffer, np.zeros(total, np.float32)))
+        _process_blocks(state, buf, beats, final=True)
     state.finished = True
     return state, beats

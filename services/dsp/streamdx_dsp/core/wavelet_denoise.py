@@ -34,12 +34,15 @@ import numpy as np
 import numpy.typing as npt
 import pywt
 
+from streamdx_dsp.core._kernels import dwt_denoise
+
 __all__ = [
     "DWT_LEVEL",
     "DWT_OVERLAP",
     "DWT_WAVELET",
     "WaveletBlock",
     "WaveletStreamState",
+    "dwt_filters",
     "ecg_wavelet_block_size",
     "ecg_wavelet_denoise",
     "ecg_wavelet_stream",
@@ -57,6 +60,22 @@ _MAD_TO_SIGMA = 0.6745
 @lru_cache(maxsize=8)
 def _wavelet(name: str) -> pywt.Wavelet:
     return pywt.Wavelet(name)
+
+
+def dwt_filters() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Decomposition low-/high-pass filters of ``DWT_WAVELET`` (cached, do not modify)."""
+    filt = _dec_filters(DWT_WAVELET)
+    assert filt is not None  # db4 is orthogonal
+    return filt
+
+
+@lru_cache(maxsize=8)
+def _dec_filters(name: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """Decomposition filters of an orthogonal 8-tap wavelet such as db4 (None: use PyWavelets)."""
+    w = _wavelet(name)
+    if not w.orthogonal or w.dec_len != 8:
+        return None
+    return np.array(w.dec_lo, dtype=np.float64), np.array(w.dec_hi, dtype=np.float64)
 
 
 def ecg_wavelet_block_size(fs: float, block_s: float) -> int:
@@ -90,6 +109,11 @@ def ecg_wavelet_denoise(
     """
     x = np.asarray(x_mv, dtype=np.float64)
     n = x.shape[-1]
+    filt = _dec_filters(wavelet)
+    if filt is not None and x.ndim == 1 and level >= 1 and n % (1 << level) == 0:
+        # compiled periodised DWT + shrinkage + inverse (same arithmetic as below)
+        out: npt.NDArray[np.float64] = dwt_denoise(np.ascontiguousarray(x), filt[0], filt[1], level, 0, n)
+        return out
     w = _wavelet(wavelet)
     coeffs = pywt.wavedec(x, w, mode="periodization", level=level)
     sigma = float(np.median(np.abs(coeffs[-1]))) / _MAD_TO_SIGMA
@@ -181,9 +205,13 @@ def ecg_wavelet_stream(
     span = block + 2 * overlap
     out: list[WaveletBlock] = []
     pos = 0
+    lo, hi = dwt_filters()
     while buf.size - pos >= span:
         ctx = buf[pos : pos + span].astype(np.float64)
-        den = ecg_wavelet_denoise(ctx)[overlap : overlap + block]
+        if span % (1 << DWT_LEVEL) == 0:
+            den = dwt_denoise(ctx, lo, hi, DWT_LEVEL, overlap, block)
+        else:
+            den = ecg_wavelet_denoise(ctx)[overlap : overlap + block]
         out.append(WaveletBlock(start=state.buffer_start + pos + overlap, context_mv=ctx, denoised_mv=den))
         pos += block
     if pos:

@@ -1,0 +1,1073 @@
+"""Compiled (numba) kernels of the streaming ECG core.
+
+The per-block pipeline is dominated by call overhead when written as many small numpy
+operations (a 4-s block at 360 Hz is only 1440 samples), so its inner loops are
+compiled with numba: wavelet shrinkage, IIR filters, detector features and candidates,
+quality statistics, beat resampling and window statistics. Each kernel reproduces the
+arithmetic of the numpy/scipy/PyWavelets formulation it replaces (up to rounding in
+the last bits), see the stage modules for the definitions.
+
+Compilation is lazy (first call) and cached on disk (``cache=True``): in the package's
+``__pycache__`` if writable, else in ``NUMBA_CACHE_DIR`` or the user cache directory;
+when no cache location is writable (read-only container), kernels are compiled in
+memory at every process start (a few seconds).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numba
+import numpy as np
+
+__all__ = [
+    "beat_rows",
+    "beat_windows",
+    "condition_block",
+    "detector_candidates",
+    "detector_decide",
+    "dwt_denoise",
+    "ingest",
+    "lfilter_tf",
+    "qrs_candidates",
+    "qrs_features",
+    "quality_bins",
+    "sos_filter_tapped",
+    "stream_block",
+]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_NB_CONFIG: Any = numba.config
+
+
+def _jit(fn: _F) -> _F:
+    """``numba.njit`` with an on-disk cache when a writable cache location exists.
+
+    Cache location, first writable of: ``NUMBA_CACHE_DIR``; the package's
+    ``__pycache__``; the user cache directory; ``<tempdir>/streamdx-numba-cache``
+    (read-only installs, e.g. containers with a read-only root filesystem). Without
+    any, the kernels are compiled in memory at every process start.
+    """
+    try:
+        return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+    except RuntimeError:  # no writable cache locator
+        pass
+    if not _NB_CONFIG.CACHE_DIR:  # NUMBA_CACHE_DIR unset: try the temporary directory
+        try:
+            tmp = os.path.join(tempfile.gettempdir(), "streamdx-numba-cache")
+            os.makedirs(tmp, exist_ok=True)
+            _NB_CONFIG.CACHE_DIR = tmp
+            return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+        except (OSError, RuntimeError):
+            _NB_CONFIG.CACHE_DIR = ""
+    return cast(_F, numba.njit(cache=False, nogil=True)(fn))
+
+
+@_jit
+def _copy1(dst, src):
+    """``dst[:] = src`` for 1-D arrays of equal length (explicit loop: compiles faster)."""
+    for i in range(src.size):
+        dst[i] = src[i]
+
+
+@_jit
+def _median_abs(x):
+    """Median of ``|x|`` (mean of the two middle values for even length), by quickselect."""
+    n = x.size
+    v = np.abs(x)
+    k = n // 2
+    hi_val = _select(v, k)
+    if n % 2:
+        return hi_val
+    lo_val = v[0]
+    for i in range(1, k):
+        if v[i] > lo_val:
+            lo_val = v[i]
+    return (lo_val + hi_val) / 2.0
+
+
+@_jit
+def _select(v, k):
+    """``k``-th smallest of ``v`` (reordered in place: ``v[:k]`` <= result)."""
+    lo = 0
+    hi = v.size - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        a, b, c = v[lo], v[mid], v[hi]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+            if a > b:
+                b = a
+        pivot = b
+        i = lo
+        j = hi
+        while i <= j:
+            while v[i] < pivot:
+                i += 1
+            while v[j] > pivot:
+                j -= 1
+            if i <= j:
+                v[i], v[j] = v[j], v[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return v[k]
+
+
+# ------------------------------------------------------------------------ wavelet
+
+
+@_jit
+def _wrap(i: int, n: int) -> int:
+    while i < 0:
+        i += n
+    while i >= n:
+        i -= n
+    return i
+
+
+@_jit
+def _pad_periodic(x, h, left, right, out):
+    """``out[q] = x[(q - left) mod h]`` for ``q < h + left + right`` (x of length h)."""
+    for q in range(left):
+        out[q] = x[_wrap(q - left, h)]
+    for i in range(h):
+        out[left + i] = x[i]
+    for q in range(right):
+        out[left + h + q] = x[_wrap(h + q, h)]
+
+
+@_jit
+def _dwt_step(cur, n, lo, hi, ca, cd):
+    """One periodised analysis step of ``cur[:n]`` into ``ca``/``cd`` (n // 2 each).
+
+    Polyphase form of ``c[k] = sum_j f[j] cur[(2k + 4 - j) mod n]`` for 8-tap filters
+    (db4): even/odd phases padded periodically, contiguous loop over ``k``.
+    """
+    mh = lo.size // 2
+    h = n // 2
+    pad = mh + 1
+    ev = np.empty(h)
+    od = np.empty(h)
+    for i in range(h):
+        ev[i] = cur[2 * i]
+        od[i] = cur[2 * i + 1]
+    ep = np.empty(h + 2 * pad)
+    op = np.empty(h + 2 * pad)
+    _pad_periodic(ev, h, pad, pad, ep)
+    _pad_periodic(od, h, pad, pad, op)
+    # taps in registers, one pass over k (summation in tap order)
+    l0, l1, l2, l3, l4, l5, l6, l7 = lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]
+    g0, g1, g2, g3, g4, g5, g6, g7 = hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]
+    for k in range(h):
+        e0 = ep[k + 2 + pad]
+        o0 = op[k + 1 + pad]
+        e1 = ep[k + 1 + pad]
+        o1 = op[k + pad]
+        e2 = ep[k + pad]
+        o2 = op[k - 1 + pad]
+        e3 = ep[k - 1 + pad]
+        o3 = op[k - 2 + pad]
+        ca[k] = l0 * e0 + l1 * o0 + l2 * e1 + l3 * o1 + l4 * e2 + l5 * o2 + l6 * e3 + l7 * o3
+        cd[k] = g0 * e0 + g1 * o0 + g2 * e1 + g3 * o1 + g4 * e2 + g5 * o2 + g6 * e3 + g7 * o3
+
+
+@_jit
+def _idwt_step(ca, cd, h, lo, hi, rec):
+    """Inverse of :func:`_dwt_step` (its transpose, orthogonal 8-tap wavelet) into ``rec[:2h]``."""
+    mh = lo.size // 2
+    s2 = lo.size // 4
+    pad = mh + 1
+    ap = np.empty(h + 2 * pad)
+    dp = np.empty(h + 2 * pad)
+    _pad_periodic(ca, h, pad, pad, ap)
+    _pad_periodic(cd, h, pad, pad, dp)
+    # taps in registers, written straight to rec
+    l0, l1, l2, l3, l4, l5, l6, l7 = lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]
+    g0, g1, g2, g3, g4, g5, g6, g7 = hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]
+    for i in range(h):
+        q = i - s2 + pad
+        a0, a1, a2, a3, a4 = ap[q], ap[q + 1], ap[q + 2], ap[q + 3], ap[q + 4]
+        d0, d1, d2, d3, d4 = dp[q], dp[q + 1], dp[q + 2], dp[q + 3], dp[q + 4]
+        rec[2 * i] = (((l0 * a0 + g0 * d0) + (l2 * a1 + g2 * d1)) + (l4 * a2 + g4 * d2)) + (l6 * a3 + g6 * d3)
+        rec[2 * i + 1] = (((l1 * a1 + g1 * d1) + (l3 * a2 + g3 * d2)) + (l5 * a3 + g5 * d3)) + (l7 * a4 + g7 * d4)
+
+
+@_jit
+def dwt_denoise(x, lo, hi, level, out_start, out_len):
+    """Soft universal-threshold shrinkage of ``x`` (periodised DWT, see ``ecg_wavelet_denoise``).
+
+    Same convention as ``pywt.wavedec``/``waverec`` with ``mode="periodization"``:
+    ``cA[k] = sum_j lo[j] x[(2k + 4 - j) mod n]``, idem ``cD`` with ``hi``, for an
+    orthogonal 8-tap wavelet (db4); the inverse is the transpose. ``len(x)``
+    must be a multiple of ``2**level``. Returns ``y[out_start:out_start + out_len]``.
+    """
+    n0 = x.size
+    w = np.empty(n0)  # [cA_L | cD_L | ... | cD_1]
+    cur = np.empty(n0)
+    tmp = np.empty(n0)
+    for i in range(n0):
+        cur[i] = x[i]
+    n = n0
+    for _ in range(level):
+        h = n // 2
+        _dwt_step(cur, n, lo, hi, tmp[:h], w[h:n])
+        _copy1(cur[:h], tmp[:h])
+        n = h
+    _copy1(w[:n], cur[:n])
+    # noise scale from the finest details, universal threshold
+    sigma = _median_abs(w[n0 // 2 : n0]) / 0.6745
+    lam = sigma * math.sqrt(2.0 * math.log(n0))
+    na = n0 >> level
+    if lam > 0.0:
+        for i in range(na, n0):
+            c = w[i]
+            m = abs(c) - lam
+            if m < 0.0:
+                m = 0.0
+            w[i] = math.copysign(m, c)
+    # inverse
+    _copy1(cur[:na], w[:na])
+    n = na
+    for _ in range(level):
+        _idwt_step(cur[:n], w[n : 2 * n], n, lo, hi, tmp)
+        _copy1(cur[: 2 * n], tmp[: 2 * n])
+        n = 2 * n
+    return cur[out_start : out_start + out_len].copy()
+
+
+# ------------------------------------------------------------------------ filters
+
+
+@_jit
+def sos_filter_tapped(sos, x, zi, n_tap):
+    """Cascade of biquads in transposed direct form II (``scipy.signal.sosfilt``).
+
+    Filters section by section (the same arithmetic as sample by sample through the
+    cascade), keeping coefficients and delay line in registers. ``zi`` (n_sections, 2)
+    is updated in place. Returns the output and the signal after the first ``n_tap``
+    sections (the input itself if ``n_tap`` is 0).
+    """
+    ns = sos.shape[0]
+    n = x.size
+    y = x.copy()
+    tap = y
+    for s in range(ns):
+        a0 = sos[s, 3]
+        b0 = sos[s, 0] / a0
+        b1 = sos[s, 1] / a0
+        b2 = sos[s, 2] / a0
+        a1 = sos[s, 4] / a0
+        a2 = sos[s, 5] / a0
+        z0 = zi[s, 0]
+        z1 = zi[s, 1]
+        for i in range(n):
+            v = y[i]
+            u = b0 * v + z0
+            z0 = b1 * v - a1 * u + z1
+            z1 = b2 * v - a2 * u
+            y[i] = u
+        zi[s, 0] = z0
+        zi[s, 1] = z1
+        if s + 1 == n_tap:
+            tap = y.copy()
+    if n_tap == 0:
+        tap = x.copy()
+    return y, tap
+
+
+@_jit
+def lfilter_tf(b, a, x, zi):
+    """``scipy.signal.lfilter(b, a, x, zi=zi)`` (transposed direct form II, ``a[0]`` = 1).
+
+    ``zi`` (len(a) - 1,) is updated in place.
+    """
+    order = a.size - 1
+    n = x.size
+    y = np.empty(n)
+    if order == 4:  # the QRS filter: delay line in registers
+        b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
+        a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
+        z0, z1, z2, z3 = zi[0], zi[1], zi[2], zi[3]
+        for i in range(n):
+            v = x[i]
+            u = b0 * v + z0
+            z0 = b1 * v - a1 * u + z1
+            z1 = b2 * v - a2 * u + z2
+            z2 = b3 * v - a3 * u + z3
+            z3 = b4 * v - a4 * u
+            y[i] = u
+        zi[0], zi[1], zi[2], zi[3] = z0, z1, z2, z3
+        return y
+    for i in range(n):
+        v = x[i]
+        u = b[0] * v + zi[0]
+        for k in range(order - 1):
+            zi[k] = b[k + 1] * v - a[k + 1] * u + zi[k + 1]
+        zi[order - 1] = b[order] * v - a[order] * u
+        y[i] = u
+    return y
+
+
+# ------------------------------------------------------------------------ detector
+
+
+@_jit
+def qrs_features(y, b, a, zi, f_tail, sq_tail, fs):
+    """5-15 Hz filter, five-point derivative, absolute slope, moving-window integral.
+
+    ``zi``, ``f_tail`` (last 4 filtered samples) and ``sq_tail`` (last ``mwi - 1``
+    absolute slopes) are updated in place. Returns ``(mwi, |slope|)``, both (len(y),).
+    """
+    return _slope_mwi(lfilter_tf(b, a, y, zi), f_tail, sq_tail, fs)
+
+
+@_jit
+def _slope_mwi(f, f_tail, sq_tail, fs):
+    """Derivative, absolute slope and moving-window integral of the QRS-filtered ``f``."""
+    n = f.size
+    fx = np.empty(n + 4)
+    _copy1(fx[:4], f_tail)
+    _copy1(fx[4:], f)
+    k = fs / 8.0
+    adv = np.empty(n)
+    for i in range(n):
+        adv[i] = abs((2.0 * fx[i + 4] + fx[i + 3] - fx[i + 1] - 2.0 * fx[i]) * k)
+    for i in range(4):
+        f_tail[i] = fx[n + i]
+    m1 = sq_tail.size
+    mw = m1 + 1
+    sx = np.empty(m1 + n)
+    _copy1(sx[:m1], sq_tail)
+    _copy1(sx[m1:], adv)
+    cs = np.empty(m1 + n + 1)
+    cs[0] = 0.0
+    acc = 0.0
+    for i in range(m1 + n):
+        acc += sx[i]
+        cs[i + 1] = acc
+    mwi = np.empty(n)
+    for i in range(n):
+        mwi[i] = (cs[i + mw] - cs[i]) / mw
+    for i in range(m1):
+        sq_tail[i] = sx[n + i]
+    return mwi, adv
+
+
+@_jit
+def _filter_chain(x, sos, bp_zi, n_tap, b, a, rp_zi):
+    """Band-pass (with tap) and QRS filter of ``x``: ``(y, tap, f)``; states updated in place.
+
+    Requires the 2-section band-pass of ``ecg_bandpass_sos`` (tap after the high-pass
+    section) and the 4th-order QRS filter. The three recursions run in one loop over
+    the samples (independent dependency chains overlap in the CPU); the arithmetic is
+    that of :func:`sos_filter_tapped` and :func:`lfilter_tf`.
+    """
+    n = x.size
+    y = np.empty(n)
+    tap = np.empty(n)
+    f = np.empty(n)
+    c0 = sos[0, 3]
+    p0, p1, p2, p4, p5 = sos[0, 0] / c0, sos[0, 1] / c0, sos[0, 2] / c0, sos[0, 4] / c0, sos[0, 5] / c0
+    c1 = sos[1, 3]
+    q0, q1, q2, q4, q5 = sos[1, 0] / c1, sos[1, 1] / c1, sos[1, 2] / c1, sos[1, 4] / c1, sos[1, 5] / c1
+    u0, u1 = bp_zi[0, 0], bp_zi[0, 1]
+    v0, v1 = bp_zi[1, 0], bp_zi[1, 1]
+    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
+    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
+    z0, z1, z2, z3 = rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3]
+    for i in range(n):
+        xi = x[i]
+        t = p0 * xi + u0
+        u0 = p1 * xi - p4 * t + u1
+        u1 = p2 * xi - p5 * t
+        tap[i] = t
+        yi = q0 * t + v0
+        v0 = q1 * t - q4 * yi + v1
+        v1 = q2 * t - q5 * yi
+        y[i] = yi
+        fi = b0 * yi + z0
+        z0 = b1 * yi - a1 * fi + z1
+        z1 = b2 * yi - a2 * fi + z2
+        z2 = b3 * yi - a3 * fi + z3
+        z3 = b4 * yi - a4 * fi
+        f[i] = fi
+    bp_zi[0, 0], bp_zi[0, 1] = u0, u1
+    bp_zi[1, 0], bp_zi[1, 1] = v0, v1
+    rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3] = z0, z1, z2, z3
+    return y, tap, f
+
+
+@_jit
+def qrs_candidates(seg, w, n_eval, t0, y_hist, y_start, rb, slope, slope_start, mw):
+    """Candidate peaks of the integrated signal and their features.
+
+    Sample ``seg[w + i]`` (absolute index ``t0 + i``, ``0 <= i < n_eval``) is a
+    candidate if it is > 1e-12, strictly larger than the ``w`` samples before it and
+    not smaller than the ``w`` samples after it. Returns rows ``(t, height, r, slope,
+    amplitude)``: ``r`` is the first largest ``|y|`` in ``[t - rb, t]``, amplitude the
+    peak-to-peak of ``y`` there (float32), slope the max of ``slope`` over
+    ``[t - mw, t]`` (``slope[0]`` is absolute index ``slope_start``).
+    """
+    idx = np.empty(n_eval, np.int64)
+    cnt = 0
+    for i in range(n_eval):
+        v = seg[w + i]
+        if not (v > 1e-12 and v > seg[w + i - 1] and v >= seg[w + i + 1]):
+            continue
+        ok = True
+        for j in range(i, i + w):
+            if seg[j] >= v:
+                ok = False
+                break
+        if ok:
+            for j in range(w + i + 1, 2 * w + i + 1):
+                if seg[j] > v:
+                    ok = False
+                    break
+        if ok:
+            idx[cnt] = i
+            cnt += 1
+    out = np.empty((cnt, 5))
+    for c in range(cnt):
+        i = idx[c]
+        t = t0 + i
+        a0 = t - y_start - rb
+        best = -1.0
+        bi = 0
+        hi = y_hist[a0]
+        lo = y_hist[a0]
+        for j in range(rb + 1):
+            v32 = y_hist[a0 + j]
+            av = abs(v32)
+            if av > best:
+                best = av
+                bi = j
+            if v32 > hi:
+                hi = v32
+            if v32 < lo:
+                lo = v32
+        s0 = t - slope_start - mw
+        sm = slope[s0]
+        for j in range(1, mw + 1):
+            if slope[s0 + j] > sm:
+                sm = slope[s0 + j]
+        out[c, 0] = t
+        out[c, 1] = seg[w + i]
+        out[c, 2] = t - rb + bi
+        out[c, 3] = sm
+        out[c, 4] = hi - lo
+    return out
+
+
+# ------------------------------------------------------------------------ quality
+
+
+@_jit
+def _sum8(x, a):
+    """Sum of ``x[a:a+8]`` in numpy's pairwise order."""
+    return ((x[a] + x[a + 1]) + (x[a + 2] + x[a + 3])) + ((x[a + 4] + x[a + 5]) + (x[a + 6] + x[a + 7]))
+
+
+@_jit
+def quality_bins(ctx, den, ecg, hp, overlap, flat_min, clip_min, min_ptp, qbin):
+    """Per-bin quality statistics of one block (see ``ecg_quality_bins``), (6, block // qbin)."""
+    n = ctx.size
+    m = n - 2 * overlap
+    nb = m // qbin
+    out = np.zeros((6, nb), np.float32)
+    hf2 = np.empty(m)
+    e2 = np.empty(m)
+    base = np.empty(m)
+    for i in range(m):
+        d = ctx[overlap + i] - den[i]
+        hf2[i] = d * d
+        e2[i] = ecg[i] * ecg[i]
+        base[i] = den[i] - hp[i]
+    for k in range(nb):
+        a = k * qbin
+        if qbin == 8:
+            out[0, k] = _sum8(hf2, a)
+            out[1, k] = _sum8(e2, a)
+        else:
+            s0 = 0.0
+            s1 = 0.0
+            for j in range(a, a + qbin):
+                s0 += hf2[j]
+                s1 += e2[j]
+            out[0, k] = s0
+            out[1, k] = s1
+        lo = base[a]
+        hi = base[a]
+        for j in range(a + 1, a + qbin):
+            if base[j] < lo:
+                lo = base[j]
+            if base[j] > hi:
+                hi = base[j]
+        out[2, k] = lo
+        out[3, k] = hi
+    # runs of identical raw samples
+    longest = 1
+    run = 1
+    for i in range(1, n):
+        if ctx[i] == ctx[i - 1]:
+            run += 1
+        else:
+            run = 1
+        if run > longest:
+            longest = run
+    if longest < clip_min:
+        return out
+    lengths = np.empty(n, np.int64)
+    s = 0
+    for i in range(1, n + 1):
+        if i == n or ctx[i] != ctx[i - 1]:
+            for j in range(s, i):
+                lengths[j] = i - s
+            s = i
+    hi_x = ctx[0]
+    lo_x = ctx[0]
+    for i in range(n):
+        if ctx[i] > hi_x:
+            hi_x = ctx[i]
+        if ctx[i] < lo_x:
+            lo_x = ctx[i]
+    check_rail = hi_x - lo_x > min_ptp
+    for i in range(m):
+        lc = lengths[overlap + i]
+        k = i // qbin
+        if lc >= flat_min:
+            out[4, k] += 1.0
+        if check_rail and lc >= clip_min:
+            xc = ctx[overlap + i]
+            if xc >= hi_x or xc <= lo_x:
+                out[5, k] += 1.0
+    return out
+
+
+# ------------------------------------------------------------------------ beats
+
+
+@_jit
+def beat_windows(x, x_start, bins, qbin, r, pre, post, u, v):
+    """Resampled beats and window statistics (see ``ecg_segment_beats``, ``ecg_quality_windows``).
+
+    Returns ``waves`` (k, len(u)) float32 and ``stats`` (k, 7) float64.
+    """
+    k = r.size
+    nl = u.size
+    waves = np.empty((k, nl), np.float32)
+    stats = np.empty((k, 7))
+    top = x.size - 1.000001
+    nb = bins.shape[1]
+    for b in range(k):
+        rel = float(r[b] - x_start)
+        p3 = pre[b] / 3.0
+        q3 = 2.0 * post[b] / 3.0
+        for j in range(nl):
+            pos = rel + p3 * u[j]
+            pos += q3 * v[j]
+            if pos < 0.0:
+                pos = 0.0
+            if pos > top:
+                pos = top
+            i0 = int(pos)
+            frac = pos - i0
+            x0 = x[i0]
+            dx = x[i0 + 1] - x0
+            waves[b, j] = np.float32(np.float64(x0) + frac * np.float64(dx))
+        a = (math.floor(r[b] - pre[b] / 3.0) - x_start) // qbin
+        e = -((-(math.ceil(r[b] + 2.0 * post[b] / 3.0) - x_start)) // qbin)
+        a = min(max(a, 0), nb - 1)
+        e = min(max(e, a + 1), nb)
+        s0 = 0.0
+        s1 = 0.0
+        s4 = 0.0
+        s5 = 0.0
+        mn = bins[2, a]
+        mx = bins[3, a]
+        for c in range(a, e):
+            s0 += bins[0, c]
+            s1 += bins[1, c]
+            s4 += bins[4, c]
+            s5 += bins[5, c]
+            if bins[2, c] < mn:
+                mn = bins[2, c]
+            if bins[3, c] > mx:
+                mx = bins[3, c]
+        stats[b, 0] = s0
+        stats[b, 1] = s1
+        stats[b, 2] = mn
+        stats[b, 3] = mx
+        stats[b, 4] = s4
+        stats[b, 5] = (e - a) * qbin
+        stats[b, 6] = s5
+    return waves, stats
+
+
+# ------------------------------------------------------------------------ fused stream steps
+
+
+@_jit
+def condition_block(
+    buf,
+    pos,
+    block,
+    overlap,
+    lo,
+    hi,
+    level,
+    sos,
+    bp_zi,
+    n_tap,
+    flat_min,
+    clip_min,
+    min_ptp,
+    qbin,
+    h_ecg,
+    h_bins,
+    b,
+    a,
+    rp_zi,
+    f_tail,
+    sq_tail,
+    fs,
+):
+    """One block of the stream: shrinkage, band-pass, quality bins, history, detector features.
+
+    ``buf[pos:pos + block + 2 * overlap]`` is the block with its context. Updates in
+    place the band-pass state ``bp_zi``, the history ``h_ecg`` (float32) and ``h_bins``
+    (both shifted left by one block, the new block appended) and the detector
+    memories ``rp_zi``, ``f_tail``, ``sq_tail``. Returns ``(mwi, |slope|)`` of the block.
+    """
+    span = block + 2 * overlap
+    ctx = np.empty(span)
+    for i in range(span):
+        ctx[i] = buf[pos + i]
+    den = dwt_denoise(ctx, lo, hi, level, overlap, block)
+    y, hp, f = _filter_chain(den, sos, bp_zi, n_tap, b, a, rp_zi)
+    qb = quality_bins(ctx, den, y, hp, overlap, flat_min, clip_min, min_ptp, qbin)
+    m = h_ecg.size
+    for i in range(m - block):
+        h_ecg[i] = h_ecg[i + block]
+    for i in range(block):
+        h_ecg[m - block + i] = y[i]
+    nbq = block // qbin
+    mb = h_bins.shape[1]
+    for r in range(6):
+        for i in range(mb - nbq):
+            h_bins[r, i] = h_bins[r, i + nbq]
+        for i in range(nbq):
+            h_bins[r, mb - nbq + i] = qb[r, i]
+    return _slope_mwi(f, f_tail, sq_tail, fs)
+
+
+@_jit
+def beat_rows(
+    chain,
+    first_rr_prev,
+    frozen0,
+    frozen_wave,
+    frozen_stats,
+    rr,
+    rr_n,
+    x,
+    x_start,
+    bins,
+    qbin,
+    u,
+    v,
+    cap,
+    fs,
+):
+    """Numeric part of beat emission for R peaks ``chain[0..n]`` (beat k = ``chain[k]``, k < n).
+
+    ``first_rr_prev`` is the RR_prev of ``chain[0]`` (<= 0: none, the beat is not
+    emitted); ``frozen0``: take the waveform/statistics of beat 0 from
+    ``frozen_wave``/``frozen_stats``. ``rr`` (last ``rr_n`` valid, oldest first) is
+    updated in place; returns ``(emit, waves, values, rr_n)`` with ``values`` columns
+    ``rr_prev_s, rr_next_s, rr_local_mean_s, rr_irregularity, flat, saturated,
+    hf_noise, baseline_excursion_mv, score`` (see ``ecg_rr_features`` and
+    ``ecg_quality_score``).
+    """
+    n = chain.size - 1
+    rr_prev = np.empty(n, np.int64)
+    rr_next = np.empty(n, np.int64)
+    for k in range(n):
+        rr_next[k] = chain[k + 1] - chain[k]
+        rr_prev[k] = first_rr_prev if k == 0 else rr_next[k - 1]
+    emit = np.zeros(n, np.bool_)
+    calc = np.zeros(n, np.bool_)
+    nc = 0
+    for k in range(n):
+        if rr_prev[k] > 0:
+            emit[k] = True
+            if not (k == 0 and frozen0):
+                calc[k] = True
+                nc += 1
+    r = np.empty(nc, np.int64)
+    pre = np.empty(nc)
+    post = np.empty(nc)
+    j = 0
+    for k in range(n):
+        if calc[k]:
+            r[j] = chain[k]
+            pre[j] = min(float(rr_prev[k]), cap)
+            post[j] = min(float(rr_next[k]), cap)
+            j += 1
+    w_c, s_c = beat_windows(x, x_start, bins, qbin, r, pre, post, u, v)
+    nl = u.size
+    waves = np.zeros((n, nl), np.float32)
+    stats = np.zeros((n, 7))
+    j = 0
+    for k in range(n):
+        if calc[k]:
+            _copy1(waves[k], w_c[j])
+            _copy1(stats[k], s_c[j])
+            j += 1
+        elif emit[k]:
+            _copy1(waves[k], frozen_wave)
+            _copy1(stats[k], frozen_stats)
+    values = np.zeros((n, 9))
+    cap_n = rr.size
+    hist = np.zeros(cap_n + n, np.int64)
+    hn = 0
+    for i in range(cap_n - rr_n, cap_n):
+        hist[hn] = rr[i]
+        hn += 1
+    h0 = 0
+    for k in range(n):
+        hist[hn] = rr_next[k]
+        hn += 1
+        if hn - h0 > cap_n:
+            h0 += 1
+        if not emit[k]:
+            continue
+        cnt = hn - h0
+        tot = 0
+        for i in range(h0, hn):
+            tot += hist[i]
+        mean = tot / cnt / fs
+        irr = 0.0
+        if cnt >= 2 and mean > 0.0:
+            ss = 0
+            for i in range(h0, hn - 1):
+                d = hist[i + 1] - hist[i]
+                ss += d * d
+            irr = math.sqrt(ss / (cnt - 1)) / fs / mean
+        e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats[k]
+        flat = ns > 0 and n_flat >= 0.5 * ns
+        saturated = n_clip > 0
+        total = e_hf + e_ecg
+        hf_noise = e_hf / total if total > 0.0 else 0.0
+        excursion = bmax - bmin if ns > 0 else 0.0
+        if flat or saturated:
+            score = 0.0
+        else:
+            s_hf = min(max(1.0 - hf_noise / 0.5, 0.0), 1.0)
+            s_bw = min(max(1.0 - max(excursion - 1.0, 0.0) / 2.0, 0.0), 1.0)
+            score = s_hf * s_bw
+        values[k, 0] = rr_prev[k] / fs
+        values[k, 1] = rr_next[k] / fs
+        values[k, 2] = mean
+        values[k, 3] = irr
+        values[k, 4] = 1.0 if flat else 0.0
+        values[k, 5] = 1.0 if saturated else 0.0
+        values[k, 6] = hf_noise
+        values[k, 7] = excursion
+        values[k, 8] = score
+    cnt = hn - h0
+    for i in range(cap_n):
+        rr[i] = 0
+    for i in range(cnt):
+        rr[cap_n - cnt + i] = hist[h0 + i]
+    return emit, waves, values, cnt
+
+
+@_jit
+def detector_candidates(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_hist, y_start, rb):
+    """Append a block of detector features and extract the candidates that became decidable.
+
+    ``feat`` (2, L) holds the integrated signal and absolute slope from absolute index
+    ``feat_start``; candidates are tested up to ``w`` samples before the end (to the
+    end with ``final``, the signal continued with zeros). Returns ``(feat, feat_start,
+    cand_next, cands)`` with the features no longer needed dropped.
+    """
+    nf = feat.shape[1]
+    nb = mwi.size
+    f = np.empty((2, nf + nb))
+    _copy1(f[0, :nf], feat[0])
+    _copy1(f[1, :nf], feat[1])
+    _copy1(f[0, nf:], mwi)
+    _copy1(f[1, nf:], adv)
+    horizon = feat_start + nf + nb
+    last_eval = horizon if final else horizon - w
+    if last_eval > cand_next:
+        a = cand_next - w - feat_start
+        m = nf + nb - a
+        seg = np.zeros(m + (w if final else 0))
+        _copy1(seg[:m], f[0, a:])
+        cands = qrs_candidates(seg, w, last_eval - cand_next, cand_next, y_hist, y_start, rb, f[1], feat_start, mw)
+        cand_next = last_eval
+    else:
+        cands = np.zeros((0, 5))
+    keep_from = cand_next - w - mw - 1 - feat_start
+    if keep_from > 0:
+        f = f[:, keep_from:].copy()
+        feat_start += keep_from
+    return f, feat_start, cand_next, cands
+
+
+@_jit
+def detector_decide(
+    cands,
+    spk,
+    npk,
+    last_r,
+    last_slope,
+    rr,
+    rr_n,
+    sb,
+    c,
+    refr,
+    twave,
+    min_amp,
+    sb_k,
+    twave_slope,
+    twave_height,
+    decay,
+    sb_max,
+):
+    """Pan-Tompkins decisions over candidates in time order (see ``rpeaks._decide``).
+
+    ``rr`` (last ``rr_n`` valid, oldest first) is updated in place. Returns
+    ``(r_peaks, spk, npk, last_r, last_slope, rr_n, sb)``.
+    """
+    nc = cands.shape[0]
+    cap = rr.size
+    rrl = np.zeros(cap + sb.shape[0] + 2 * nc + 1, np.int64)
+    r0 = 0
+    rn = 0
+    for i in range(cap - rr_n, cap):
+        rrl[rn] = rr[i]
+        rn += 1
+    pool = np.empty((sb.shape[0] + nc + 1, 5))
+    pn = sb.shape[0]
+    for q in range(pn):
+        _copy1(pool[q], sb[q])
+    out = np.empty(sb.shape[0] + 2 * nc + 1, np.int64)
+    no = 0
+    for ci in range(nc):
+        h = cands[ci, 1]
+        r = int(cands[ci, 2])
+        s = cands[ci, 3]
+        amp = cands[ci, 4]
+        if last_r >= 0 and rn > r0:
+            tot = 0
+            for i in range(r0, rn):
+                tot += rrl[i]
+            rr_avg = tot / (rn - r0)
+            while r - last_r > sb_k * rr_avg and pn > 0:
+                thr2 = 0.5 * (npk + c * (spk - npk))
+                best = -1
+                best_h = thr2
+                for q in range(pn):
+                    d = pool[q, 2] - last_r
+                    if (
+                        pool[q, 1] > best_h
+                        and d > refr
+                        and pool[q, 4] >= min_amp
+                        and r - pool[q, 2] > refr
+                        and (d > twave or pool[q, 3] >= 0.5 * last_slope)
+                    ):
+                        best = q
+                        best_h = pool[q, 1]
+                if best < 0:
+                    spk = npk + decay * (spk - npk)
+                    break
+                spk = 0.25 * best_h + 0.75 * spk
+                rbest = int(pool[best, 2])
+                rrl[rn] = rbest - last_r
+                rn += 1
+                if rn - r0 > cap:
+                    r0 += 1
+                last_r = rbest
+                last_slope = pool[best, 3]
+                out[no] = rbest
+                no += 1
+                k = 0
+                for q in range(pn):
+                    if pool[q, 2] > last_r:
+                        _copy1(pool[k], pool[q])
+                        k += 1
+                pn = k
+                tot = 0
+                for i in range(r0, rn):
+                    tot += rrl[i]
+                rr_avg = tot / (rn - r0)
+        if last_r >= 0 and r - last_r < refr:
+            continue
+        thr = npk + c * (spk - npk)
+        if h > thr and amp >= min_amp:
+            if last_r >= 0 and r - last_r < twave and s < twave_slope * last_slope and h < twave_height * spk:
+                npk = 0.125 * h + 0.875 * npk
+                _copy1(pool[pn], cands[ci])
+                pn += 1
+            else:
+                spk = 0.125 * h + 0.875 * spk
+                if last_r >= 0:
+                    rrl[rn] = r - last_r
+                    rn += 1
+                    if rn - r0 > cap:
+                        r0 += 1
+                last_r = r
+                last_slope = s
+                out[no] = r
+                no += 1
+                pn = 0
+        else:
+            npk = 0.125 * h + 0.875 * npk
+            _copy1(pool[pn], cands[ci])
+            pn += 1
+        if pn > sb_max:
+            for q in range(sb_max):
+                _copy1(pool[q], pool[pn - sb_max + q])
+            pn = sb_max
+    cnt = rn - r0
+    for i in range(cap):
+        rr[i] = 0
+    for i in range(cnt):
+        rr[cap - cnt + i] = rrl[r0 + i]
+    return out[:no].copy(), spk, npk, last_r, last_slope, cnt, pool[:pn].copy()
+
+
+@_jit
+def ingest(buffer, x, offset):
+    """Append ``x - offset`` (as float32) to ``buffer``; ``(buffer, False)`` if ``x`` is not all finite."""
+    n0 = buffer.size
+    n = x.size
+    for i in range(n):
+        if not math.isfinite(x[i]):
+            return buffer, False
+    out = np.empty(n0 + n, np.float32)
+    _copy1(out[:n0], buffer)
+    for i in range(n):
+        out[n0 + i] = np.float32(x[i] - offset)
+    return out, True
+
+
+@_jit
+def stream_block(
+    buf,
+    pos,
+    block,
+    overlap,
+    lo,
+    hi,
+    level,
+    sos,
+    bp_zi,
+    n_tap,
+    flat_min,
+    clip_min,
+    min_ptp,
+    qbin,
+    h_ecg,
+    h_bins,
+    h_start,
+    b,
+    a,
+    rp_zi,
+    f_tail,
+    sq_tail,
+    fs,
+    feat,
+    feat_start,
+    cand_next,
+    w,
+    mw,
+    rb,
+    final,
+    spk,
+    npk,
+    last_r,
+    last_slope,
+    rr,
+    rr_n,
+    sb,
+    c,
+    refr,
+    twave,
+    min_amp,
+    sb_k,
+    twave_slope,
+    twave_height,
+    decay,
+    sb_max,
+):
+    """One block of a stream whose detector has learned: :func:`condition_block`, then
+    :func:`detector_candidates` and :func:`detector_decide` in one call.
+
+    ``h_start`` is the absolute index of ``h_ecg[0]`` *after* the block was appended;
+    ``final`` as for :func:`detector_candidates` (the stream passes False).
+    Returns ``(feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope,
+    rr_n, sb)``; the arrays passed are updated in place as by those kernels.
+    """
+    mwi, adv = condition_block(
+        buf,
+        pos,
+        block,
+        overlap,
+        lo,
+        hi,
+        level,
+        sos,
+        bp_zi,
+        n_tap,
+        flat_min,
+        clip_min,
+        min_ptp,
+        qbin,
+        h_ecg,
+        h_bins,
+        b,
+        a,
+        rp_zi,
+        f_tail,
+        sq_tail,
+        fs,
+    )
+    feat, feat_start, cand_next, cands = detector_candidates(
+        feat, mwi, adv, feat_start, cand_next, w, mw, final, h_ecg, h_start, rb
+    )
+    r_peaks, spk, npk, last_r, last_slope, rr_n, sb = detector_decide(
+        cands,
+        spk,
+        npk,
+        last_r,
+        last_slope,
+        rr,
+        rr_n,
+        sb,
+        c,
+        refr,
+        twave,
+        min_amp,
+        sb_k,
+        twave_slope,
+        twave_height,
+        decay,
+        sb_max,
+    )
+    return feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope, rr_n, sb
