@@ -52,21 +52,50 @@ def _chunk(seq: int, adc: np.ndarray, fs: int, t0: datetime) -> dict[str, Any]:
             "data": encode_i16(adc)}
 
 
-async def _http_stream(client: httpx.AsyncClient, device: str, key: str, chunks: int, fs: int,
-                       lat: list[float]) -> int:
+def _requests(device: str, key: str, chunks: int, fs: int, port: int) -> list[bytes]:
+    """Pre-built HTTP/1.1 requests of one device's chunks (built before the clock starts)."""
     rng = np.random.default_rng(abs(hash(device)) % 2**32)
     t0 = datetime.now(UTC)
-    ok = 0
+    out = []
     for seq in range(chunks):
-        body = _chunk(seq, rng.integers(-1500, 1500, fs), fs, t0)
-        for _attempt in range(20):
-            t = time.perf_counter()
-            r = await client.post(f"/v1/streams/{device}/ecg", json=body, headers={"Authorization": f"Bearer {key}"})
-            lat.append(time.perf_counter() - t)
-            if r.status_code == 202:
-                ok += 1
-                break
-            await asyncio.sleep(float(r.headers.get("Retry-After", "0.2")))
+        body = json.dumps(_chunk(seq, rng.integers(-1500, 1500, fs), fs, t0)).encode()
+        head = (f"POST /v1/streams/{device}/ecg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        out.append(head + body)
+    return out
+
+
+async def _http_stream(port: int, requests: list[bytes], lat: list[float]) -> int:
+    """One keep-alive connection sending a device's chunks in order, retrying 429/503.
+
+    A minimal HTTP/1.1 client: the load generator must cost far less CPU than the server it
+    measures (an httpx client costs several ms per request, more than ingest itself).
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ok = 0
+    try:
+        for req in requests:
+            for _attempt in range(20):
+                t = time.perf_counter()
+                writer.write(req)
+                status_line = await reader.readline()
+                length, retry_after = 0, 0.2
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "retry-after":
+                        retry_after = float(value)
+                await reader.readexactly(length)
+                lat.append(time.perf_counter() - t)
+                status = int(status_line.split()[1])
+                if status == 202:
+                    ok += 1
+                    break
+                await asyncio.sleep(retry_after)
+    finally:
+        writer.close()
     return ok
 
 
@@ -109,10 +138,10 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                                           headers={"Authorization": f"Bearer {admin}"})
                     keys[f"bench-{i:04d}"] = r.json()["api_key"]
                 lat: list[float] = []
+                devices = list(keys)[: args.streams]
+                prepared = [_requests(d, keys[d], args.chunks, args.fs, port) for d in devices]
                 t = time.perf_counter()
-                oks = await asyncio.gather(*[
-                    _http_stream(client, d, keys[d], args.chunks, args.fs, lat) for d in list(keys)[: args.streams]
-                ])
+                oks = await asyncio.gather(*[_http_stream(port, reqs, lat) for reqs in prepared])
                 http_s = time.perf_counter() - t
                 ws_dev = list(keys)[-1]
                 t = time.perf_counter()
