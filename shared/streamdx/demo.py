@@ -76,7 +76,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     from streamdx.sim.device import create_device, stream_ecg
     from streamdx.sim.esr import esr_cohort_simulate
     from streamdx.sim.esr_device import stream_tube
-    from streamdx_dsp.main import build_dsp_workers
+    from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
     from streamdx_dsp.settings import DspSettings
     from streamdx_inference.main import build_inference_workers
     from streamdx_inference.settings import InferenceSettings
@@ -105,6 +105,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         runtime = WorkerRuntime(dsp_settings, metrics, redis, publisher)
         inf_settings = InferenceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                                          batch_timeout_ms=100)
+        await dsp_warm_up()
         workers = build_dsp_workers(runtime, dsp_settings) + build_inference_workers(
             WorkerRuntime(inf_settings, metrics, redis, publisher), inf_settings)
         stop = asyncio.Event()

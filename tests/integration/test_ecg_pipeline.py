@@ -17,7 +17,7 @@ from streamdx.metrics import Metrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1
 from streamdx.sim import ecg_synthesize
 from streamdx.sim.device import create_device, stream_ecg
-from streamdx_dsp.main import build_dsp_workers
+from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
 from streamdx_dsp.settings import DspSettings
 from tests.conftest import StackInfo
 from tests.integration.kafka_reading import read_messages
@@ -46,6 +46,7 @@ async def pipeline(stack: StackInfo) -> AsyncIterator[str]:
     """ingest on a real port and a dsp worker (own group) running in the test loop."""
     settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                            dsp_group=f"dsp-test-{uuid.uuid4().hex[:6]}", batch_timeout_ms=50)
+    await dsp_warm_up()
     async with running_workers(stack, lambda rt: build_dsp_workers(rt, settings)), \
             serve_ingest(settings_for(stack)) as base:
         yield base

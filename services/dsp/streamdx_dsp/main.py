@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,11 +10,12 @@ from streamdx.messaging.worker import StreamWorker
 from streamdx.schemas import EcgSamplesV1, EsrFrameV1, Topic
 from streamdx.state_store import StateStore
 from streamdx.worker_service import WorkerRuntime, serve_workers
+from streamdx_dsp.core import ecg_stream_init
 from streamdx_dsp.ecg_handler import DspStateCodec, EcgSamplesHandler
 from streamdx_dsp.esr_handler import EsrFramesHandler, EsrTrackerCodec
 from streamdx_dsp.settings import DspSettings
 
-__all__ = ["build_dsp_workers", "main"]
+__all__ = ["build_dsp_workers", "dsp_warm_up", "main"]
 
 
 def build_dsp_workers(rt: WorkerRuntime, settings: DspSettings) -> list[StreamWorker[Any, Any]]:
@@ -33,10 +35,17 @@ def build_dsp_workers(rt: WorkerRuntime, settings: DspSettings) -> list[StreamWo
     return [ecg, esr]
 
 
+async def dsp_warm_up() -> None:
+    """Compile (or load from the cache) the core's kernels off the event loop, before any
+    consumer joins its group: a first compile takes ~20 s and would stall heartbeats."""
+    await asyncio.to_thread(ecg_stream_init, 360.0)
+
+
 def main(argv: Sequence[str]) -> int:
     settings = DspSettings()
 
     async def build(rt: WorkerRuntime) -> list[StreamWorker[Any, Any]]:
+        await dsp_warm_up()
         return build_dsp_workers(rt, settings)
 
     return serve_workers("dsp", settings, build)
