@@ -189,6 +189,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % (150 ms window, beats older than the 5-s pipeline latency)")
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
+    if args.record and report.get("replay", {}).get("streams"):
+        report["replay"]["score"] = _score_replay(Path(args.record), report["replay"]["streams"].split(",")[0], beats)
     if tubes:
         print("\nESR (SIMULATED tubes): 60-minute height forecast from the frames so far (GRU, 90 % interval)")
         print(f"{'tube':<18} {'ESR mm/h':>8} {'frames':>6} {'minute':>6} {'forecast h60':>22} {'true h60':>8}")
@@ -224,6 +226,28 @@ async def _replay(client: httpx.AsyncClient, url: str, admin: str, record: Path)
         await asyncio.sleep(0.25)
     print(f"replay {progress.get('status')}: {progress.get('samples_published')} samples published")
     return {"record": record.name, **progress}
+
+
+_BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
+
+
+def _score_replay(record: Path, stream: str, beats: dict[str, list[int]]) -> dict[str, float]:
+    """Score the replayed first lead's beats against the record's ``.atr`` beat annotations."""
+    import wfdb
+
+    if not record.with_suffix(".atr").exists():
+        print(f"{record.name}: no .atr annotations to score against")
+        return {}
+    ann = wfdb.rdann(str(record), "atr")
+    fs = float(wfdb.rdheader(str(record)).fs)
+    truth = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym in _BEAT_SYMBOLS])
+    found = np.array(beats.get(stream, []))
+    # beats within the pipeline latency of the end of a finished replay are flushed; skip the first 5 s
+    truth = truth[truth > 5 * fs]
+    score = score_beats(truth, found[found > 5 * fs - 0.15 * fs], round(0.15 * fs))
+    print(f"replayed {record.name} ({stream}): {found.size} beats, Se {score['se']:.2f} %  +P {score['ppv']:.2f} % "
+          "against the record's annotations (150 ms window)")
+    return score
 
 
 def main(argv: Sequence[str]) -> int:
