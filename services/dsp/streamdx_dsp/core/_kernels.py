@@ -616,6 +616,29 @@ def beat_windows(x, x_start, bins, qbin, r, pre, post, u, v):
     return waves, stats
 
 
+@_jit
+def quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip):
+    """The signal-quality rule of one beat window (the one definition; see ``quality.py``).
+
+    Returns ``(flat, saturated, hf_noise, baseline_excursion_mv, score)``: flat when at least
+    half the window is flat, saturated on any clipped sample, ``hf_noise`` = high-frequency /
+    total energy, and score = (1 - hf_noise / 0.5) x (1 - (excursion - 1 mV) / 2 mV), each
+    clipped to [0, 1], or 0 when flat or saturated.
+    """
+    flat = ns > 0 and n_flat >= 0.5 * ns
+    saturated = n_clip > 0
+    total = e_hf + e_ecg
+    hf_noise = e_hf / total if total > 0.0 else 0.0
+    excursion = bmax - bmin if ns > 0 else 0.0
+    if flat or saturated:
+        score = 0.0
+    else:
+        s_hf = min(max(1.0 - hf_noise / 0.5, 0.0), 1.0)
+        s_bw = min(max(1.0 - max(excursion - 1.0, 0.0) / 2.0, 0.0), 1.0)
+        score = s_hf * s_bw
+    return flat, saturated, hf_noise, excursion, score
+
+
 # ------------------------------------------------------------------------ fused stream steps
 
 
@@ -767,17 +790,7 @@ def beat_rows(
                 ss += d * d
             irr = math.sqrt(ss / (cnt - 1)) / fs / mean
         e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats[k]
-        flat = ns > 0 and n_flat >= 0.5 * ns
-        saturated = n_clip > 0
-        total = e_hf + e_ecg
-        hf_noise = e_hf / total if total > 0.0 else 0.0
-        excursion = bmax - bmin if ns > 0 else 0.0
-        if flat or saturated:
-            score = 0.0
-        else:
-            s_hf = min(max(1.0 - hf_noise / 0.5, 0.0), 1.0)
-            s_bw = min(max(1.0 - max(excursion - 1.0, 0.0) / 2.0, 0.0), 1.0)
-            score = s_hf * s_bw
+        flat, saturated, hf_noise, excursion, score = quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip)
         values[k, 0] = rr_prev[k] / fs
         values[k, 1] = rr_next[k] / fs
         values[k, 2] = mean

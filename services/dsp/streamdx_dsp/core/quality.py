@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_dsp.core._kernels import quality_bins
+from streamdx_dsp.core._kernels import quality_bins, quality_score
 
 __all__ = [
     "FLAG_CLIPPED",
@@ -231,18 +231,7 @@ def ecg_quality_windows(
 
 def ecg_quality_score(stats: Sequence[float]) -> BeatQuality:
     """Turn one row of window statistics (see :func:`ecg_quality_windows`) into a BeatQuality."""
-    e_hf, e_ecg, bmin, bmax, n_flat, n, n_clip = stats
-    flat = n > 0 and n_flat >= 0.5 * n
-    saturated = n_clip > 0
-    total = e_hf + e_ecg
-    hf_noise = e_hf / total if total > 0.0 else 0.0
-    excursion = bmax - bmin if n > 0 else 0.0
-    if flat or saturated:
-        score = 0.0
-    else:
-        s_hf = min(max(1.0 - hf_noise / 0.5, 0.0), 1.0)
-        s_bw = min(max(1.0 - max(excursion - 1.0, 0.0) / 2.0, 0.0), 1.0)
-        score = s_hf * s_bw
+    flat, saturated, hf_noise, excursion, score = quality_score(*(float(v) for v in stats))
     return BeatQuality(
         flat=bool(flat),
         saturated=bool(saturated),
