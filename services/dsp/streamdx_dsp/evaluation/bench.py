@@ -29,7 +29,7 @@ from streamdx_dsp.core import (
     ecg_stream_init,
     ecg_stream_process,
 )
-from streamdx_dsp.evaluation.records import list_records, read_ecg
+from streamdx_dsp.evaluation.records import read_ecg, records_for_command
 
 __all__ = ["main"]
 
@@ -49,14 +49,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``streamdx bench dsp``; returns the exit code."""
     args = _parse(argv)
-    only = [r for r in args.records.split(",") if r.strip()] if args.records else None
-    try:
-        names = list_records(args.data, only, need_atr=False)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not names:
-        print(f"error: no WFDB records in {args.data}", file=sys.stderr)
+    names = records_for_command(args.data, args.records, need_atr=False)
+    if names is None:
         return 2
     signals = []
     for name in names:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import wfdb
 
 from streamdx_dsp.core import Beat, ecg_stream_flush, ecg_stream_init, ecg_stream_process
 
-__all__ = ["list_records", "read_ecg", "rpeaks_from_beats", "stream_record"]
+__all__ = ["list_records", "read_ecg", "records_for_command", "rpeaks_from_beats", "stream_record"]
 
 
 def list_records(
@@ -71,3 +72,21 @@ def rpeaks_from_beats(beats: Sequence[Beat], fs: float) -> npt.NDArray[np.int64]
     r.append(beats[0].r_sample - round(beats[0].rr_prev_s * fs))
     r.append(beats[-1].r_sample + round(beats[-1].rr_next_s * fs))
     return np.unique(np.asarray(r, dtype=np.int64))
+
+
+def records_for_command(
+    data_dir: Path, records_arg: str | None, need_atr: bool = True, annotator: str = "atr"
+) -> list[str] | None:
+    """The records a command runs on (``--records a,b`` or all); prints a clear error and returns
+    ``None`` when the folder is missing or holds no usable record."""
+    only = [r for r in records_arg.split(",") if r.strip()] if records_arg else None
+    try:
+        names = list_records(data_dir, only, need_atr=need_atr, annotator=annotator)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    if not names:
+        what = f"WFDB records with .{annotator}" if need_atr else "WFDB records"
+        print(f"error: no {what} in {data_dir}", file=sys.stderr)
+        return None
+    return names

@@ -35,7 +35,7 @@ import numpy.typing as npt
 import wfdb
 
 from streamdx_dsp.evaluation.noise import add_nst_noise
-from streamdx_dsp.evaluation.records import list_records, read_ecg, rpeaks_from_beats, stream_record
+from streamdx_dsp.evaluation.records import read_ecg, records_for_command, rpeaks_from_beats, stream_record
 
 __all__ = ["BEAT_SYMBOLS", "main", "match_beats", "score_counts", "vf_mask"]
 
@@ -136,14 +136,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``streamdx eval rpeaks``; returns the exit code."""
     args = _parse(argv)
-    only = [r for r in args.records.split(",") if r.strip()] if args.records else None
-    try:
-        names = list_records(args.data, only, annotator=args.annotator)
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if not names:
-        print(f"error: no WFDB records with .{args.annotator} in {args.data}", file=sys.stderr)
+    names = records_for_command(args.data, args.records, annotator=args.annotator)
+    if names is None:
         return 2
     if args.noise is not None and not (args.noise_dir / f"{args.noise}.hea").exists():
         print(f"error: noise record {args.noise} not found in {args.noise_dir}", file=sys.stderr)
