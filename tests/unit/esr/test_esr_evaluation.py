@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from streamdx_inference.esr.evaluation import paired_vs_gru
 
 
 def test_paired_vs_gru() -> None:
-    out = paired_vs_gru({"gru": [0.01, 0.02, 0.03], "rf": [0.02, 0.01, 0.05]})
-    assert out["rf"]["gru_better_runs"] == 2 and out["rf"]["runs"] == 3
-    assert out["rf"]["mean_diff"] == pytest.approx((-0.01 + 0.01 - 0.02) / 3)
-    assert out["rf"]["se"] > 0 and "gru" not in out
+    out = paired_vs_gru({"gru": [0.01, 0.02, 0.03, 0.04], "rf": [0.02, 0.01, 0.05, 0.04]})
+    d = [0.01, -0.01, 0.02, 0.0]  # MAE(rf) - MAE(gru) per split
+    rf = out["rf"]
+    assert rf["gru_wins"] == 2 and rf["model_wins"] == 1 and rf["runs"] == 4  # one tie
+    assert rf["model_minus_gru_mean"] == pytest.approx(sum(d) / 4)
+    assert rf["model_minus_gru_sd"] == pytest.approx(float(np.std(d, ddof=1)))
+    assert rf["model_minus_gru_se"] == pytest.approx(rf["model_minus_gru_sd"] / 2)
+    assert "gru" not in out
 
 
 @pytest.mark.slow
@@ -32,6 +37,11 @@ def test_eval_command_writes_report(tmp_path: Path) -> None:
         assert r["models"][m]["mae_mean"] > 0 and r["models"][m]["runs"] == 2
     assert set(r["mae_vs_minutes"]) == {"10", "15", "20", "24", "30"}
     assert r["mae_vs_minutes"]["10"]["gru"]["runs"] == 1
+    # every learned model was tuned on each split with the same budget, and the choices are reported
+    assert r["tuning"]["search_size"] == 4
+    assert set(r["chosen_settings"]) == {"gru", "rf", "ffnn", "wdnn"}
+    assert all(sum(c.values()) == 2 for c in r["chosen_settings"].values())
+    assert r["paired_vs_gru"]["rf"]["gru_wins"] + r["paired_vs_gru"]["rf"]["model_wins"] <= 2
     # the last observed height is a poor forecast of the 60-minute height
     assert r["models"]["gru"]["mae_mean"] < r["models"]["last_value"]["mae_mean"]
     assert r["boundary_error_px"]["median"] <= 1.0

@@ -2,7 +2,9 @@
 
 Inputs follow seed 000's study: the normalised boundary heights of minutes ``2..T`` (``T`` = 30
 in the headline comparison; 10..30 accepted) plus age and sex, min-max scaled with parameters
-fitted on the training split only. The target is the normalised height at minute 60.
+fitted on the training split only. The target is the normalised height at minute 60; every
+learned model predicts it as the last observed height plus a predicted change
+(:func:`change_target` / :func:`add_change`).
 """
 
 from __future__ import annotations
@@ -140,6 +142,26 @@ def linear_extrapolation(
     return np.asarray(y.mean(axis=1) + slope * (target - t.mean()), dtype=np.float64)
 
 
+def change_target(s: Series) -> NDArray[np.float64]:
+    """Training target of every learned model: ``h60`` minus the last observed height."""
+    return np.asarray(s.h60 - s.heights[:, -1], dtype=np.float64)
+
+
+def add_change(s: Series, change: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Forecast of ``h60`` from a predicted change: the last observed height plus ``change``."""
+    return np.asarray(s.heights[:, -1] + change, dtype=np.float64)
+
+
+def concat_series(*parts: Series) -> Series:
+    """The tubes of several :class:`Series`, in order."""
+    return Series(
+        heights=np.concatenate([p.heights for p in parts]),
+        age=np.concatenate([p.age for p in parts]),
+        sex=np.concatenate([p.sex for p in parts]),
+        h60=np.concatenate([p.h60 for p in parts]),
+    )
+
+
 def sex_code(sex: Literal["F", "M"] | str) -> float:
     """1.0 for female, 0.0 for male."""
     if sex not in ("F", "M"):
@@ -159,4 +181,4 @@ def series_from_tubes(tubes: Sequence[Any], observed: bool = True) -> Series:
     )
 
 
-__all__ += ["LINEAR_WINDOW", "series_from_tubes", "sex_code"]
+__all__ += ["LINEAR_WINDOW", "add_change", "change_target", "concat_series", "series_from_tubes", "sex_code"]
