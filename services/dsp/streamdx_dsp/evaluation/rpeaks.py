@@ -19,6 +19,10 @@ scores the detected R peaks against the reference beat annotations:
 
 With ``--noise-dir``/``--noise``/``--snr`` the noise of an NSTDB record is added to
 every record the way ``nst`` does (see :mod:`streamdx_dsp.evaluation.noise`).
+
+The protocol (data, records and lead, reference beats, scoring start, window, chunking, noise;
+:mod:`streamdx_dsp.evaluation.protocol`) is printed above the table and stored in the report
+under ``protocol``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy.typing as npt
 import wfdb
 
 from streamdx_dsp.evaluation.noise import add_nst_noise
+from streamdx_dsp.evaluation.protocol import first_leads, protocol_lines, rpeaks_protocol
 from streamdx_dsp.evaluation.records import read_ecg, records_for_command, rpeaks_from_beats, stream_record
 
 __all__ = ["BEAT_SYMBOLS", "main", "match_beats", "score_counts", "vf_mask"]
@@ -149,6 +154,17 @@ def main(argv: Sequence[str]) -> int:
     all_offsets: list[npt.NDArray[np.int64]] = []
     n_samples = 0
     t_proc = 0.0
+    protocol = rpeaks_protocol(
+        data=args.data,
+        leads=first_leads(args.data, names),
+        beat_symbols="".join(sorted(BEAT_SYMBOLS)),
+        annotator=args.annotator,
+        start_s=args.start_s,
+        window_ms=args.window_ms,
+        chunk_s=args.chunk_s,
+        noise={"kind": args.noise, "snr_db": args.snr, "dir": str(args.noise_dir)} if args.noise else None,
+    )
+    print("\n".join(protocol_lines(protocol)) + "\n", flush=True)
     header = f"{'record':>8} {'beats':>6} {'TP':>6} {'FN':>5} {'FP':>5} {'Se%':>7} {'+P%':>7} {'F1%':>7}"
     print(header)
     print("-" * len(header))
@@ -209,15 +225,9 @@ def main(argv: Sequence[str]) -> int:
     offs_all = np.concatenate(all_offsets) if all_offsets else np.zeros(0, dtype=np.int64)
     report = {
         "window_ms": args.window_ms,
-        "scored": {
-            "interval": f"from {args.start_s:g} s to the end of each record"
-            + (" (EC57/bxb: first 5 min excluded)" if args.start_s == 300.0 else ""),
-            "reference": "beat annotations " + "".join(sorted(BEAT_SYMBOLS)) + f" of .{args.annotator}",
-            "matching": "one-to-one, nearest pairs first, |det - ref| <= window",
-            "signal": "first channel (MLII on MITDB), streamed in chunks of chunk_s",
-            "not_excluded": "headline figures score ventricular flutter/fibrillation episodes and noisy "
-            "segments too (see vf_excluded for the EC57 VF exclusion)",
-        },
+        "protocol": protocol,
+        "not_excluded": "headline figures score ventricular flutter/fibrillation episodes and noisy "
+        "segments too (see vf_excluded for the EC57 VF exclusion)",
         "data": str(args.data),
         "chunk_s": args.chunk_s,
         "noise": (
