@@ -1,4 +1,7 @@
-"""EC57-style R-peak evaluation of the streaming core on real MIT-BIH records (skipped without data)."""
+"""EC57-style R-peak evaluation of the streaming core on real MIT-BIH records.
+
+Data come from the ``mitdb`` fixture (tests/conftest.py): skipped locally without ../shared/data,
+a failure when CI=true."""
 
 from __future__ import annotations
 
@@ -9,21 +12,19 @@ import pytest
 
 from streamdx_dsp.evaluation.rpeaks import main
 
-MITDB = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mitdb"
-
-pytestmark = [
-    pytest.mark.evaluation,
-    pytest.mark.skipif(not (MITDB / "100.hea").exists(), reason=f"MITDB not found at {MITDB}"),
-]
+pytestmark = pytest.mark.evaluation
 
 
-def test_streaming_rpeaks_on_mitdb_records(tmp_path: Path) -> None:
+def test_streaming_rpeaks_on_mitdb_records(mitdb: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rpeaks.json"
     # 100: clean sinus rhythm; 119: ventricular bigeminy; 208: frequent PVCs and fusion beats
-    rc = main(["--data", str(MITDB), "--out", str(out), "--records", "100,119,208", "--chunk-s", "1.0"])
+    rc = main(["--data", str(mitdb), "--out", str(out), "--records", "100,119,208", "--chunk-s", "1.0"])
     assert rc == 0
     report = json.loads(out.read_text())
     assert report["window_ms"] == 150
+    protocol = report["protocol"]
+    assert protocol["records_by_lead"] == {"MLII": ["100", "119", "208"]} and protocol["scored_from"] == "5:00"
+    assert capsys.readouterr().out.startswith("Protocol (EC57 style)")
     assert set(report["records"]) == {"100", "119", "208"}
     for rec in report["records"].values():
         assert rec["tp"] + rec["fn"] > 1000  # the scored references are really there
@@ -35,8 +36,8 @@ def test_streaming_rpeaks_on_mitdb_records(tmp_path: Path) -> None:
     assert abs(report["timing_ms"]["median_det_minus_ref"]) <= 15
 
 
-def test_eval_rejects_unknown_record_and_missing_noise(tmp_path: Path) -> None:
+def test_eval_rejects_unknown_record_and_missing_noise(mitdb: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "x.json")
-    assert main(["--data", str(MITDB), "--out", out, "--records", "999"]) == 2
-    args = ["--data", str(MITDB), "--out", out, "--records", "100", "--snr", "6"]
+    assert main(["--data", str(mitdb), "--out", out, "--records", "999"]) == 2
+    args = ["--data", str(mitdb), "--out", out, "--records", "100", "--snr", "6"]
     assert main([*args, "--noise-dir", str(tmp_path), "--noise", "em"]) == 2

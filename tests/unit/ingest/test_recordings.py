@@ -198,12 +198,9 @@ def test_wfdb_empty_data_is_an_error() -> None:
 
 
 @pytest.mark.evaluation
-def test_wfdb_matches_wfdb_reader_on_mitdb_100() -> None:
-    root = Path(__file__).resolve().parents[4] / "shared" / "data" / "mitdb"
-    if not (root / "100.hea").exists():
-        pytest.skip("MITDB not available")
-    rec = recording_parse_wfdb((root / "100.hea").read_bytes(), (root / "100.dat").read_bytes())
-    ref = wfdb.rdrecord(str(root / "100"), physical=False)
+def test_wfdb_matches_wfdb_reader_on_mitdb_100(mitdb: Path) -> None:
+    rec = recording_parse_wfdb((mitdb / "100.hea").read_bytes(), (mitdb / "100.dat").read_bytes())
+    ref = wfdb.rdrecord(str(mitdb / "100"), physical=False)
     assert rec.leads == ("MLII", "V5")
     assert rec.baseline == (1024, 1024)
     np.testing.assert_array_equal(rec.adc, ref.d_signal)
