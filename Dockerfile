@@ -44,7 +44,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LOG_LEVEL=INFO \
-    METRICS_PORT=9100 \
     MODELS_DIR=/opt/streamdx/models \
     HOME=/tmp
 RUN groupadd --system --gid 10001 streamdx \
@@ -58,7 +57,7 @@ USER 10001:10001
 # The root filesystem can be mounted read-only: bytecode is precompiled and /tmp is the only
 # writable path the services need (mount a tmpfs / emptyDir there).
 ENV HEALTH_PORT=8000
-EXPOSE 8000 9100
+EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('HEALTH_PORT', '8000'), timeout=2)"]
 ENTRYPOINT ["streamdx", "serve"]
@@ -73,11 +72,13 @@ ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
 CMD ["ingest"]
 
 FROM runtime AS service-dsp
-ENV HEALTH_PORT=9100
+ENV HEALTH_PORT=9101 METRICS_HOST=0.0.0.0 METRICS_PORT=9101
+EXPOSE 9101
 CMD ["dsp"]
 
 FROM runtime AS service-inference
-ENV HEALTH_PORT=9100
+ENV HEALTH_PORT=9102 METRICS_HOST=0.0.0.0 METRICS_PORT=9102
+EXPOSE 9102
 CMD ["inference"]
 
 # -------------------------------------------------------------------------------------- final

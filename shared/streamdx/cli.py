@@ -1,47 +1,114 @@
 """``streamdx`` — the one operator CLI.
 
-Subcommands are ``<group> <name>`` pairs mapped to ``module:function`` entry points that
-take the remaining argv and return an exit code. Modules are imported lazily so that
-``streamdx --help`` stays fast and a service image only needs what it runs.
+Commands are ``<group> <name>`` pairs (or a bare ``<group>`` when the name is ``""``) listed
+once in :data:`COMMANDS`, each mapped to a module that exposes
+
+* ``build_parser() -> argparse.ArgumentParser`` (``prog`` = ``"streamdx <group> <name>"``,
+  a help text on every option), and
+* ``main(argv) -> int``, which parses ``argv`` with that parser before doing anything else, so
+  ``--help`` prints and exits 0 without starting anything.
+
+The top-level and group help are generated from :data:`COMMANDS` with argparse without
+importing any command module, so ``streamdx --help`` stays fast and a service image only
+imports what it runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "GROUPS", "build_parsers", "command_target", "main"]
 
-#: (group, name) → ("module:function", one-line help)
+#: (group, name) → ("module:main", one-line help). ``name == ""`` is a command without a subcommand.
 COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("stack", "up"): ("streamdx.embedded.cli:stack_up", "start the embedded broker + Redis and wait"),
-    ("demo", ""): ("streamdx.demo:main", "run the whole pipeline on the embedded stack with simulated devices"),
-    ("serve", "ingest"): ("streamdx_ingest.main:main", "run the ingest HTTP service"),
-    ("serve", "dsp"): ("streamdx_dsp.main:main", "run the dsp worker"),
-    ("serve", "inference"): ("streamdx_inference.main:main", "run the inference worker"),
-    ("devices", "create"): ("streamdx_ingest.admin:create_main", "create a device API key"),
-    ("devices", "revoke"): ("streamdx_ingest.admin:revoke_main", "revoke a device API key"),
-    ("topics", "create"): ("streamdx.messaging.admin:create_topics_main", "create every topic + DLQ"),
+    ("stack", "up"): ("streamdx.embedded.cli:main", "run a local Kafka-compatible broker and Redis until Ctrl-C"),
+    ("demo", ""): ("streamdx.demo:main", "run the whole pipeline locally with simulated devices"),
+    ("serve", "ingest"): ("streamdx_ingest.main:main", "run the ingest HTTP/WebSocket service"),
+    ("serve", "dsp"): ("streamdx_dsp.main:main", "run the signal-processing service (ECG beats, ESR heights)"),
+    ("serve", "inference"): ("streamdx_inference.main:main", "run the model service (ECG labels, ESR forecasts)"),
+    ("devices", "create"): ("streamdx_ingest.devices_create:main", "create or rotate a device API key"),
+    ("devices", "revoke"): ("streamdx_ingest.devices_revoke:main", "revoke a device API key"),
+    ("topics", "create"): ("streamdx.messaging.topics_create:main", "create every topic and its dead-letter topic"),
+    ("tail", ""): ("streamdx.messaging.tail_cli:main", "print the messages of a topic as they arrive"),
     ("simulate", "ecg"): ("streamdx.sim.device:main", "stream synthetic or WFDB ECG to ingest"),
-    ("simulate", "esr"): ("streamdx.sim.esr_device:main", "push rendered frames of simulated tubes"),
-    ("eval", "rpeaks"): ("streamdx_dsp.evaluation.rpeaks:main", "EC57 R-peak evaluation on WFDB records"),
-    ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "ESR model comparison on simulated cohorts"),
-    ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "DSP throughput vs NeuroKit2"),
-    ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on the embedded stack"),
-    ("train", "esr"): ("streamdx_inference.esr.training:main", "train the ESR GRU (simulated or lab CSV)"),
+    ("simulate", "esr"): ("streamdx.sim.esr_device:main", "upload camera frames of simulated ESR tubes"),
+    ("eval", "rpeaks"): ("streamdx_dsp.evaluation.rpeaks:main", "R-peak detection accuracy on WFDB records"),
+    ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "compare ESR forecast models on simulated tubes"),
+    ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
+    ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
+    ("train", "esr"): ("streamdx_inference.esr.training:main", "train the ESR forecast model"),
 }
 
+#: group → one-line help of the group (a group missing here lists its subcommands instead).
+GROUPS: dict[str, str] = {
+    "stack": "local broker and Redis for development",
+    "serve": "run one service",
+    "devices": "manage device API keys",
+    "topics": "manage Kafka topics",
+    "simulate": "simulated devices",
+    "eval": "accuracy evaluations (write a JSON report)",
+    "bench": "throughput benchmarks (write a JSON report)",
+    "train": "train models",
+}
 
-def _usage() -> str:
-    lines = ["usage: streamdx <command> [<subcommand>] [options]", "", "commands:"]
+_HELP_FLAGS = frozenset({"-h", "--help"})
+
+
+def command_target(group: str, name: str) -> str:
+    """The ``module`` implementing ``streamdx <group> <name>``."""
+    return COMMANDS[(group, name)][0].split(":")[0]
+
+
+def _groups() -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
     for (group, name), (_, help_text) in COMMANDS.items():
-        lines.append(f"  {(group + ' ' + name).strip():<20} {help_text}")
-    return "\n".join(lines)
+        out.setdefault(group, {})[name] = help_text
+    return out
 
 
-def _resolve(target: str) -> Callable[[Sequence[str]], int]:
-    module_name, func_name = target.split(":")
+def _group_help(group: str, names: dict[str, str]) -> str:
+    if "" in names:
+        return names[""]
+    return GROUPS.get(group, "commands: " + ", ".join(names))
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and one parser per group, generated from :data:`COMMANDS`.
+
+    Only used for help and errors: each command parses its own options with its module's
+    ``build_parser``.
+    """
+    every = [f"  {(group + ' ' + name).strip():<20} {help_text}" for (group, name), (_, help_text) in COMMANDS.items()]
+    parser = argparse.ArgumentParser(
+        prog="streamdx",
+        description="StreamDx operator CLI: run services, a local stack, simulators, evaluations.",
+        epilog="every command:\n" + "\n".join(every)
+        + "\n\nRun 'streamdx <command> [<subcommand>] --help' for the options of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(title="commands", metavar="<command>")
+    group_parsers: dict[str, argparse.ArgumentParser] = {}
+    for group, names in _groups().items():
+        help_text = _group_help(group, names)
+        if "" in names:
+            commands.add_parser(group, help=help_text, add_help=False)
+            continue
+        gp = commands.add_parser(
+            group, help=help_text, description=help_text,
+            epilog=f"Run 'streamdx {group} <subcommand> --help' for the options of a subcommand.",
+        )
+        subs = gp.add_subparsers(title="subcommands", metavar="<subcommand>")
+        for name, sub_help in names.items():
+            subs.add_parser(name, help=sub_help, add_help=False)
+        group_parsers[group] = gp
+    return parser, group_parsers
+
+
+def _resolve(group: str, name: str) -> Callable[[Sequence[str]], int]:
+    module_name, func_name = COMMANDS[(group, name)][0].split(":")
     func: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module_name), func_name)
     return func
 
@@ -49,16 +116,28 @@ def _resolve(target: str) -> Callable[[Sequence[str]], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamdx`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help", "help"}:
-        print(_usage())
+    parser, group_parsers = build_parsers()
+    if not args or args[0] in _HELP_FLAGS or args[0] == "help":
+        parser.print_help()
         return 0
     group = args[0]
     if (group, "") in COMMANDS:
-        return _resolve(COMMANDS[(group, "")][0])(args[1:])
-    if len(args) < 2 or (group, args[1]) not in COMMANDS:
-        print(_usage(), file=sys.stderr)
+        return _resolve(group, "")(args[1:])
+    gp = group_parsers.get(group)
+    if gp is None:
+        parser.print_usage(sys.stderr)
+        print(f"streamdx: error: unknown command {group!r} (choose from {', '.join(_groups())})", file=sys.stderr)
         return 2
-    return _resolve(COMMANDS[(group, args[1])][0])(args[2:])
+    if len(args) > 1 and args[1] in _HELP_FLAGS:
+        gp.print_help()
+        return 0
+    if len(args) < 2 or (group, args[1]) not in COMMANDS:
+        choices = ", ".join(n for (g, n) in COMMANDS if g == group)
+        what = f"unknown subcommand {args[1]!r}" if len(args) > 1 else "missing subcommand"
+        gp.print_usage(sys.stderr)
+        print(f"streamdx {group}: error: {what} (choose from {choices})", file=sys.stderr)
+        return 2
+    return _resolve(group, args[1])(args[2:])
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ from streamdx.logs import configure_logging
 from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.tail import tail
-from streamdx.metrics import Metrics
+from streamdx.metrics import DspMetrics, InferenceMetrics
 from streamdx.schemas import EcgBeatV1, EsrForecastV1
 from streamdx.worker_service import WorkerRuntime, run_workers
 
-__all__ = ["main", "score_beats"]
+__all__ = ["build_parser", "main", "score_beats"]
 
 SCENARIOS = ("mixed", "af", "ectopy", "sinus", "brady", "noisy")
 
@@ -96,18 +96,18 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         http_task = asyncio.create_task(server.serve())
         url = f"http://127.0.0.1:{port}"
 
-        metrics = Metrics(CollectorRegistry())
+        dsp_metrics, inf_metrics = DspMetrics(CollectorRegistry()), InferenceMetrics(CollectorRegistry())
         redis = Redis.from_url(stack.redis_url)
-        publisher = Publisher(stack.kafka_bootstrap, metrics, client_id="streamdx-demo-workers")
+        publisher = Publisher(stack.kafka_bootstrap, dsp_metrics, client_id="streamdx-demo-workers")
         await publisher.start()
         dsp_settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                                    batch_timeout_ms=100)
-        runtime = WorkerRuntime(dsp_settings, metrics, redis, publisher)
+        runtime = WorkerRuntime(dsp_settings, dsp_metrics, redis, publisher)
         inf_settings = InferenceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                                          batch_timeout_ms=100)
         await dsp_warm_up()
         workers = build_dsp_workers(runtime, dsp_settings) + build_inference_workers(
-            WorkerRuntime(inf_settings, metrics, redis, publisher), inf_settings)
+            WorkerRuntime(inf_settings, inf_metrics, redis, publisher), inf_settings)
         stop = asyncio.Event()
         workers_task = asyncio.create_task(run_workers(workers, stop))
         beats: dict[str, list[int]] = defaultdict(list)
@@ -250,16 +250,23 @@ def _score_replay(record: Path, stream: str, beats: dict[str, list[int]]) -> dic
     return score
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="streamdx demo", description=__doc__)
-    parser.add_argument("--streams", type=int, default=6, help="simulated devices")
-    parser.add_argument("--duration", type=float, default=120.0, help="seconds of ECG per device")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamdx demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=6, help="simulated ECG devices, 1..200 (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=120.0,
+                        help="seconds of ECG per device, 10..3600 (default: %(default)s)")
     parser.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = real time")
-    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each topic (default: %(default)s)")
     parser.add_argument("--record", help="also upload this WFDB record (path without extension) for replay")
     parser.add_argument("--tubes", type=int, default=3, help="simulated ESR tubes (0 = none)")
     parser.add_argument("--tube-minutes", type=int, default=30, help="minutes of frames per tube")
     parser.add_argument("--out", help="write the JSON report here")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not 1 <= args.streams <= 200 or not 10 <= args.duration <= 3600:
         parser.error("--streams 1..200, --duration 10..3600")

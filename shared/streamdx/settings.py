@@ -1,15 +1,18 @@
 """One settings base for every service (pydantic-settings), read once at start-up.
 
-Services subclass :class:`ServiceSettings`, construct it once in their ``main`` and pass the
-values down; no other module reads the environment.
+Services subclass :class:`ServiceSettings` (HTTP services) or :class:`WorkerSettings` (stream
+workers), construct it once in their ``main`` and pass the values down; no other module reads
+the environment.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import argparse
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ServiceSettings"]
+__all__ = ["ServiceSettings", "WorkerSettings", "service_parser", "settings_help"]
 
 
 class ServiceSettings(BaseSettings):
@@ -20,8 +23,30 @@ class ServiceSettings(BaseSettings):
     kafka_bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
     log_level: str = Field(default="INFO", description="Log level")
-    metrics_port: int = Field(default=9100, ge=0, le=65535, description="/healthz, /readyz, /metrics port")
-    topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of auto-created topics")
+    topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics")
     topic_replication: int = Field(default=1, ge=1, le=16, description="Replication factor of created topics")
+
+
+class WorkerSettings(ServiceSettings):
+    """Settings of a stream-worker service; each service overrides ``metrics_port`` with its own default."""
+
+    metrics_host: str = Field(default="127.0.0.1", description="Bind address of /metrics (0.0.0.0 in containers)")
+    metrics_port: int = Field(default=9100, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     batch_max_records: int = Field(default=500, ge=1, le=100_000, description="Records per consumed batch")
     batch_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Max wait for a batch (ms)")
+
+
+def settings_help(settings: type[BaseSettings]) -> str:
+    """The environment variables of ``settings`` with their defaults, for a command's ``--help``."""
+    lines = ["environment variables (read once at start):"]
+    for name, field in settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None else "(secret)" if isinstance(default, SecretStr) else default
+        lines.append(f"  {name.upper():<22} {field.description or ''} (default: {shown})")
+    return "\n".join(lines)
+
+
+def service_parser(prog: str, description: str, settings: type[BaseSettings]) -> argparse.ArgumentParser:
+    """The parser of a ``streamdx serve`` command: no options, its environment variables in the help."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=settings_help(settings),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,7 +3,7 @@
 ``serve_workers`` is what ``streamdx serve dsp|inference|alerts`` call: it opens the Redis
 client and the publisher once, lets the service build its workers on them, serves
 ``/healthz`` (every worker task alive), ``/readyz`` (every worker has its assignment) and
-``/metrics`` on ``METRICS_PORT``, and stops gracefully on SIGTERM/SIGINT: each worker
+``/metrics`` on ``METRICS_HOST:METRICS_PORT``, and stops gracefully on SIGTERM/SIGINT: each worker
 finishes, checkpoints and commits its batch in progress.
 """
 
@@ -15,7 +15,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -28,20 +28,22 @@ from starlette.routing import Route
 from streamdx.logs import configure_logging, log_fields
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.worker import StreamWorker
-from streamdx.metrics import Metrics, render_metrics
-from streamdx.settings import ServiceSettings
+from streamdx.metrics import WorkerMetrics, render_metrics
+from streamdx.settings import WorkerSettings
 
 __all__ = ["WorkerRuntime", "health_app", "run_workers", "serve_workers", "start_publisher"]
 
 log = logging.getLogger("streamdx.service")
 
+M = TypeVar("M", bound=WorkerMetrics)
+
 
 @dataclass
-class WorkerRuntime:
-    """Shared dependencies handed to a service's worker factory."""
+class WorkerRuntime(Generic[M]):
+    """Shared dependencies handed to a service's worker factory (``metrics``: the service's own class)."""
 
-    settings: ServiceSettings
-    metrics: Metrics
+    settings: WorkerSettings
+    metrics: M
     redis: Redis
     publisher: Publisher
 
@@ -93,14 +95,13 @@ async def run_workers(workers: Sequence[StreamWorker[Any, Any]], stop: asyncio.E
 
 
 async def _serve(
-    service: str, settings: ServiceSettings,
-    build: Callable[[WorkerRuntime], Awaitable[list[StreamWorker[Any, Any]]]],
+    service: str, settings: WorkerSettings, metrics: M,
+    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]]]],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    metrics = Metrics(CollectorRegistry())
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}")
     try:
@@ -109,7 +110,7 @@ async def _serve(
         workers = await build(WorkerRuntime(settings, metrics, redis, publisher))
         tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]
         server = uvicorn.Server(uvicorn.Config(
-            health_app(workers, tasks, metrics.registry), host="0.0.0.0", port=settings.metrics_port,
+            health_app(workers, tasks, metrics.registry), host=settings.metrics_host, port=settings.metrics_port,
             log_config=None, access_log=False,
         ))
         http = asyncio.create_task(server.serve())
@@ -129,10 +130,10 @@ async def _serve(
 
 
 def serve_workers(
-    service: str, settings: ServiceSettings,
-    build: Callable[[WorkerRuntime], Awaitable[list[StreamWorker[Any, Any]]]],
+    service: str, settings: WorkerSettings, metrics: M,
+    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]]]],
 ) -> int:
-    """Blocking entry point of a worker service."""
+    """Blocking entry point of a worker service; ``metrics`` is the service's own metrics object."""
     configure_logging(service, settings.log_level)
-    asyncio.run(_serve(service, settings, build))
+    asyncio.run(_serve(service, settings, metrics, build))
     return 0

@@ -6,23 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from streamdx.embedded import free_port
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.worker import StreamWorker
-from streamdx.metrics import Metrics
-from streamdx.settings import ServiceSettings
+from streamdx.metrics import WorkerMetrics
+from streamdx.settings import WorkerSettings
 from streamdx.worker_service import WorkerRuntime
 from streamdx_ingest.app import create_app
 from streamdx_ingest.settings import IngestSettings
 from tests.conftest import StackInfo
+
+M = TypeVar("M", bound=WorkerMetrics)
 
 
 @contextlib.asynccontextmanager
@@ -60,14 +61,13 @@ async def serve_ingest(settings: IngestSettings) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def running_workers(
-    stack: StackInfo, build: Callable[[WorkerRuntime], list[StreamWorker[Any, Any]]]
+    stack: StackInfo, metrics: M, build: Callable[[WorkerRuntime[M]], list[StreamWorker[Any, Any]]]
 ) -> AsyncIterator[list[StreamWorker[Any, Any]]]:
     """Workers built on a fresh runtime (metrics, Redis, publisher), running in the test loop."""
-    metrics = Metrics(CollectorRegistry())
     redis = Redis.from_url(stack.redis_url)
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
-    runtime = WorkerRuntime(ServiceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url),
+    runtime = WorkerRuntime(WorkerSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url),
                             metrics, redis, pub)
     workers = build(runtime)
     stop = asyncio.Event()

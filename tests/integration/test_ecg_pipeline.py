@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamdx.messaging.publisher import Publisher
-from streamdx.metrics import Metrics
+from streamdx.metrics import DspMetrics, PublisherMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1
 from streamdx.sim import ecg_synthesize
 from streamdx.sim.device import create_device, stream_ecg
@@ -47,7 +47,7 @@ async def pipeline(stack: StackInfo) -> AsyncIterator[str]:
     settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
                            dsp_group=f"dsp-test-{uuid.uuid4().hex[:6]}", batch_timeout_ms=50)
     await dsp_warm_up()
-    async with running_workers(stack, lambda rt: build_dsp_workers(rt, settings)), \
+    async with running_workers(stack, DspMetrics(CollectorRegistry()), lambda rt: build_dsp_workers(rt, settings)), \
             serve_ingest(settings_for(stack)) as base:
         yield base
 
@@ -92,7 +92,7 @@ async def test_gap_resets_and_marks_next_beat_and_flat_line_has_no_beats(pipelin
     fs = 250.0
     ecg = ecg_synthesize(40, fs, seed=5, scenario="sinus")
     device = f"gap-{uuid.uuid4().hex[:8]}"
-    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     async with httpx.AsyncClient(base_url=pipeline, timeout=30) as client:
         key = await create_device(client, pipeline, ADMIN, device)
         auth = {"Authorization": f"Bearer {key}"}
@@ -125,8 +125,7 @@ async def test_bad_chunk_on_the_topic_goes_to_dlq_with_reason(pipeline: str, sta
     from streamdx.schemas import dlq_topic
     from tests.integration.kafka_reading import read_topic
 
-    metrics = Metrics(CollectorRegistry())
-    pub = Publisher(stack.kafka_bootstrap, metrics)
+    pub = Publisher(stack.kafka_bootstrap, PublisherMetrics(CollectorRegistry()))
     await pub.start()
     key = f"bad-{uuid.uuid4().hex[:8]}"
     body = (b'{"stream_id": "%s", "seq": 0, "fs": 50, "t0": "2026-01-01T00:00:00Z", "gain": 200, "n": 1, '

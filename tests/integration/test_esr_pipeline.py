@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from streamdx.messaging.worker import StreamWorker
+from streamdx.metrics import DspMetrics, InferenceMetrics
 from streamdx.schemas import EsrForecastV1, EsrHeightV1
 from streamdx.sim.device import create_device
 from streamdx.sim.esr import esr_cohort_simulate
@@ -37,11 +39,15 @@ async def esr_pipeline(stack: StackInfo) -> AsyncIterator[str]:
     dsp = DspSettings(**common, dsp_group=f"dsp-{tag}", dsp_esr_group=f"dsp-esr-{tag}")  # type: ignore[arg-type]
     inf = InferenceSettings(**common, inference_esr_group=f"inf-esr-{tag}")  # type: ignore[arg-type]
 
-    def build(rt: WorkerRuntime) -> list[StreamWorker[Any, Any]]:
-        esr_only = [w for w in build_dsp_workers(rt, dsp) if w.topic == "esr.frames"]
-        return esr_only + build_inference_workers(rt, inf)
+    def build_dsp(rt: WorkerRuntime[DspMetrics]) -> list[StreamWorker[Any, Any]]:
+        return [w for w in build_dsp_workers(rt, dsp) if w.topic == "esr.frames"]
 
-    async with running_workers(stack, build), serve_ingest(settings_for(stack)) as base:
+    def build_inference(rt: WorkerRuntime[InferenceMetrics]) -> list[StreamWorker[Any, Any]]:
+        return build_inference_workers(rt, inf)
+
+    async with running_workers(stack, DspMetrics(CollectorRegistry()), build_dsp), \
+            running_workers(stack, InferenceMetrics(CollectorRegistry()), build_inference), \
+            serve_ingest(settings_for(stack)) as base:
         yield base
 
 

@@ -7,7 +7,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,6 +26,9 @@ from tests.integration.servers import serve, serve_ingest
 
 pytestmark = pytest.mark.integration
 ADMIN = "test-admin-token"
+#: a recent start time: device chunks must be within MAX_T0_AGE_S / MAX_CLOCK_SKEW_S of the server clock
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+T0_ISO = T0.isoformat().replace("+00:00", "Z")
 
 
 def settings_for(stack: StackInfo, **kw: object) -> IngestSettings:
@@ -59,7 +62,7 @@ async def new_device(client: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
 def chunk(seq: int, n: int = 250, fs: float = 250.0, **kw: object) -> dict[str, object]:
     rng = np.random.default_rng(seq)
     body: dict[str, object] = {
-        "seq": seq, "fs": fs, "t0": datetime(2026, 1, 1, tzinfo=UTC).isoformat(), "gain": 200.0,
+        "seq": seq, "fs": fs, "t0": (T0 + timedelta(seconds=seq * n / fs)).isoformat(), "gain": 200.0,
         "data": encode_i16(rng.integers(-400, 400, n)),
     }
     body.update(kw)
@@ -102,21 +105,21 @@ async def test_samples_in_mv_and_adc_lists(client: httpx.AsyncClient, stack: Sta
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [1, NaN, 3]}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [1, Infinity]}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [40000]}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [1.5]}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "units": "mV", "samples": [99.0]}', 422),
-        ('{"seq": 0, "fs": 50, "t0": "2026-01-01T00:00:00Z", "samples": [1]}', 422),
-        ('{"seq": -1, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [1]}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [1, NaN, 3]}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [1, Infinity]}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [40000]}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [1.5]}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "units": "mV", "samples": [99.0]}', 422),
+        ('{"seq": 0, "fs": 50, "t0": "' + T0_ISO + '", "samples": [1]}', 422),
+        ('{"seq": -1, "fs": 250, "t0": "' + T0_ISO + '", "samples": [1]}', 422),
         ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00", "samples": [1]}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "data": "!!!"}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "data": "AA=="}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "data": "!!!"}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "data": "AA=="}', 422),
         ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z"}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [1], "extra": 1}', 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": []}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [1], "extra": 1}', 422),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": []}', 422),
         ("{not json", 422),
-        ('{"seq": 0, "fs": 250, "t0": "2026-01-01T00:00:00Z", "samples": [' + "1," * 300_000 + "1]}", 413),
+        ('{"seq": 0, "fs": 250, "t0": "' + T0_ISO + '", "samples": [' + "1," * 300_000 + "1]}", 413),
     ],
 )
 async def test_malformed_chunk_is_4xx_and_not_published(

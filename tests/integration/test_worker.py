@@ -16,7 +16,7 @@ from streamdx.messaging.admin import ensure_topics
 from streamdx.messaging.codec import encode_message
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.worker import Handled, StreamWorker
-from streamdx.metrics import Metrics
+from streamdx.metrics import WorkerMetrics
 from streamdx.schemas.base import Message
 from streamdx.schemas.topics import dlq_topic
 from streamdx.state_store import Checkpoint, StateStore
@@ -100,7 +100,7 @@ async def produce(pub: Publisher, msgs: list[AddV1]) -> None:
     await pub.publish_many(msgs)
 
 
-def make_worker(stack: StackInfo, group: str, pub: Publisher, store: StateStore, metrics: Metrics,
+def make_worker(stack: StackInfo, group: str, pub: Publisher, store: StateStore, metrics: WorkerMetrics,
                 max_cached_keys: int = 1000) -> StreamWorker[AddV1, int]:
     return StreamWorker(
         topic=AddV1.TOPIC, group=group, model=AddV1, handler=add_handler, codec=IntCodec(), publisher=pub,
@@ -135,7 +135,7 @@ async def topics(stack: StackInfo) -> None:
 
 
 async def test_poison_messages_go_to_dlq_with_reason(stack: StackInfo, redis: Redis) -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = WorkerMetrics(CollectorRegistry())
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
     prefix = f"p{uuid.uuid4().hex[:6]}"
@@ -169,7 +169,7 @@ async def test_poison_messages_go_to_dlq_with_reason(stack: StackInfo, redis: Re
 async def test_replacement_worker_resumes_without_loss_or_double_apply(
     stack: StackInfo, redis: Redis, after_write: bool
 ) -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = WorkerMetrics(CollectorRegistry())
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
     prefix = f"c{uuid.uuid4().hex[:6]}"
@@ -213,7 +213,7 @@ async def test_replacement_worker_resumes_without_loss_or_double_apply(
 async def test_scale_out_and_in_rebalances_without_loss_or_double_apply(stack: StackInfo, redis: Redis) -> None:
     """A second worker joins the group mid-stream and the first one leaves: partitions move
     twice, the rebalance hooks hand state over through Redis, and every total stays exact."""
-    metrics = Metrics(CollectorRegistry())
+    metrics = WorkerMetrics(CollectorRegistry())
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
     prefix = f"r{uuid.uuid4().hex[:6]}"

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from streamdx.encoding import encode_f32
 from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
-from streamdx.metrics import Metrics
+from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, SignalQuality
 from streamdx_dsp.core import (
     Beat,
@@ -104,7 +104,7 @@ class DspStateCodec:
 class EcgSamplesHandler:
     """Typed async handler for ``ecg.samples`` (metrics injected)."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: DspMetrics) -> None:
         self._metrics = metrics
 
     async def __call__(self, msg: EcgSamplesV1, state: DspStreamState | None) -> Handled[DspStreamState]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from streamdx.settings import ServiceSettings
+from streamdx.settings import WorkerSettings
 
 __all__ = ["DspSettings"]
 
 
-class DspSettings(ServiceSettings):
+class DspSettings(WorkerSettings):
+    metrics_port: int = Field(default=9101, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     dsp_group: str = Field(default="dsp", description="Consumer group of the ECG worker")
     dsp_esr_group: str = Field(default="dsp-esr", description="Consumer group of the ESR boundary worker")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from streamdx.messaging.worker import StreamWorker
+from streamdx.metrics import InferenceMetrics
 from streamdx.schemas import EsrHeightV1, Topic
+from streamdx.settings import service_parser
 from streamdx.state_store import StateStore
 from streamdx.worker_service import WorkerRuntime, serve_workers
 from streamdx_inference.esr.forecaster import EsrForecaster
@@ -14,10 +19,12 @@ from streamdx_inference.esr_handler import EsrHeightsHandler, TubeSeriesCodec
 from streamdx_inference.onnx_providers import onnx_providers_select
 from streamdx_inference.settings import InferenceSettings
 
-__all__ = ["build_inference_workers", "main"]
+__all__ = ["build_inference_workers", "build_parser", "main"]
 
 
-def build_inference_workers(rt: WorkerRuntime, settings: InferenceSettings) -> list[StreamWorker[Any, Any]]:
+def build_inference_workers(
+    rt: WorkerRuntime[InferenceMetrics], settings: InferenceSettings
+) -> list[StreamWorker[Any, Any]]:
     import onnxruntime as ort
 
     providers = onnx_providers_select(settings.onnx_providers, ort.get_available_providers())
@@ -32,10 +39,21 @@ def build_inference_workers(rt: WorkerRuntime, settings: InferenceSettings) -> l
     return [esr]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    return service_parser(
+        "streamdx serve inference",
+        "Run the model service: ESR 60-minute forecasts (esr.heights → esr.forecasts) with the ONNX models in "
+        "MODELS_DIR. Serves /healthz, /readyz and /metrics on METRICS_HOST:METRICS_PORT. Configured by "
+        "environment variables only; stops on Ctrl-C or SIGTERM after finishing the batch in progress.",
+        InferenceSettings,
+    )
+
+
 def main(argv: Sequence[str]) -> int:
+    build_parser().parse_args(argv)
     settings = InferenceSettings()
 
-    async def build(rt: WorkerRuntime) -> list[StreamWorker[Any, Any]]:
+    async def build(rt: WorkerRuntime[InferenceMetrics]) -> list[StreamWorker[Any, Any]]:
         return build_inference_workers(rt, settings)
 
-    return serve_workers("inference", settings, build)
+    return serve_workers("inference", settings, InferenceMetrics(CollectorRegistry()), build)

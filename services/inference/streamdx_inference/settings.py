@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from streamdx.settings import ServiceSettings
+from streamdx.settings import WorkerSettings
 
 __all__ = ["InferenceSettings", "default_models_dir"]
 
@@ -16,7 +16,8 @@ def default_models_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "models"
 
 
-class InferenceSettings(ServiceSettings):
+class InferenceSettings(WorkerSettings):
+    metrics_port: int = Field(default=9102, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     models_dir: Path = Field(default_factory=default_models_dir, description="Directory of the ONNX models")
     inference_esr_group: str = Field(default="inference-esr", description="Consumer group of the ESR forecaster")
     onnx_providers: str = Field(default="CPUExecutionProvider",

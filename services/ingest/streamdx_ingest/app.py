@@ -1,8 +1,9 @@
 """The ingest HTTP/WebSocket service (FastAPI): a thin shell around the acceptor.
 
 Status codes: 202 accepted (also for an acknowledged duplicate seq); 401 missing/unknown key;
-403 revoked key or a stream the device may not write; 409 out-of-order seq or fs change;
-413 body too large; 422 malformed or invalid content; 429 busy/backpressure and 503 broker
+403 revoked key or a stream the device may not write; 409 out-of-order seq, absurd seq jump or
+fs change; 413 body too large; 415 a JSON body sent without ``content-type: application/json``;
+422 malformed or invalid content (t0 too far from the server clock); 429 busy/backpressure and 503 broker
 or Redis unavailable, both with ``Retry-After``. A 2xx is returned only after the broker
 acknowledged the message.
 """
@@ -30,12 +31,21 @@ from starlette.websockets import WebSocketDisconnect
 from streamdx.logs import log_fields
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.messaging.publisher import Publisher
-from streamdx.metrics import Metrics, render_metrics
+from streamdx.metrics import IngestMetrics, render_metrics
 from streamdx.schemas.ecg import StreamId
 from streamdx.schemas.esr import MAX_FRAME_BYTES
 from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict
-from streamdx_ingest.chunks import ChunkAck, ChunkError, EcgChunkIn, chunk_adc, chunk_to_message
+from streamdx_ingest.chunks import (
+    ChunkAck,
+    ChunkError,
+    EcgChunkIn,
+    chunk_adc,
+    chunk_check_t0,
+    chunk_to_message,
+    utc_now,
+)
 from streamdx_ingest.devices import DeviceAuth, DeviceRegistry, KeyRevoked, KeyUnknown, stream_allowed
+from streamdx_ingest.errors import request_errors
 from streamdx_ingest.limits import BodyLimitMiddleware, RequestMetricsMiddleware
 from streamdx_ingest.recordings import (
     Recording,
@@ -44,7 +54,7 @@ from streamdx_ingest.recordings import (
     recording_parse_edf,
     recording_parse_wfdb,
 )
-from streamdx_ingest.replay import ReplayManager
+from streamdx_ingest.replay import RecordingStatus, ReplayManager
 from streamdx_ingest.sequencer import Sequencer, StreamBusy
 from streamdx_ingest.settings import IngestSettings
 from streamdx_ingest.tubes import FrameError, TubeConflict, TubeIn, TubeRegistry, TubeUnknown
@@ -61,7 +71,7 @@ class IngestDeps:
     settings: IngestSettings
     redis: Redis
     publisher: Publisher
-    metrics: Metrics
+    metrics: IngestMetrics
     devices: DeviceRegistry
     acceptor: ChunkAcceptor
     replays: ReplayManager
@@ -75,15 +85,6 @@ class DeviceIn(BaseModel):
 class DeviceKeyOut(BaseModel):
     device_id: str
     api_key: str
-
-
-class RecordingAccepted(BaseModel):
-    recording_id: str
-    streams: list[str]
-    fs: float
-    n_samples: int
-    leads: list[str]
-    status_url: str
 
 
 class TubeOut(BaseModel):
@@ -159,13 +160,13 @@ def check_stream(auth: DeviceAuth, stream_id: str) -> None:
 
 def create_app(settings: IngestSettings, registry: CollectorRegistry | None = None) -> FastAPI:
     """Build the ingest app; connections are opened in the lifespan."""
-    metrics = Metrics(registry or CollectorRegistry())
+    metrics = IngestMetrics(registry or CollectorRegistry())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         publisher = Publisher(settings.kafka_bootstrap, metrics, client_id="streamdx-ingest")
-        sequencer = Sequencer(redis)
+        sequencer = Sequencer(redis, settings.max_seq_jump)
         acceptor = ChunkAcceptor(publisher, sequencer, metrics, settings.stream_lock_wait_s)
         replays = ReplayManager(acceptor, redis, settings.replay_batch_chunks)
         tubes = TubeRegistry(redis, publisher, sequencer, settings.stream_lock_wait_s)
@@ -202,12 +203,9 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     # -- error mapping -------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()[:20]
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, errors = request_errors(exc.errors(), exc.body, request.headers.get("content-type"))
+        return JSONResponse({"detail": errors}, status_code=status)
 
     def plain_error(status: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handler(_: Request, exc: Exception) -> JSONResponse:
@@ -253,11 +251,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     async def post_chunk(stream_id: StreamId, chunk: EcgChunkIn, d: Deps, auth: Device) -> ChunkAck:
         """Publish one chunk; acknowledged (202) only after the broker acknowledged it."""
         check_stream(auth, stream_id)
-        adc = chunk_adc(chunk, d.settings.max_abs_mv)
-        msg = chunk_to_message(stream_id, chunk, adc, 0)
-        decision = (await d.acceptor.accept(stream_id, [msg]))[0]
-        status: Literal["accepted", "duplicate"] = "duplicate" if decision.kind == "duplicate" else "accepted"
-        return ChunkAck(seq=chunk.seq, status=status, gap_before=decision.gap_before)
+        return await _accept_chunk(d, stream_id, chunk)
 
     @app.websocket("/v1/streams/{stream_id}/ws")
     async def ws_chunks(websocket: WebSocket, stream_id: str) -> None:
@@ -283,7 +277,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             return
 
     # -- recordings -----------------------------------------------------------------
-    @app.post("/v1/recordings", status_code=202, response_model=RecordingAccepted, responses=responses)
+    @app.post("/v1/recordings", status_code=202, response_model=RecordingStatus, responses=responses)
     async def post_recording(
         d: Deps,
         auth: Device,
@@ -292,7 +286,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         speed: Annotated[float, Form(ge=0, le=1000, description="0 = as fast as possible, 1 = real time")] = 0.0,
         chunk_s: Annotated[float, Form(ge=0.1, le=10)] = 1.0,
         fs: Annotated[float | None, Form(ge=125, le=1000, description="CSV without a time column")] = None,
-    ) -> RecordingAccepted:
+    ) -> RecordingStatus:
         """Upload a Holter recording; it is replayed into ``ecg.samples`` in the background."""
         check_stream(auth, stream_id)
         blobs = {(f.filename or "").lower(): await f.read() for f in files}
@@ -301,18 +295,13 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             rec, device_id=auth.device_id, stream_base=stream_id, chunk_s=chunk_s, speed=speed
         )
         log.info("recording accepted", extra=log_fields(recording_id=plan.recording_id, device_id=auth.device_id))
-        return RecordingAccepted(
-            recording_id=plan.recording_id, streams=list(plan.streams), fs=rec.fs, n_samples=rec.n_samples,
-            leads=list(rec.leads), status_url=f"/v1/recordings/{plan.recording_id}",
-        )
+        return await _recording_status(d, plan.recording_id, auth.device_id)
 
-    @app.get("/v1/recordings/{recording_id}", responses=responses)
-    async def get_recording(recording_id: str, d: Deps, auth: Device) -> dict[str, str]:
-        """Replay progress: status, chunks and samples published."""
-        progress = await d.replays.progress(recording_id)
-        if progress is None or progress.get("device_id") != auth.device_id:
-            raise HTTPException(404, "no such recording for this device")
-        return progress
+    @app.get("/v1/recordings/{recording_id}", response_model=RecordingStatus,
+             responses={**responses, 404: {"model": ErrorBody}})
+    async def get_recording(recording_id: str, d: Deps, auth: Device) -> RecordingStatus:
+        """Replay progress: the upload reply with status, chunks and samples published so far."""
+        return await _recording_status(d, recording_id, auth.device_id)
 
     # -- ESR tubes ---------------------------------------------------------------------
     @app.post("/v1/tubes", status_code=201, responses={**responses, 200: {"model": TubeOut}})
@@ -381,8 +370,7 @@ async def _ws_frame(d: IngestDeps, stream_id: str, text: str) -> dict[str, Any]:
         first = exc.errors()[0]
         return {"status": "error", "code": 422, "detail": f"{'.'.join(map(str, first['loc']))}: {first['msg']}"}
     try:
-        adc = chunk_adc(chunk, d.settings.max_abs_mv)
-        decision = (await d.acceptor.accept(stream_id, [chunk_to_message(stream_id, chunk, adc, 0)]))[0]
+        ack = await _accept_chunk(d, stream_id, chunk)
     except ChunkError as exc:
         return {"seq": chunk.seq, "status": "error", "code": 422, "detail": str(exc)}
     except SeqConflict as exc:
@@ -391,8 +379,24 @@ async def _ws_frame(d: IngestDeps, stream_id: str, text: str) -> dict[str, Any]:
         return {"seq": chunk.seq, "status": "error", "code": 503, "detail": "unavailable", "retry_after": 2}
     except (Backpressure, StreamBusy):
         return {"seq": chunk.seq, "status": "error", "code": 429, "detail": "busy", "retry_after": 1}
-    status = "duplicate" if decision.kind == "duplicate" else "accepted"
-    return {"seq": chunk.seq, "status": status, "gap_before": decision.gap_before}
+    return ack.model_dump()
+
+
+async def _recording_status(d: IngestDeps, recording_id: str, device_id: str) -> RecordingStatus:
+    status = await d.replays.status(recording_id, device_id)
+    if status is None:
+        raise HTTPException(404, "no such recording for this device")
+    return status
+
+
+async def _accept_chunk(d: IngestDeps, stream_id: str, chunk: EcgChunkIn) -> ChunkAck:
+    """Validate and publish one device chunk (HTTP or WebSocket)."""
+    s = d.settings
+    chunk_check_t0(chunk, utc_now(), s.max_clock_skew_s, s.max_t0_age_s)
+    adc = chunk_adc(chunk, s.max_abs_mv)
+    decision = (await d.acceptor.accept(stream_id, [chunk_to_message(stream_id, chunk, adc, 0)]))[0]
+    status: Literal["accepted", "duplicate"] = "duplicate" if decision.kind == "duplicate" else "accepted"
+    return ChunkAck(seq=chunk.seq, status=status, gap_before=decision.gap_before, clock_drift_s=decision.clock_drift_s)
 
 
 def _parse_upload(blobs: dict[str, bytes], fs: float | None) -> Recording:

@@ -30,7 +30,7 @@ from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx.messaging.codec import encode_message
 from streamdx.schemas import EcgSamplesV1
 
-__all__ = ["main", "wire_bytes_per_chunk"]
+__all__ = ["build_parser", "main", "wire_bytes_per_chunk"]
 
 
 def wire_bytes_per_chunk(fs: int = 250) -> dict[str, int]:
@@ -163,14 +163,20 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="streamdx bench ingest", description=__doc__)
-    parser.add_argument("--streams", type=int, default=32)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamdx bench ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=32, help="concurrent HTTP streams (default: %(default)s)")
     parser.add_argument("--chunks", type=int, default=100, help="1-s chunks per stream")
-    parser.add_argument("--fs", type=int, default=250)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--out", default="reports/bench_ingest.json")
-    args = parser.parse_args(argv)
+    parser.add_argument("--fs", type=int, default=250, help="sampling rate of the chunks in Hz (default: %(default)s)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of each topic (default: %(default)s)")
+    parser.add_argument("--out", default="reports/bench_ingest.json",
+                        help="JSON report to write (default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
     result = asyncio.run(_bench(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

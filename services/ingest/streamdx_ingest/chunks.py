@@ -13,7 +13,7 @@ from streamdx.encoding import EncodingError, decode_i16, encode_i16
 from streamdx.schemas import EcgSamplesV1
 from streamdx.schemas.ecg import FS_MAX, FS_MIN, MAX_CHUNK_SAMPLES
 
-__all__ = ["ChunkAck", "ChunkError", "EcgChunkIn", "chunk_adc", "chunk_to_message"]
+__all__ = ["ChunkAck", "ChunkError", "EcgChunkIn", "chunk_adc", "chunk_check_t0", "chunk_to_message"]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -55,6 +55,24 @@ class ChunkAck(BaseModel):
     seq: int
     status: Literal["accepted", "duplicate"]
     gap_before: int = 0
+    clock_drift_s: float | None = Field(
+        default=None,
+        description="t0 minus (previous chunk's t0 + its samples / fs), when this chunk directly follows the "
+        "previous one: how far the device clock moved against its own sample count",
+    )
+
+
+def chunk_check_t0(chunk: EcgChunkIn, now: datetime, max_ahead_s: float, max_age_s: float) -> None:
+    """Raise :class:`ChunkError` when the chunk's t0 is implausibly far from the server clock ``now``."""
+    skew = (chunk.t0 - now).total_seconds()
+    if skew > max_ahead_s:
+        raise ChunkError(f"t0: {chunk.t0.isoformat()} is {skew:.0f} s ahead of the server clock "
+                         f"({now.isoformat(timespec='seconds')}); at most {max_ahead_s:g} s (MAX_CLOCK_SKEW_S) "
+                         "is accepted: check the device clock")
+    if -skew > max_age_s:
+        raise ChunkError(f"t0: {chunk.t0.isoformat()} is {-skew:.0f} s behind the server clock "
+                         f"({now.isoformat(timespec='seconds')}); at most {max_age_s:g} s (MAX_T0_AGE_S) is "
+                         "accepted: check the device clock, or upload old recordings to /v1/recordings")
 
 
 def chunk_adc(chunk: EcgChunkIn, max_abs_mv: float) -> npt.NDArray[np.int16]:

@@ -1,19 +1,29 @@
-"""ASGI middlewares: body size limit (HTTP 413, enforced while streaming) and request metrics."""
+"""ASGI middlewares: body size limit (HTTP 413, enforced while streaming) and request metrics.
+
+A body over the limit is refused with 413 whether it declares its length or is sent with chunked
+transfer encoding; either way the request is counted under the route it was sent to.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamdx.metrics import Metrics
+from streamdx.metrics import IngestMetrics
 
 __all__ = ["BodyLimitMiddleware", "RequestMetricsMiddleware"]
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised while reading a body past the limit; an HTTP exception, so the app answers 413
+    (FastAPI turns any other error raised while reading a body into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"body exceeds the {limit}-byte limit")
 
 
 class BodyLimitMiddleware:
@@ -47,7 +57,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -58,9 +68,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _TooLarge as exc:
             if not started:
-                await self._reject(send, 413, f"body exceeds the {limit}-byte limit")
+                await self._reject(send, 413, str(exc.detail))
 
     @staticmethod
     async def _reject(send: Send, status: int, detail: str) -> None:
@@ -75,7 +85,7 @@ class BodyLimitMiddleware:
 class RequestMetricsMiddleware:
     """Count HTTP requests by route template and status (pure ASGI: no per-request task)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -94,5 +104,20 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            self.metrics.http_requests.labels(route=getattr(route, "path", "unmatched"), status=str(status)).inc()
+            self.metrics.http_requests.labels(route=route_template(scope), status=str(status)).inc()
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route ``scope`` was or would be routed to; ``"unmatched"`` if none.
+
+    A request refused before routing (a declared body over the limit) is matched here, so its
+    413 is counted under its route.
+    """
+    route = scope.get("route")
+    if route is None and scope.get("app") is not None:
+        for candidate in getattr(scope["app"], "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+    return str(getattr(route, "path", "unmatched"))

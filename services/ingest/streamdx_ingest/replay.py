@@ -5,20 +5,26 @@ with seq 0, 1, … published through the same :class:`ChunkAcceptor` as live dev
 re-upload of the same recording to the same stream is idempotent: chunks already published
 are acknowledged as duplicates and not republished. Progress lives in Redis::
 
-    sdx:recording:{recording_id}  hash  device_id, status, streams, fs, chunks_total,
-                                        chunks_published, samples_total, samples_published, error
+    sdx:recording:{recording_id}  hash  device_id, status, streams (JSON list), leads (JSON list),
+                                        fs, n_samples, chunks_total, chunks_published, chunks_duplicate,
+                                        samples_total, samples_published, error
+
+Both the upload reply and the progress endpoint return a :class:`RecordingStatus`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
+from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from streamdx.encoding import encode_i16
@@ -29,7 +35,7 @@ from streamdx_ingest.acceptance import ChunkAcceptor
 from streamdx_ingest.recordings import Recording
 from streamdx_ingest.sequencer import Decision, StreamBusy
 
-__all__ = ["ReplayManager", "ReplayPlan", "replay_messages", "replay_stream_ids"]
+__all__ = ["RecordingStatus", "ReplayManager", "ReplayPlan", "replay_messages", "replay_stream_ids"]
 
 log = logging.getLogger("streamdx.ingest.replay")
 PROGRESS_TTL_S = 7 * 24 * 3600
@@ -43,6 +49,39 @@ def replay_stream_ids(base: str, rec: Recording) -> list[str]:
     if len(set(names)) != len(names):
         names = [f"{n}_{i}" for i, n in enumerate(names)]
     return [f"{base}:{n}" for n in names]
+
+
+class RecordingStatus(BaseModel):
+    """An uploaded recording and its replay progress (the upload reply and ``GET /v1/recordings/{id}``)."""
+
+    recording_id: str
+    status: Literal["replaying", "done", "failed", "interrupted"]
+    streams: list[str] = Field(description="One stream per lead")
+    leads: list[str]
+    fs: float = Field(description="Sampling frequency (Hz)")
+    n_samples: int = Field(description="Samples per lead")
+    chunks_total: int
+    chunks_published: int
+    chunks_duplicate: int = Field(description="Chunks already published by an earlier upload (not republished)")
+    samples_total: int
+    samples_published: int
+    error: str | None = None
+    status_url: str
+
+
+def _status_from_hash(recording_id: str, raw: dict[str, str]) -> RecordingStatus:
+    def names(key: str) -> list[str]:
+        value = raw.get(key, "")
+        return list(json.loads(value)) if value.startswith("[") else [v for v in value.split(",") if v]
+
+    return RecordingStatus(
+        recording_id=recording_id, status=raw.get("status", "failed"),  # type: ignore[arg-type]
+        streams=names("streams"), leads=names("leads"), fs=float(raw.get("fs", "0")),
+        n_samples=int(raw.get("n_samples", "0")),
+        **{k: int(raw.get(k, "0")) for k in ("chunks_total", "chunks_published", "chunks_duplicate",
+                                              "samples_total", "samples_published")},
+        error=raw.get("error") or None, status_url=f"/v1/recordings/{recording_id}",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +138,9 @@ class ReplayManager:
         )
         key = f"sdx:recording:{plan.recording_id}"
         await self._redis.hset(key, mapping={
-            "device_id": device_id, "status": "replaying", "streams": ",".join(plan.streams),
-            "fs": repr(rec.fs), "chunks_total": plan.chunks_per_lead * len(plan.streams),
+            "device_id": device_id, "status": "replaying", "streams": json.dumps(plan.streams),
+            "leads": json.dumps(rec.leads), "n_samples": rec.n_samples, "fs": repr(rec.fs),
+            "chunks_total": plan.chunks_per_lead * len(plan.streams),
             "chunks_published": 0, "chunks_duplicate": 0, "samples_total": rec.n_samples * len(plan.streams),
             "samples_published": 0, "error": "",
         })
@@ -110,12 +150,16 @@ class ReplayManager:
         task.add_done_callback(lambda _t: self._tasks.pop(plan.recording_id, None))
         return plan
 
-    async def progress(self, recording_id: str) -> dict[str, str] | None:
+    async def status(self, recording_id: str, device_id: str) -> RecordingStatus | None:
+        """The recording's status if it exists and ``device_id`` uploaded it, else None."""
         raw = await self._redis.hgetall(f"sdx:recording:{recording_id}")
-        return {
+        fields = {
             (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
             for k, v in raw.items()
-        } or None
+        }
+        if fields.get("device_id") != device_id:
+            return None
+        return _status_from_hash(recording_id, fields)
 
     async def wait(self, recording_id: str) -> None:
         task = self._tasks.get(recording_id)

@@ -2,7 +2,8 @@
 
 State per stream in Redis::
 
-    sdx:seq:{stream_id}        hash    last (highest published seq), fs, samples, gaps
+    sdx:seq:{stream_id}        hash    last (highest published seq), fs, samples, gaps,
+                                       next_t0 (epoch s where the chunk after ``last`` should start)
     sdx:seqbits:{stream_id}    bitmap  bit ``seq`` set once that chunk is acknowledged by the broker
     sdx:seqlock:{stream_id}    string  lock token while a request publishes to the stream
 
@@ -10,7 +11,8 @@ Rules: a seq already published is a duplicate (acknowledged, not republished); a
 ``last + 1`` is published with ``gap_before`` = the number of missing chunks, recorded in
 ``gaps`` and signalled downstream in the message; a seq below ``last`` that was never
 published arrives after its gap was signalled and is refused (409) rather than reordered;
-a chunk whose fs differs from the stream's is refused (409).
+a seq more than ``max_jump`` above ``last`` is refused (409: a device bug, not a gap worth
+signalling); a chunk whose fs differs from the stream's is refused (409).
 
 A publication is ``begin`` (take the stream's lock and read its state: one Lua call) →
 publish and wait for the broker → ``commit`` (record the seqs and release: one Lua call), or
@@ -29,27 +31,27 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-__all__ = ["Decision", "Sequencer", "StreamBusy"]
+__all__ = ["Decision", "Sequencer", "StreamBusy", "sequence_decide"]
 
 LOCK_TTL_MS = 30_000
 
 _BEGIN = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
-local info = redis.call('HMGET', KEYS[2], 'last', 'fs')
-local out = {tonumber(info[1] or '-1'), info[2] or ''}
+local info = redis.call('HMGET', KEYS[2], 'last', 'fs', 'next_t0')
+local out = {tonumber(info[1] or '-1'), info[2] or '', info[3] or ''}
 for i = 3, #ARGV do out[#out + 1] = redis.call('GETBIT', KEYS[3], ARGV[i]) end
 return out
 """
 
 _COMMIT = """
-for i = 5, #ARGV do redis.call('SETBIT', KEYS[3], ARGV[i], 1) end
-if #ARGV >= 5 then
+for i = 6, #ARGV do redis.call('SETBIT', KEYS[3], ARGV[i], 1) end
+if #ARGV >= 6 then
   redis.call('HSET', KEYS[2], 'fs', ARGV[2])
   redis.call('HINCRBY', KEYS[2], 'samples', ARGV[3])
   redis.call('HINCRBY', KEYS[2], 'gaps', ARGV[4])
   local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '-1')
   local top = tonumber(ARGV[#ARGV])
-  if top > last then redis.call('HSET', KEYS[2], 'last', ARGV[#ARGV]) end
+  if top > last then redis.call('HSET', KEYS[2], 'last', ARGV[#ARGV], 'next_t0', ARGV[5]) end
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
@@ -66,9 +68,14 @@ class StreamBusy(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    kind: Literal["new", "duplicate", "out_of_order", "fs_mismatch"]
+    """What to do with one chunk. ``expected_t0`` (epoch s) is where a new chunk that directly
+    follows the last published one should start; ``clock_drift_s`` is filled in by the acceptor."""
+
+    kind: Literal["new", "duplicate", "out_of_order", "fs_mismatch", "seq_jump"]
     gap_before: int = 0
     detail: str = ""
+    expected_t0: float | None = None
+    clock_drift_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,36 @@ class Reservation:
     decisions: list[Decision]
 
 
+def sequence_decide(
+    seqs: Sequence[int], bits: Sequence[int], last: int, stream_fs: float | None, fs: float, max_jump: int,
+    next_t0: float | None = None,
+) -> list[Decision]:
+    """Decide each of ``seqs`` (ascending) given the stream's state (pure).
+
+    ``bits``: whether each seq was already published; ``last``: the highest published seq (-1:
+    none); ``next_t0``: where the chunk after ``last`` should start (epoch s), if known.
+    """
+    if stream_fs is not None and abs(stream_fs - fs) > 1e-9:
+        d = Decision("fs_mismatch", detail=f"stream is at {stream_fs:g} Hz, chunk says {fs:g} Hz")
+        return [d for _ in seqs]
+    out: list[Decision] = []
+    for s, bit in zip(seqs, bits, strict=True):
+        if bit:
+            out.append(Decision("duplicate"))
+        elif s < last:
+            out.append(Decision("out_of_order", detail=f"seq {s} is older than the last accepted seq {last}"))
+        elif last >= 0 and s - last > max_jump:
+            out.append(Decision("seq_jump", detail=(
+                f"seq {s} jumps {s - last} ahead of the last accepted seq {last}; at most {max_jump} "
+                "(MAX_SEQ_JUMP) is accepted: seq must grow by 1 per chunk")))
+        else:
+            follows = last >= 0 and s == last + 1
+            out.append(Decision("new", gap_before=max(0, s - last - 1) if last >= 0 else 0,
+                                expected_t0=next_t0 if follows else None))
+            last, next_t0 = s, None  # the next expected t0 in a batch is known only to the acceptor
+    return out
+
+
 def _keys(stream_id: str) -> list[str]:
     return [f"sdx:seqlock:{stream_id}", f"sdx:seq:{stream_id}", f"sdx:seqbits:{stream_id}"]
 
@@ -87,8 +124,9 @@ def _keys(stream_id: str) -> list[str]:
 class Sequencer:
     """Sequence decisions for ingest (Redis client injected)."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, max_jump: int) -> None:
         self._redis = redis
+        self._max_jump = max_jump
         self._begin = redis.register_script(_BEGIN)
         self._commit = redis.register_script(_COMMIT)
         self._abort = redis.register_script(_ABORT)
@@ -105,30 +143,18 @@ class Sequencer:
                 raise StreamBusy(f"stream {stream_id} is busy")
             await asyncio.sleep(0.01)
         last = int(res[0])
-        raw_fs = res[1].decode() if isinstance(res[1], bytes) else str(res[1])
-        bits = [int(b) for b in res[2:]]
-        return Reservation(stream_id, token, self._decide(seqs, bits, last, float(raw_fs) if raw_fs else None, fs))
+        raw_fs, raw_next = (v.decode() if isinstance(v, bytes) else str(v) for v in res[1:3])
+        bits = [int(b) for b in res[3:]]
+        decisions = sequence_decide(seqs, bits, last, float(raw_fs) if raw_fs else None, fs, self._max_jump,
+                                    float(raw_next) if raw_next else None)
+        return Reservation(stream_id, token, decisions)
 
-    @staticmethod
-    def _decide(seqs: Sequence[int], bits: Sequence[int], last: int, stream_fs: float | None,
-                fs: float) -> list[Decision]:
-        if stream_fs is not None and abs(stream_fs - fs) > 1e-9:
-            d = Decision("fs_mismatch", detail=f"stream is at {stream_fs:g} Hz, chunk says {fs:g} Hz")
-            return [d for _ in seqs]
-        out: list[Decision] = []
-        for s, bit in zip(seqs, bits, strict=True):
-            if bit:
-                out.append(Decision("duplicate"))
-            elif s < last:
-                out.append(Decision("out_of_order", detail=f"seq {s} is older than the last accepted seq {last}"))
-            else:
-                out.append(Decision("new", gap_before=max(0, s - last - 1) if last >= 0 else 0))
-                last = s
-        return out
-
-    async def commit(self, res: Reservation, published: Sequence[int], fs: float, samples: int, gaps: int) -> None:
-        """Record chunks the broker acknowledged and release the lock."""
-        await self._commit(keys=_keys(res.stream_id), args=[res.token, repr(fs), samples, gaps, *sorted(published)])
+    async def commit(self, res: Reservation, published: Sequence[int], fs: float, samples: int, gaps: int,
+                     next_t0: float) -> None:
+        """Record chunks the broker acknowledged (``next_t0``: where the chunk after the highest
+        of them should start, epoch s) and release the lock."""
+        await self._commit(keys=_keys(res.stream_id),
+                           args=[res.token, repr(fs), samples, gaps, repr(next_t0), *sorted(published)])
 
     async def abort(self, res: Reservation) -> None:
         """Release the lock without recording anything."""

@@ -135,7 +135,8 @@ class TubeRegistry:
         except BaseException:
             await self._sequencer.abort(res)
             raise
-        await self._sequencer.commit(res, [minute], FRAME_RATE, 1, decision.gap_before)
+        await self._sequencer.commit(res, [minute], FRAME_RATE, 1, decision.gap_before,
+                                     msg.captured_at.timestamp() + 60.0)
         if "width" not in info:
             await self._redis.hset(f"sdx:tube:{tube_id}", mapping={"width": frame.width, "height": frame.height})
         return msg

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streamdx.schemas.topics import Topic, dlq_topic
-from streamdx.settings import ServiceSettings
 
-__all__ = ["all_topics", "create_topics_main", "ensure_topics"]
+__all__ = ["all_topics", "ensure_topics"]
 
 
 def all_topics() -> list[str]:
@@ -37,16 +34,3 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
         return missing
     finally:
         await admin.close()
-
-
-def create_topics_main(argv: Sequence[str]) -> int:
-    """``streamdx topics create [--partitions N]`` against ``KAFKA_BOOTSTRAP``."""
-    settings = ServiceSettings()
-    parser = argparse.ArgumentParser(prog="streamdx topics create")
-    parser.add_argument("--partitions", type=int, default=settings.topic_partitions)
-    args = parser.parse_args(argv)
-    created = asyncio.run(
-        ensure_topics(settings.kafka_bootstrap, all_topics(), args.partitions, settings.topic_replication)
-    )
-    print(f"created {len(created)} topics: {', '.join(created) or '-'}")
-    return 0

@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from streamdx.messaging.codec import OutgoingRecord, encode_message
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
-from streamdx.metrics import Metrics
+from streamdx.metrics import PublisherMetrics
 from streamdx.schemas.base import Message
 
 __all__ = ["Publisher"]
@@ -23,7 +23,7 @@ class Publisher:
     ----------
     bootstrap : str
         Kafka bootstrap servers.
-    metrics : Metrics
+    metrics : PublisherMetrics
         Where produced records are counted.
     max_in_flight : int
         Records allowed in flight at once; beyond it :class:`Backpressure` is raised
@@ -35,7 +35,7 @@ class Publisher:
     def __init__(
         self,
         bootstrap: str,
-        metrics: Metrics,
+        metrics: PublisherMetrics,
         *,
         max_in_flight: int = 20_000,
         ack_timeout_s: float = 10.0,

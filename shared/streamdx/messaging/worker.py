@@ -40,7 +40,7 @@ from streamdx.logs import log_fields
 from streamdx.messaging.codec import OutgoingRecord, PoisonMessage, decode_message, encode_message
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.messaging.publisher import Publisher
-from streamdx.metrics import Metrics
+from streamdx.metrics import WorkerMetrics
 from streamdx.schemas.base import Message
 from streamdx.schemas.topics import dlq_topic
 from streamdx.state_store import Checkpoint, StateStore
@@ -149,7 +149,7 @@ class StreamWorker(Generic[In, S]):
         codec: StateCodec[S] | None,
         publisher: Publisher,
         store: StateStore,
-        metrics: Metrics,
+        metrics: WorkerMetrics,
         bootstrap: str,
         batch_max_records: int = 500,
         batch_timeout_ms: int = 200,

@@ -50,10 +50,12 @@ __all__ = [
     "IngestError",
     "StreamReport",
     "WsConnection",
+    "build_parser",
     "create_device",
     "load_wfdb",
     "main",
     "run",
+    "sim_start_time",
     "stream_ecg",
 ]
 
@@ -491,7 +493,7 @@ async def stream_ecg(
     transport : {"http", "ws"}
         HTTP batches or one WebSocket.
     t0 : datetime or None
-        Time of the first sample (UTC); default now. Chunk ``k`` carries
+        Time of the first sample (UTC); default: :func:`sim_start_time`. Chunk ``k`` carries
         ``t0 + first_sample / fs``.
     gain : float
         ADC counts per mV for a :class:`SyntheticEcg`.
@@ -528,7 +530,7 @@ async def stream_ecg(
     n_chunk = max(1, round(chunk_s * sig.fs))
     if n_chunk > MAX_CHUNK_SAMPLES:
         raise ValueError(f"a chunk of {n_chunk} samples exceeds {MAX_CHUNK_SAMPLES}")
-    t0 = datetime.now(UTC) if t0 is None else t0
+    t0 = sim_start_time(sig.adc.size / sig.fs, speed) if t0 is None else t0
     bodies = _Chunks(sig, n_chunk, start_seq, t0, encoding)
     report = StreamReport(stream_id=stream_id, transport=transport, chunks_total=len(bodies), next_seq=start_seq)
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -647,10 +649,18 @@ def load_wfdb(
     return sig, truth
 
 
+def sim_start_time(duration_s: float, speed: float) -> datetime:
+    """Time of the first sample of a simulated stream: now when streaming in real time or
+    slower; ``duration_s`` ago when faster (``speed`` 0 or > 1), so that no chunk claims a time
+    in the future (ingest refuses a t0 ahead of its clock by more than ``MAX_CLOCK_SKEW_S``)."""
+    now = datetime.now(UTC)
+    return now if 0 < speed <= 1 else now - timedelta(seconds=duration_s)
+
+
 # --------------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="streamdx simulate ecg",
         description="Stream synthetic (ground-truth annotated) or WFDB ECG to the ingest service.",
@@ -663,7 +673,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device-prefix", default="sim", help="devices are PREFIX-0001 … with --streams > 1")
     p.add_argument("--stream-suffix", default=None, help="stream id = DEVICE:SUFFIX (default: DEVICE)")
     p.add_argument("--streams", type=int, default=1, help="number of simulated devices streaming at once")
-    p.add_argument("--scenario", default="sinus", choices=SCENARIO_NAMES)
+    p.add_argument("--scenario", default="sinus", choices=SCENARIO_NAMES,
+                   help="synthetic rhythm (mixed = a different one per stream; default: %(default)s)")
     p.add_argument("--record", action="append", default=None, help="WFDB record path (repeatable)")
     p.add_argument("--channel", type=int, default=0, help="WFDB channel")
     p.add_argument("--duration", type=float, default=None, help="seconds (default 60, or the whole record)")
@@ -672,10 +683,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gain", type=float, default=DEFAULT_GAIN, help="synthetic ADC counts per mV")
     p.add_argument("--chunk-s", type=float, default=1.0, help="chunk length (s)")
     p.add_argument("--speed", type=float, default=1.0, help="1 = real time, 0 = as fast as possible")
-    p.add_argument("--transport", choices=("http", "ws"), default="http")
-    p.add_argument("--encoding", choices=("data", "samples"), default="data")
+    p.add_argument("--transport", choices=("http", "ws"), default="http",
+                   help="one HTTP POST per chunk, or one WebSocket per stream (default: %(default)s)")
+    p.add_argument("--encoding", choices=("data", "samples"), default="data",
+                   help="send samples as base64 int16 (data) or as a JSON list (samples)")
     p.add_argument("--seed", type=int, default=0, help="stream i uses seed + i")
-    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--max-retries", type=int, default=5, help="retries of a chunk refused with 429/503")
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP / WebSocket timeout (s)")
     p.add_argument("--truth-out", type=Path, default=None, help="write ground truth JSON here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -703,7 +716,7 @@ async def run(argv: Sequence[str], *, transport: httpx.AsyncBaseTransport | None
     int
         0 when every stream delivered every chunk, 1 otherwise, 2 on bad arguments.
     """
-    p = _parser()
+    p = build_parser()
     try:
         a = p.parse_args(list(argv))
         _check_args(p, a)
@@ -740,7 +753,7 @@ async def run(argv: Sequence[str], *, transport: httpx.AsyncBaseTransport | None
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    t0 = datetime.now(UTC)
+    t0 = sim_start_time(max(sig.adc.size / sig.fs for sig in signals), a.speed)
     if a.truth_out is not None:
         out: dict[str, Any] = {"t0": _iso(t0), "streams": {}}
         for sid, sig, truth in zip(stream_ids, signals, truths, strict=True):

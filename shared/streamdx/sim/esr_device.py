@@ -22,7 +22,7 @@ import httpx
 from streamdx.sim.device import IngestError, create_device
 from streamdx.sim.esr import SimulatedTube, esr_cohort_simulate, esr_frame_render
 
-__all__ = ["TubeReport", "main", "stream_tube"]
+__all__ = ["TubeReport", "build_parser", "main", "stream_tube"]
 
 
 @dataclass
@@ -67,17 +67,23 @@ async def stream_tube(
     return report
 
 
-async def run(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="streamdx simulate esr", description=__doc__)
-    p.add_argument("--ingest", default="http://127.0.0.1:8000")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamdx simulate esr", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ingest", default="http://127.0.0.1:8000", help="ingest base URL (default: %(default)s)")
     p.add_argument("--admin-token", help="create the camera device with this admin token")
     p.add_argument("--key", help="API key of an existing camera device (with --device)")
-    p.add_argument("--device", default="cam-01")
-    p.add_argument("--tubes", type=int, default=4)
-    p.add_argument("--minutes", type=int, default=60)
+    p.add_argument("--device", default="cam-01", help="camera device id (default: %(default)s)")
+    p.add_argument("--tubes", type=int, default=4, help="simulated tubes, 1..500 (default: %(default)s)")
+    p.add_argument("--minutes", type=int, default=60, help="minutes of frames per tube, 1..120 (default: %(default)s)")
     p.add_argument("--interval-s", type=float, default=0.0, help="seconds between minutes (60 = real time)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort (default: %(default)s)")
     p.add_argument("--truth-out", help="write each tube's simulated heights and ESR here (JSON)")
+    return p
+
+
+async def run(argv: Sequence[str]) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not (args.admin_token or args.key) or not 1 <= args.tubes <= 500 or not 1 <= args.minutes <= 120:
         p.error("give --admin-token or --key; --tubes 1..500; --minutes 1..120")

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamdx.encoding import encode_i16
-from streamdx.metrics import Metrics
+from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EsrHeightV1
 from streamdx.sim import ecg_synthesize
 from streamdx_dsp.ecg_handler import DspStateCodec, DspStreamState, EcgSamplesHandler
@@ -36,7 +36,7 @@ def chunks(adc: np.ndarray, fs: float, n: int, skip: tuple[int, ...] = ()) -> li
 
 
 def run(msgs: list[EcgSamplesV1], *, checkpoint_every_chunk: bool) -> list[EcgBeatV1]:
-    handler = EcgSamplesHandler(Metrics(CollectorRegistry()))
+    handler = EcgSamplesHandler(DspMetrics(CollectorRegistry()))
     codec = DspStateCodec()
     state: DspStreamState | None = None
     beats: list[EcgBeatV1] = []

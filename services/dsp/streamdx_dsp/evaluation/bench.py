@@ -31,10 +31,10 @@ from streamdx_dsp.core import (
 )
 from streamdx_dsp.evaluation.records import read_ecg, records_for_command
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench dsp", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records")
     ap.add_argument("--out", type=Path, required=True, help="JSON report to write")
@@ -43,12 +43,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=0.0, help="use only the first S seconds of each record")
     ap.add_argument("--chunk-s", type=float, default=1.0, help="chunk length (s)")
     ap.add_argument("--block-s", type=float, default=None, help="core processing block (s), default: core default")
-    return ap.parse_args(list(argv))
+    return ap
 
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of ``streamdx bench dsp``; returns the exit code."""
-    args = _parse(argv)
+    args = build_parser().parse_args(list(argv))
     names = records_for_command(args.data, args.records, need_atr=False)
     if names is None:
         return 2

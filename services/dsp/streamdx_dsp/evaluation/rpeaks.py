@@ -42,7 +42,7 @@ from streamdx_dsp.evaluation.noise import add_nst_noise
 from streamdx_dsp.evaluation.protocol import first_leads, protocol_lines, rpeaks_protocol
 from streamdx_dsp.evaluation.records import read_ecg, records_for_command, rpeaks_from_beats, stream_record
 
-__all__ = ["BEAT_SYMBOLS", "main", "match_beats", "score_counts", "vf_mask"]
+__all__ = ["BEAT_SYMBOLS", "build_parser", "main", "match_beats", "score_counts", "vf_mask"]
 
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
 
@@ -118,7 +118,7 @@ def _summary(records: dict[str, dict[str, float]]) -> tuple[dict[str, float], di
     return gross, average
 
 
-def _parse(argv: Sequence[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx eval rpeaks", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records with .atr")
     ap.add_argument("--out", type=Path, required=True, help="JSON report to write")
@@ -130,6 +130,11 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--noise-dir", type=Path, default=None, help="NSTDB folder (bw, em, ma)")
     ap.add_argument("--noise", choices=["ma", "bw", "em"], default=None, help="noise record")
     ap.add_argument("--snr", type=float, default=None, help="SNR in dB (nst definition)")
+    return ap
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace:
+    ap = build_parser()
     args = ap.parse_args(list(argv))
     if (args.noise is None) != (args.snr is None) or (args.noise is not None and args.noise_dir is None):
         ap.error("--noise, --snr and --noise-dir go together")

@@ -49,7 +49,7 @@ from streamdx_inference.esr.features import (
     sex_code,
 )
 
-__all__ = ["TrainedGru", "fit_gru", "load_csv_series", "main", "split_indices", "train_gru"]
+__all__ = ["TrainedGru", "build_parser", "fit_gru", "load_csv_series", "main", "split_indices", "train_gru"]
 
 DEFAULT_OUT = Path("models/esr_gru")
 #: Input lengths (last minute) with a shipped GRU.
@@ -359,21 +359,27 @@ def _card(meta: dict[str, Any], report: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> int:
-    """CLI entry point (``streamdx train esr``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """Options of ``streamdx train esr``."""
     p = argparse.ArgumentParser(prog="streamdx train esr", description=__doc__.splitlines()[0])
     p.add_argument("--csv", type=Path, help="lab CSV (tube, minute, height|mm, age, sex, ESR60)")
     p.add_argument("--n", type=int, default=1000, help="simulated tubes when no --csv")
     p.add_argument("--sim-seed", type=int, default=0, help="simulator seed when no --csv")
     p.add_argument("--seed", type=int, default=0, help="split and training seed")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                   help="output directory, a drop-in MODELS_DIR/esr_gru (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
     p.add_argument(
         "--card-only",
         action="store_true",
         help=f"only re-render MODEL_CARD.md from {META_FILE} (+ {EVAL_FILE} if present) in --out",
     )
-    a = p.parse_args(list(argv))
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """CLI entry point (``streamdx train esr``)."""
+    a = build_parser().parse_args(list(argv))
     if a.card_only:
         meta_only = json.loads((a.out / META_FILE).read_text())
         (a.out / CARD_FILE).write_text(_card(meta_only, _load_report(a.out)))
