@@ -39,6 +39,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "compare ESR forecast models on simulated tubes"),
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
+    ("bench", "inference"): ("streamdx_inference.ecg.bench:main", "ECG labeler beats/s on one core, batched"),
     ("train", "esr"): ("streamdx_inference.esr.training:main", "train the ESR forecast model"),
 }
 

@@ -4,7 +4,8 @@ Starts the embedded broker and Redis, the ingest service (HTTP on a free loopbac
 and every stage's workers in this process, registers simulated devices, streams synthetic
 ECG with ground truth (sinus, AF, ectopy …) through ingest, optionally uploads a WFDB
 Holter record for replay, follows ``ecg.beats`` and prints each stream's beats scored
-against the generator's annotations. A simulated camera rig uploads frames of simulated
+against the generator's annotations and its beat labels (``ecg.labels``: class counts,
+unreadable beats, AF share). A simulated camera rig uploads frames of simulated
 ESR tubes; the demo prints the GRU's 60-minute forecasts beside the simulated truth.
 Everything is stopped at the end.
 """
@@ -35,7 +36,7 @@ from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.tail import tail
 from streamdx.metrics import DspMetrics, InferenceMetrics
-from streamdx.schemas import EcgBeatV1, EsrForecastV1
+from streamdx.schemas import EcgBeatV1, EcgLabelV1, EsrForecastV1
 from streamdx.worker_service import WorkerRuntime, run_workers
 
 __all__ = ["build_parser", "main", "score_beats"]
@@ -62,6 +63,26 @@ def score_beats(truth: np.ndarray, found: np.ndarray, tol: int) -> dict[str, flo
 async def _follow_beats(bootstrap: str, sink: dict[str, list[int]], stop: asyncio.Event) -> None:
     async for beat in tail(bootstrap, EcgBeatV1, "demo-monitor", stop):
         sink[beat.stream_id].append(beat.r_sample)
+
+
+async def _follow_labels(bootstrap: str, sink: dict[str, dict[int, EcgLabelV1]], stop: asyncio.Event) -> None:
+    async for label in tail(bootstrap, EcgLabelV1, "demo-monitor-labels", stop):
+        sink[label.stream_id][label.beat_index] = label  # idempotency key: a redelivery overwrites
+
+
+def _print_labels(labels: dict[str, dict[int, EcgLabelV1]], report: dict[str, Any]) -> None:
+    """Beat labels per stream: AAMI classes, unreadable beats (quality gate) and AF beats."""
+    print(f"\nbeat labels (ecg.labels): {'stream':<12} {'labels':>6} {'N':>6} {'S':>5} {'V':>5} {'F':>4} {'Q':>4} "
+          f"{'unread':>6} {'AF %':>6}")
+    report["labels"] = {}
+    for stream in sorted(labels):
+        got = list(labels[stream].values())
+        counts = {c: sum(m.beat_class == c for m in got) for c in ("N", "S", "V", "F", "Q")}
+        unread = sum(m.quality == "unreadable" for m in got)
+        af = 100 * sum(bool(m.af) for m in got) / max(len(got) - unread, 1)
+        print(f"{'':<26}{stream:<12} {len(got):>6} {counts['N']:>6} {counts['S']:>5} {counts['V']:>5} "
+              f"{counts['F']:>4} {counts['Q']:>4} {unread:>6} {af:>6.1f}")
+        report["labels"][stream] = {"labels": len(got), **counts, "unreadable": unread, "af_percent": af}
 
 
 async def _follow_forecasts(bootstrap: str, sink: dict[str, list[EsrForecastV1]], stop: asyncio.Event) -> None:
@@ -112,8 +133,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         workers_task = asyncio.create_task(run_workers(workers, stop))
         beats: dict[str, list[int]] = defaultdict(list)
         forecasts: dict[str, list[EsrForecastV1]] = defaultdict(list)
+        labels: dict[str, dict[int, EcgLabelV1]] = defaultdict(dict)
         follow = asyncio.gather(_follow_beats(stack.kafka_bootstrap, beats, stop),
-                                _follow_forecasts(stack.kafka_bootstrap, forecasts, stop))
+                                _follow_forecasts(stack.kafka_bootstrap, forecasts, stop),
+                                _follow_labels(stack.kafka_bootstrap, labels, stop))
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 for _ in range(200):
@@ -156,7 +179,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             last, stable_since = -1, time.monotonic()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values())
+                total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values()) + sum(
+                    len(v) for v in labels.values())
                 if total != last:
                     last, stable_since = total, time.monotonic()
                 elif total > 0 and time.monotonic() - stable_since > 3:
@@ -189,6 +213,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % (150 ms window, beats older than the 5-s pipeline latency)")
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
+    _print_labels(labels, report)
     if args.record and report.get("replay", {}).get("streams"):
         report["replay"]["score"] = _score_replay(Path(args.record), report["replay"]["streams"].split(",")[0], beats)
     if tubes:

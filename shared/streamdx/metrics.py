@@ -103,7 +103,14 @@ class InferenceMetrics(WorkerMetrics):
 
     def __init__(self, registry: CollectorRegistry) -> None:
         super().__init__(registry)
-        self.labels = Counter("streamdx_labels", "Beat labels emitted", ["aami_class"], registry=registry)
+        self.labels = Counter(
+            "streamdx_labels", "Beat labels emitted, by AAMI class or 'unreadable'", ["aami_class"],
+            registry=registry,
+        )
+        self.inference_seconds = Histogram(
+            "streamdx_inference_seconds", "Time of one batched model call (features + models)", ["model"],
+            registry=registry, buckets=_SECONDS_BUCKETS,
+        )
 
 
 #: service name → its metrics class (what ``/metrics`` of that service exports).

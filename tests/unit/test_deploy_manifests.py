@@ -30,13 +30,15 @@ SERVICES = ("ingest", "dsp", "inference")
 PORTS = {"ingest": 8000, "dsp": 9101, "inference": 9102}
 SECRETS = ("INGEST_ADMIN_TOKEN",)
 #: (Deployment, consumer group, topic) of every Kafka worker; groups are the settings' defaults
-#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP)
+#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP, INFERENCE_ECG_GROUP)
 CONSUMERS = {
     ("streamdx-dsp", "dsp", "ecg.samples"),
     ("streamdx-dsp", "dsp-esr", "esr.frames"),
     ("streamdx-inference", "inference-esr", "esr.heights"),
+    ("streamdx-inference", "inference-ecg", "ecg.beats"),
 }
-GROUP_ENV = {"DSP_GROUP": "dsp", "DSP_ESR_GROUP": "dsp-esr", "INFERENCE_ESR_GROUP": "inference-esr"}
+GROUP_ENV = {"DSP_GROUP": "dsp", "DSP_ESR_GROUP": "dsp-esr", "INFERENCE_ESR_GROUP": "inference-esr",
+             "INFERENCE_ECG_GROUP": "inference-ecg"}
 MODELS_DIR = "/opt/streamdx/models"
 #: replication factor of the topics the topics Job creates: one broker in dev/jetson, >= 3 in prod
 TOPIC_REPLICATION = {"dev": "1", "prod": "3", "jetson": "1"}
@@ -339,7 +341,7 @@ def test_keda_scaled_objects_target_the_workers() -> None:
     pairs = [(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for doc in docs for t in doc["spec"]["triggers"]]
     assert len(pairs) == len(set(pairs)), "one trigger per (consumer group, topic) pair"
     triggers = _keda_triggers(docs)
-    assert {group for _, group, _ in triggers} == {"dsp", "dsp-esr", "inference-esr"}
+    assert {group for _, group, _ in triggers} == {"dsp", "dsp-esr", "inference-esr", "inference-ecg"}
     assert triggers == CONSUMERS
 
 
@@ -373,6 +375,7 @@ def test_jetson_overlay_targets_gpu_arm64() -> None:
     (container,) = pod["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["ONNX_PROVIDERS"] == "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
+    assert env["ECG_MODELS_INT8"] == "true"  # the INT8 QDQ ECG models (TensorRT INT8 engines)
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 

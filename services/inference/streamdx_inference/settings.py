@@ -20,5 +20,8 @@ class InferenceSettings(WorkerSettings):
     metrics_port: int = Field(default=9102, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     models_dir: Path = Field(default_factory=default_models_dir, description="Directory of the ONNX models")
     inference_esr_group: str = Field(default="inference-esr", description="Consumer group of the ESR forecaster")
+    inference_ecg_group: str = Field(default="inference-ecg", description="Consumer group of the ECG beat labeler")
+    ecg_models_int8: bool = Field(default=False,
+                                  description="Run the INT8 (QDQ) ECG models (model.int8.onnx; TensorRT on Jetson)")
     onnx_providers: str = Field(default="CPUExecutionProvider",
                                 description="onnxruntime providers, comma-separated, in order of preference")

@@ -1,7 +1,8 @@
 """The one consume loop of the platform.
 
 A :class:`StreamWorker` consumes one topic in one consumer group and calls a typed async
-handler per record with that key's state. Per batch (``getmany``) it:
+handler with each key's state, either per record (``handler``) or once per ``getmany`` batch
+for all keys (``batch_handler``, see "Batch mode" below). Per batch it:
 
 1. validates each record against the topic's model — a record that fails goes to
    ``<topic>.dlq`` with the reason in headers, never blocks the partition;
@@ -18,6 +19,23 @@ handler per record with that key's state. Per batch (``getmany``) it:
 Delivery is at-least-once on outputs: a crash between 4 and 5 replays the batch and the
 handler, being deterministic, emits the same messages with the same idempotency keys,
 which downstream consumers de-duplicate.
+
+Batch mode
+----------
+A :data:`BatchHandler` is called once per ``getmany`` batch with one :class:`KeyBatch` per
+key: the key's state and its validated, not-yet-applied messages of the batch in offset
+order (steps 1 and 2 happen first, exactly as in per-record mode). It returns one
+:class:`Handled` per key, in the same order: the key's state after all its messages and
+their outputs in order. This lets a model worker run one inference call for every key of a
+batch. Steps 4–6 are unchanged.
+
+Error policy: a batch handler must not mutate the states it is given (it may be called again
+with them). If it raises, or returns a result of the wrong length, the worker falls back to
+**one call per key**; a key whose call raises again is replayed **one message per call**,
+so only the records that raise go to the dead-letter topic (reason: ``HandlerRejected.reason``
+or ``handler_error:<type>``) while the key's state advances over the others, and every other
+key's records proceed. The fallback costs extra calls only for a batch that holds a bad
+record.
 """
 
 from __future__ import annotations
@@ -45,7 +63,16 @@ from streamdx.schemas.base import Message
 from streamdx.schemas.topics import dlq_topic
 from streamdx.state_store import Checkpoint, StateStore
 
-__all__ = ["Handled", "Handler", "HandlerRejected", "StateCodec", "StreamWorker", "dead_letter"]
+__all__ = [
+    "BatchHandler",
+    "Handled",
+    "Handler",
+    "HandlerRejected",
+    "KeyBatch",
+    "StateCodec",
+    "StreamWorker",
+    "dead_letter",
+]
 
 In = TypeVar("In", bound=Message)
 S = TypeVar("S")
@@ -69,6 +96,19 @@ class Handled(Generic[S]):
 
 
 Handler = Callable[[In, S | None], Awaitable[Handled[S]]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyBatch(Generic[In, S]):
+    """One key's part of a batch: its state before the batch and its messages in offset order."""
+
+    key: str
+    state: S | None
+    messages: Sequence[In]
+
+
+#: ``async (key_batches) -> [Handled per key, same order]`` (see "Batch mode" in the module doc).
+BatchHandler = Callable[[Sequence[KeyBatch[In, S]]], Awaitable[Sequence[Handled[S]]]]
 
 
 class HandlerRejected(ValueError):
@@ -102,6 +142,16 @@ def dead_letter(record: ConsumerRecord, group: str, reason: str, detail: str) ->
 
 
 @dataclass
+class _Pending(Generic[In, S]):
+    """A key's validated records of the batch in progress (batch mode)."""
+
+    key: str
+    prev: _Entry[S] | None
+    messages: list[In] = field(default_factory=list)
+    records: list[ConsumerRecord] = field(default_factory=list)
+
+
+@dataclass
 class _BatchResult:
     outputs: list[OutgoingRecord] = field(default_factory=list)
     touched: dict[str, _Entry[Any]] = field(default_factory=dict)
@@ -128,8 +178,11 @@ class StreamWorker(Generic[In, S]):
         Topic consumed and consumer group.
     model : type
         Message model of the topic.
-    handler : Handler
-        ``async (msg, state | None) -> Handled``.
+    handler : Handler or None
+        ``async (msg, state | None) -> Handled``, called per record.
+    batch_handler : BatchHandler or None
+        ``async ([KeyBatch, ...]) -> [Handled, ...]``, called once per batch (give exactly
+        one of ``handler`` and ``batch_handler``).
     codec : StateCodec or None
         State serialiser; ``None`` for a stateless handler (offsets are still checkpointed
         per key so redeliveries are skipped).
@@ -145,7 +198,8 @@ class StreamWorker(Generic[In, S]):
         topic: str,
         group: str,
         model: type[In],
-        handler: Handler[In, S],
+        handler: Handler[In, S] | None = None,
+        batch_handler: BatchHandler[In, S] | None = None,
         codec: StateCodec[S] | None,
         publisher: Publisher,
         store: StateStore,
@@ -159,7 +213,10 @@ class StreamWorker(Generic[In, S]):
         self.topic = topic
         self.group = group
         self._model = model
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
         self._handler = handler
+        self._batch_handler = batch_handler
         self._codec = codec
         self._publisher = publisher
         self._store = store
@@ -232,10 +289,13 @@ class StreamWorker(Generic[In, S]):
 
     async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> bool:
         result = _BatchResult()
-        for tp, records in batch.items():
-            for record in records:
-                await self._process_record(tp, record, result)
-                result.commits[tp] = record.offset + 1
+        if self._batch_handler is not None:
+            await self._process_keyed(batch, self._batch_handler, result)
+        else:
+            for tp, records in batch.items():
+                for record in records:
+                    await self._process_record(record, result)
+                    result.commits[tp] = record.offset + 1
         if not await self._retry(lambda: self._publisher.publish_records(result.outputs), stop, "publish"):
             return False
         checkpoints = {
@@ -256,40 +316,131 @@ class StreamWorker(Generic[In, S]):
             log.warning("commit failed", extra=log_fields(group=self.group, error_type=type(exc).__name__))
         return True
 
-    async def _process_record(self, tp: TopicPartition, record: ConsumerRecord, result: _BatchResult) -> None:
+    async def _admit(
+        self, record: ConsumerRecord, result: _BatchResult
+    ) -> tuple[str, In, _Entry[S] | None] | None:
+        """Steps 1–2 for one record: the key, message and entry to apply it to, or ``None``
+        when the record was dead-lettered or was already applied."""
         self._metrics.consumed.labels(topic=self.topic, group=self.group).inc()
         key = record.key.decode("utf-8", "replace") if record.key else ""
         try:
             msg = decode_message(record.value, record.headers, self._model)
         except PoisonMessage as exc:
             self._to_dlq(record, exc.reason, exc.detail, result)
-            return
+            return None
         if msg.key() != key:
             self._to_dlq(record, "key_mismatch", f"record key {key!r} is not the message key", result)
-            return
+            return None
         entry = self._cache.get(key)
         if entry is None:
             cp = await self._store.load(key)
             entry = self._entry_from_checkpoint(cp) if cp is not None else None
+            if entry is not None:  # the checkpointed state: loaded once per batch, not per record
+                self._cache[key] = entry
         if entry is not None and entry.partition == record.partition and record.offset <= entry.offset:
             self._metrics.skipped_replays.labels(topic=self.topic, group=self.group).inc()
-            return
-        prev_state = entry.state if entry is not None else None
-        new_entry: _Entry[S]
-        try:
-            handled = await self._handler(msg, prev_state)
-        except Exception as exc:  # poison by content: DLQ it, keep the key's state
-            reason = exc.reason if isinstance(exc, HandlerRejected) else f"handler_error:{type(exc).__name__}"
-            if not isinstance(exc, HandlerRejected | ValueError):
-                log.exception("handler failed", extra=log_fields(group=self.group, offset=record.offset))
-            self._to_dlq(record, reason, str(exc), result)
-            new_entry = _Entry(prev_state, record.partition, record.offset)
-        else:
-            result.outputs.extend(encode_message(m) for m in handled.outputs)
-            new_entry = _Entry(handled.state, record.partition, record.offset)
-        self._cache[key] = new_entry
+            return None
+        return key, msg, entry
+
+    def _store_entry(self, key: str, entry: _Entry[S], result: _BatchResult) -> None:
+        self._cache[key] = entry
         self._cache.move_to_end(key)
-        result.touched[key] = new_entry
+        result.touched[key] = entry
+
+    def _handler_failed(self, record: ConsumerRecord, exc: Exception, result: _BatchResult) -> None:
+        """Dead-letter a record whose handler raised (poison by content)."""
+        reason = exc.reason if isinstance(exc, HandlerRejected) else f"handler_error:{type(exc).__name__}"
+        if not isinstance(exc, HandlerRejected | ValueError):
+            log.exception("handler failed", extra=log_fields(group=self.group, offset=record.offset))
+        self._to_dlq(record, reason, str(exc), result)
+
+    async def _process_record(self, record: ConsumerRecord, result: _BatchResult) -> None:
+        admitted = await self._admit(record, result)
+        if admitted is None:
+            return
+        key, msg, entry = admitted
+        handler = self._handler
+        assert handler is not None
+        prev_state = entry.state if entry is not None else None
+        self._store_entry(key, await self._handle_one(lambda: handler(msg, prev_state), prev_state, record, result),
+                          result)  # fmt: skip
+
+    async def _handle_one(
+        self, call: Callable[[], Awaitable[Handled[S]]], state: S | None, record: ConsumerRecord, result: _BatchResult
+    ) -> _Entry[S]:
+        """One record through the handler: its outputs, or the DLQ keeping ``state`` if it raises."""
+        try:
+            handled = await call()
+        except Exception as exc:  # poison by content: DLQ it, keep the key's state
+            self._handler_failed(record, exc, result)
+            return _Entry(state, record.partition, record.offset)
+        result.outputs.extend(encode_message(m) for m in handled.outputs)
+        return _Entry(handled.state, record.partition, record.offset)
+
+    async def _process_keyed(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], handler: BatchHandler[In, S], result: _BatchResult
+    ) -> None:
+        """Batch mode: admit every record, then one handler call for all keys (see module doc)."""
+        pending: dict[str, _Pending[In, S]] = {}
+        for tp, records in batch.items():
+            for record in records:
+                admitted = await self._admit(record, result)
+                result.commits[tp] = record.offset + 1
+                if admitted is None:
+                    continue
+                key, msg, entry = admitted
+                p = pending.get(key)
+                if p is None:
+                    p = pending[key] = _Pending(key, entry)
+                p.messages.append(msg)
+                p.records.append(record)
+        if not pending:
+            return
+        groups = list(pending.values())
+        try:
+            handled = await handler([self._key_batch(p.key, p.prev, p.messages) for p in groups])
+            if len(handled) != len(groups):
+                raise RuntimeError(f"batch handler returned {len(handled)} results for {len(groups)} keys")
+        except Exception as exc:
+            log.warning(
+                "batch handler failed, retrying per key",
+                extra=log_fields(group=self.group, count=len(groups), error_type=type(exc).__name__),
+            )
+            for p in groups:
+                await self._process_key(p, handler, result)
+            return
+        for p, h in zip(groups, handled, strict=True):
+            self._apply(p, h, result)
+
+    @staticmethod
+    def _key_batch(key: str, entry: _Entry[S] | None, messages: Sequence[In]) -> KeyBatch[In, S]:
+        return KeyBatch(key, entry.state if entry is not None else None, tuple(messages))
+
+    def _apply(self, p: _Pending[In, S], handled: Handled[S], result: _BatchResult) -> None:
+        result.outputs.extend(encode_message(m) for m in handled.outputs)
+        last = p.records[-1]
+        self._store_entry(p.key, _Entry(handled.state, last.partition, last.offset), result)
+
+    async def _process_key(self, p: _Pending[In, S], handler: BatchHandler[In, S], result: _BatchResult) -> None:
+        """Fallback for one key: all its messages in one call, else one message per call."""
+        if len(p.messages) > 1:
+            try:
+                (handled,) = await handler([self._key_batch(p.key, p.prev, p.messages)])
+            except Exception:  # isolate the record(s) that fail, one call each below
+                log.debug("key batch failed, retrying per message", extra=log_fields(group=self.group))
+            else:
+                self._apply(p, handled, result)
+                return
+        async def single(state: S | None, msg: In) -> Handled[S]:
+            (one,) = await handler([KeyBatch(p.key, state, (msg,))])
+            return one
+
+        entry = p.prev
+        for msg, record in zip(p.messages, p.records, strict=True):
+            state = entry.state if entry is not None else None
+            entry = await self._handle_one(lambda: single(state, msg), state, record, result)  # noqa: B023
+        assert entry is not None
+        self._store_entry(p.key, entry, result)
 
     def _evict(self) -> None:
         """Keep at most ``max_cached_keys`` states in memory (least recently used go first)."""

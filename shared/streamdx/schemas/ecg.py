@@ -135,24 +135,40 @@ AamiClass = Literal["N", "S", "V", "F", "Q"]
 
 
 class EcgLabelV1(Message):
-    """Per-beat labels from the inference service."""
+    """Labels of one beat from the inference service (idempotency key: stream_id, beat_index).
+
+    A beat that fails the quality gate (``quality == "unreadable"``: flat line, lead off,
+    clipping, noise or non-ECG input) carries no rhythm and no beat-class label (``af`` and
+    ``beat_class`` are ``None``); its probabilities are reported for diagnostics only.
+    """
 
     TOPIC: ClassVar[str] = Topic.ECG_LABELS
     VERSION: ClassVar[int] = 1
 
     stream_id: StreamId
     beat_index: int = Field(ge=0)
-    r_sample: int = Field(ge=0)
+    r_sample: int = Field(ge=0, description="Sample index of the R peak since the stream started")
     r_time: datetime
     rr_prev_s: float = Field(gt=0)
-    af_prob: float = Field(ge=0, le=1)
-    af: bool
-    aami_class: AamiClass
-    class_probs: dict[AamiClass, float]
-    abnormal: bool
-    ood: bool = Field(description="Out of distribution / unusable signal: no rhythm label is trusted")
-    quality_score: float = Field(ge=0, le=1)
+    quality: Literal["ok", "unreadable"] = Field(description="Quality gate: unreadable beats get no label")
+    quality_prob: float = Field(ge=0, le=1, description="Quality model's probability of unreadable signal")
+    af_prob: float = Field(ge=0, le=1, description="AF probability (smoothed per stream when quality is ok)")
+    af: bool | None = Field(description="AF at this beat; None when unreadable")
+    beat_class: AamiClass | None = Field(description="AAMI class (N, S, V, F, Q); None when unreadable")
+    class_probs: dict[AamiClass, float] = Field(description="Beat-class model's probability of each class")
     models: dict[str, str] = Field(default_factory=dict, description="model name → version")
+    window: Literal["rr", "fixed"] = Field(default="rr", description="Beat window the models were applied to")
+
+    @model_validator(mode="after")
+    def _gate_consistent(self) -> EcgLabelV1:
+        unreadable = self.quality == "unreadable"
+        if unreadable and (self.af is not None or self.beat_class is not None):
+            raise ValueError("an unreadable beat carries no af / beat_class label")
+        if not unreadable and (self.af is None or self.beat_class is None):
+            raise ValueError("a readable beat carries af and beat_class")
+        if any(not 0.0 <= p <= 1.0 for p in self.class_probs.values()):
+            raise ValueError("class probabilities must be in [0, 1]")
+        return self
 
     def key(self) -> str:
         return self.stream_id
