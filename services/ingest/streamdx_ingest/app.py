@@ -244,7 +244,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
 
     # -- ECG chunks -----------------------------------------------------------------
     responses: dict[int | str, dict[str, Any]] = {
-        s: {"model": ErrorBody} for s in (401, 403, 409, 413, 422, 429, 503)
+        s: {"model": ErrorBody} for s in (401, 403, 409, 413, 415, 422, 429, 503)
     }
 
     @app.post("/v1/streams/{stream_id}/ecg", status_code=202, response_model=ChunkAck, responses=responses)
