@@ -24,6 +24,7 @@ from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, SignalQuality
 from streamdx_dsp.core import (
     Beat,
+    BeatWindow,
     EcgStreamState,
     ecg_state_dumps,
     ecg_state_loads,
@@ -104,8 +105,9 @@ class DspStateCodec:
 class EcgSamplesHandler:
     """Typed async handler for ``ecg.samples`` (metrics injected)."""
 
-    def __init__(self, metrics: DspMetrics) -> None:
+    def __init__(self, metrics: DspMetrics, window: BeatWindow = "rr") -> None:
         self._metrics = metrics
+        self._window: BeatWindow = window
 
     async def __call__(self, msg: EcgSamplesV1, state: DspStreamState | None) -> Handled[DspStreamState]:
         if state is not None and msg.seq <= state.last_seq and not state.finished:
@@ -113,10 +115,12 @@ class EcgSamplesHandler:
         out: list[EcgBeatV1] = []
         t0 = msg.t0.timestamp()
         if state is None:
-            state = self._new_state(msg, start_sample=0, gap=msg.gap_before > 0)
+            state = self._new_state(msg, self._window, start_sample=0, gap=msg.gap_before > 0)
         elif state.finished or abs(msg.fs - state.fs) > 1e-9:
             # a new stream reusing the id, or a new fs: restart after what was there
-            state = self._new_state(msg, start_sample=state.next_sample, gap=True, beat_index=state.next_beat_index)
+            state = self._new_state(
+                msg, self._window, start_sample=state.next_sample, gap=True, beat_index=state.next_beat_index
+            )
         elif msg.gap_before > 0 or msg.seq != state.last_seq + 1:
             state.core, beats = ecg_stream_flush(state.core)
             out += self._beats(msg.stream_id, state, beats)
@@ -125,7 +129,7 @@ class EcgSamplesHandler:
             if not 0 < missing_s < MAX_GAP_S:
                 missing_s = max(msg.gap_before, 1) * msg.n / msg.fs
             start = state.next_sample + round(missing_s * msg.fs)
-            state = self._new_state(msg, start_sample=start, gap=True, beat_index=state.next_beat_index)
+            state = self._new_state(msg, self._window, start_sample=start, gap=True, beat_index=state.next_beat_index)
         state.anchor_sample, state.anchor_epoch_s = state.next_sample, t0
         state.core, beats = ecg_stream_process(state.core, msg.millivolts())
         state.next_sample += msg.n
@@ -139,9 +143,11 @@ class EcgSamplesHandler:
         return Handled(state, out)
 
     @staticmethod
-    def _new_state(msg: EcgSamplesV1, *, start_sample: int, gap: bool, beat_index: int = 0) -> DspStreamState:
+    def _new_state(
+        msg: EcgSamplesV1, window: BeatWindow, *, start_sample: int, gap: bool, beat_index: int = 0
+    ) -> DspStreamState:
         return DspStreamState(
-            core=ecg_stream_init(msg.fs, start_sample=start_sample),
+            core=ecg_stream_init(msg.fs, start_sample=start_sample, window=window),
             fs=msg.fs,
             last_seq=msg.seq - 1,
             next_beat_index=beat_index,
@@ -166,6 +172,7 @@ class EcgSamplesHandler:
                     r_time=state.time_of(b.r_sample),
                     fs=state.fs,
                     waveform=encode_f32(b.waveform),
+                    window=state.core.window,
                     rr_prev_s=b.rr_prev_s,
                     rr_next_s=b.rr_next_s,
                     rr_local_mean_s=b.rr_local_mean_s,

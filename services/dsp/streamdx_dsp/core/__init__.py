@@ -29,7 +29,15 @@ from streamdx_dsp.core.quality import (
 )
 from streamdx_dsp.core.rpeaks import RPeakParams, RPeakState, ecg_rpeak_params, ecg_rpeaks, ecg_rpeaks_init
 from streamdx_dsp.core.rr_features import ecg_rr_features
-from streamdx_dsp.core.segmentation import BEAT_LENGTH, ecg_segment_beats
+from streamdx_dsp.core.segmentation import (
+    BEAT_LENGTH,
+    BEAT_WINDOWS,
+    FIXED_POST_S,
+    FIXED_PRE_S,
+    BeatWindow,
+    beat_window_span,
+    ecg_segment_beats,
+)
 from streamdx_dsp.core.state_codec import STATE_FORMAT_VERSION, ecg_state_dumps, ecg_state_loads
 from streamdx_dsp.core.stream import (
     DEFAULT_BLOCK_S,
@@ -43,15 +51,20 @@ from streamdx_dsp.core.wavelet_denoise import ecg_wavelet_denoise, ecg_wavelet_s
 
 __all__ = [
     "BEAT_LENGTH",
+    "BEAT_WINDOWS",
     "DEFAULT_BLOCK_S",
+    "FIXED_POST_S",
+    "FIXED_PRE_S",
     "STATE_FORMAT_VERSION",
     "BandpassState",
     "Beat",
     "BeatQuality",
+    "BeatWindow",
     "EcgStreamState",
     "OffsetState",
     "RPeakParams",
     "RPeakState",
+    "beat_window_span",
     "ecg_bandpass",
     "ecg_bandpass_init",
     "ecg_bandpass_sos",

@@ -713,6 +713,8 @@ def beat_rows(
     v,
     cap,
     fs,
+    fixed_pre=0.0,
+    fixed_post=0.0,
 ):
     """Numeric part of beat emission for R peaks ``chain[0..n]`` (beat k = ``chain[k]``, k < n).
 
@@ -722,7 +724,8 @@ def beat_rows(
     updated in place; returns ``(emit, waves, values, rr_n)`` with ``values`` columns
     ``rr_prev_s, rr_next_s, rr_local_mean_s, rr_irregularity, flat, saturated,
     hf_noise, baseline_excursion_mv, score`` (see ``ecg_rr_features`` and
-    ``ecg_quality_score``).
+    ``ecg_quality_score``). ``fixed_pre``/``fixed_post`` > 0 replace the capped RR
+    intervals of the window formula (fixed-span window, see ``beat_window_span``).
     """
     n = chain.size - 1
     rr_prev = np.empty(n, np.int64)
@@ -746,8 +749,12 @@ def beat_rows(
     for k in range(n):
         if calc[k]:
             r[j] = chain[k]
-            pre[j] = min(float(rr_prev[k]), cap)
-            post[j] = min(float(rr_next[k]), cap)
+            if fixed_pre > 0.0:
+                pre[j] = fixed_pre
+                post[j] = fixed_post
+            else:
+                pre[j] = min(float(rr_prev[k]), cap)
+                post[j] = min(float(rr_next[k]), cap)
             j += 1
     w_c, s_c = beat_windows(x, x_start, bins, qbin, r, pre, post, u, v)
     nl = u.size

@@ -1,17 +1,40 @@
-"""Fixed-size beat segmentation around the R peak (seed-003 scheme).
+"""Fixed-size beat segmentation around the R peak.
 
-For beat ``i`` the window starts at ``R_i - RR_prev/3`` and ends at
-``R_i + 2 RR_next/3``. The pre-R part is resampled (linear interpolation) to 100
-samples and the post-R part to 200 samples, giving a 300-sample float32 waveform
-in mV with the R peak at index 100, whatever the heart rate and ``fs``.
+Two windows (:data:`BeatWindow`), both resampled to 300 samples with R at index 100:
+
+- ``"rr"`` (seed 003): from ``R_i - RR_prev/3`` to ``R_i + 2 RR_next/3``; adapts to
+  the heart rate but needs the *next* R peak;
+- ``"fixed"``: a causal fixed span, ``FIXED_PRE_S`` = 0.28 s before and
+  ``FIXED_POST_S`` = 0.56 s after R, known 0.56 s after the R peak.
+
+The pre-R part is resampled (linear interpolation) to 100 samples and the post-R
+part to 200 samples, giving a 300-sample float32 waveform in mV whatever ``fs``.
 """
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["BEAT_LENGTH", "POST_R_SAMPLES", "PRE_R_SAMPLES", "ecg_segment_beats"]
+__all__ = [
+    "BEAT_LENGTH",
+    "BEAT_WINDOWS",
+    "FIXED_POST_S",
+    "FIXED_PRE_S",
+    "POST_R_SAMPLES",
+    "PRE_R_SAMPLES",
+    "BeatWindow",
+    "beat_window_span",
+    "ecg_segment_beats",
+]
+
+#: Beat window: ``"rr"`` (RR-based, waits for the next R) or ``"fixed"`` (causal fixed span).
+BeatWindow = Literal["rr", "fixed"]
+BEAT_WINDOWS: tuple[str, ...] = get_args(BeatWindow)
+FIXED_PRE_S = 0.28
+FIXED_POST_S = 0.56
 
 PRE_R_SAMPLES = 100
 POST_R_SAMPLES = 200
@@ -63,3 +86,30 @@ def ecg_segment_beats(
     x0 = x_mv[i0]
     out = x0 + frac * (x_mv[i0 + 1] - x0)
     return out.astype(np.float32)
+
+
+def beat_window_span(window: str, fs: float) -> tuple[float, float]:
+    """Interval arguments of the window formula for a fixed-span window.
+
+    The window formula is ``[R - pre/3, R + 2 post/3)``; a fixed span of
+    ``FIXED_PRE_S`` before and ``FIXED_POST_S`` after R is ``pre = 3 FIXED_PRE_S fs``,
+    ``post = 1.5 FIXED_POST_S fs``.
+
+    Parameters
+    ----------
+    window : {"rr", "fixed"}
+        Beat window.
+    fs : float
+        Sampling frequency (Hz).
+
+    Returns
+    -------
+    pre, post : float
+        Samples to use instead of the RR intervals; ``(0.0, 0.0)`` for ``"rr"``
+        (use the RR intervals).
+    """
+    if window == "rr":
+        return 0.0, 0.0
+    if window == "fixed":
+        return 3.0 * FIXED_PRE_S * fs, 1.5 * FIXED_POST_S * fs
+    raise ValueError(f"beat window must be one of {BEAT_WINDOWS}, got {window!r}")

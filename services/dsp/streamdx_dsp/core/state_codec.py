@@ -85,6 +85,8 @@ def _build(cls: type, prefix: str, scalars: dict[str, Any], arrays: dict[str, np
                     raise ValueError(f"field {key}: expected float")
                 val = float(val)
             kwargs[f.name] = val
+        elif f.default is not dataclasses.MISSING:  # a field added later, with its default
+            kwargs[f.name] = f.default
         else:
             raise ValueError(f"state blob lacks field {key}")
     return cls(**kwargs)

@@ -72,7 +72,7 @@ from streamdx_dsp.core.rpeaks import (
     qrs_filter_ba,
 )
 from streamdx_dsp.core.rr_features import RR_LOCAL_N
-from streamdx_dsp.core.segmentation import BEAT_LENGTH, SEGMENT_U, SEGMENT_V
+from streamdx_dsp.core.segmentation import BEAT_LENGTH, SEGMENT_U, SEGMENT_V, BeatWindow, beat_window_span
 from streamdx_dsp.core.wavelet_denoise import (
     DWT_LEVEL,
     DWT_OVERLAP,
@@ -190,6 +190,9 @@ class EcgStreamState:
         Last RR intervals (samples), oldest first.
     rr_n : int
         Number of valid ``rr`` entries.
+    fixed_pre, fixed_post : float
+        Window formula arguments of a fixed-span beat window (samples), 0 for the
+        RR-based window (see :func:`~streamdx_dsp.core.segmentation.beat_window_span`).
     """
 
     fs: float
@@ -210,6 +213,13 @@ class EcgStreamState:
     frozen_stats: npt.NDArray[np.float64]
     rr: npt.NDArray[np.int64]
     rr_n: int
+    fixed_pre: float = 0.0
+    fixed_post: float = 0.0
+
+    @property
+    def window(self) -> BeatWindow:
+        """The beat window of this stream."""
+        return "fixed" if self.fixed_pre > 0.0 else "rr"
 
 
 def _block_size(fs: float, block_s: float) -> int:
@@ -242,7 +252,9 @@ def _warm_up() -> None:
     ecg_stream_flush(state)
 
 
-def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_BLOCK_S) -> EcgStreamState:
+def ecg_stream_init(
+    fs: float, start_sample: int = 0, block_s: float = DEFAULT_BLOCK_S, window: BeatWindow = "rr"
+) -> EcgStreamState:
     """Create the state of a new stream.
 
     Parameters
@@ -254,6 +266,9 @@ def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_B
     block_s : float
         Processing block length (s); rounded up to a multiple of 32 samples and
         limited to 2048 samples. Larger blocks raise throughput and latency.
+    window : {"rr", "fixed"}
+        Beat window (:mod:`streamdx_dsp.core.segmentation`): RR-based (seed 003) or
+        the causal fixed span of 0.28 s before / 0.56 s after R.
 
     Returns
     -------
@@ -264,6 +279,7 @@ def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_B
     if not 0.1 <= block_s <= 10.0:
         raise ValueError("block_s must be within 0.1-10 s")
     fs = float(fs)
+    fixed_pre, fixed_post = beat_window_span(window, fs)
     _warm_up()
     block = _block_size(fs, block_s)
     hlen = _history_len(fs, block)
@@ -290,6 +306,8 @@ def ecg_stream_init(fs: float, start_sample: int = 0, block_s: float = DEFAULT_B
         frozen_stats=np.zeros(7),
         rr=np.zeros(RR_LOCAL_N, np.int64),
         rr_n=0,
+        fixed_pre=fixed_pre,
+        fixed_post=fixed_post,
     )
 
 
@@ -378,6 +396,8 @@ def _emit(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
             SEGMENT_V,
             cap,
             fs,
+            state.fixed_pre,
+            state.fixed_post,
         )
         state.rr_n = rr_n
         state.last_rr_prev = chain[-1] - chain[-2]
@@ -405,13 +425,14 @@ def _freeze(state: EcgStreamState) -> None:
     if state.last_r < 0 or state.last_rr_prev <= 0 or state.frozen:
         return
     cap = RR_CAP_S * state.fs
+    pre, post = (state.fixed_pre, state.fixed_post) if state.fixed_pre > 0.0 else (min(state.last_rr_prev, cap), cap)
     h = state.history
-    if h.start + h.ecg.size >= state.last_r + math.ceil(2.0 * cap / 3.0) + 1:
+    if h.start + h.ecg.size >= state.last_r + math.ceil(2.0 * post / 3.0) + 1:
         w, st = _windows(
             h,
             np.array([state.last_r], dtype=np.int64),
-            np.array([min(state.last_rr_prev, cap)], dtype=np.float64),
-            np.array([cap]),
+            np.array([pre], dtype=np.float64),
+            np.array([post], dtype=np.float64),
         )
         state.frozen_wave = w[0].copy()
         state.frozen_stats = st[0]

@@ -37,7 +37,7 @@ import numpy.typing as npt
 import wfdb
 from scipy import signal
 
-__all__ = ["NORMAL_SYMBOLS", "add_nst_noise", "nst_gain", "nst_noise_rms", "nst_signal_amplitude"]
+__all__ = ["NORMAL_SYMBOLS", "add_nst_noise", "nst_gain", "nst_noise_rms", "nst_signal_amplitude", "read_nst_noise"]
 
 NORMAL_SYMBOLS = frozenset("NLRBejn/")
 _NMAX = 300
@@ -87,7 +87,8 @@ def nst_gain(snr_db: float, signal_amp_mv: float, noise_rms_mv: float) -> float:
     return 10.0 ** (-snr_db / 20.0) * math.sqrt(2.0) / 4.0 * signal_amp_mv / noise_rms_mv
 
 
-def _read_noise(noise_dir: Path, kind: str, fs: float, n: int) -> npt.NDArray[np.float64]:
+def read_nst_noise(noise_dir: Path, kind: str, fs: float, n: int) -> npt.NDArray[np.float64]:
+    """NSTDB noise record ``kind`` (channel 0, mV) resampled to ``fs`` and tiled/cut to ``n`` samples."""
     rec = wfdb.rdrecord(str(noise_dir / kind), channels=[0])
     assert rec.p_signal is not None
     z = np.nan_to_num(np.asarray(rec.p_signal[:, 0], dtype=np.float64))
@@ -111,7 +112,7 @@ def add_nst_noise(
 ) -> tuple[npt.NDArray[np.float64], dict[str, float]]:
     """Return the ECG with NSTDB noise added per the nst protocol, and the parameters used."""
     n = x_mv.size
-    z = _read_noise(noise_dir, kind, fs, n)
+    z = read_nst_noise(noise_dir, kind, fs, n)
     a_s = nst_signal_amplitude(x_mv, fs, ann_samples, ann_symbols)
     a_n = nst_noise_rms(z, fs)
     g_on = nst_gain(snr_db, a_s, a_n)
