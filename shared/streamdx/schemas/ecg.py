@@ -106,6 +106,9 @@ class EcgBeatV1(Message):
     r_time: datetime
     fs: float = Field(ge=FS_MIN, le=FS_MAX)
     waveform: str = Field(description=f"base64 float32, {BEAT_LENGTH} samples (mV), R at {BEAT_R_INDEX}")
+    window: Literal["rr", "fixed"] = Field(
+        default="rr", description="Beat window: rr = R-RR_prev/3 .. R+2RR_next/3; fixed = R-0.28 s .. R+0.56 s"
+    )
     rr_prev_s: float = Field(gt=0)
     rr_next_s: float = Field(gt=0)
     rr_local_mean_s: float = Field(gt=0)
