@@ -36,11 +36,17 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("simulate", "ecg"): ("streamdx.sim.device:main", "stream synthetic or WFDB ECG to ingest"),
     ("simulate", "esr"): ("streamdx.sim.esr_device:main", "upload camera frames of simulated ESR tubes"),
     ("eval", "rpeaks"): ("streamdx_dsp.evaluation.rpeaks:main", "R-peak detection accuracy on WFDB records"),
+    ("eval", "af"): ("streamdx_inference.ecg.evaluation.af_eval:main", "per-beat AF detection, inter-patient"),
+    ("eval", "beats"): ("streamdx_inference.ecg.evaluation.beats_eval:main", "AAMI beat classification (DS1→DS2)"),
+    ("eval", "cinc2017"): ("streamdx_inference.ecg.evaluation.cinc_eval:main", "rhythm class of CinC 2017 recordings"),
     ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "compare ESR forecast models on simulated tubes"),
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
     ("bench", "inference"): ("streamdx_inference.ecg.bench:main", "ECG labeler beats/s on one core, batched"),
     ("train", "esr"): ("streamdx_inference.esr.training:main", "train the ESR forecast model"),
+    ("train", "af"): ("streamdx_inference.ecg.training.train_af:main", "train the per-beat AF model (ONNX + INT8)"),
+    ("train", "beats"): ("streamdx_inference.ecg.training.train_beats:main", "train the AAMI beat-class model"),
+    ("train", "quality"): ("streamdx_inference.ecg.training.train_quality:main", "train the signal-quality gate"),
 }
 
 #: group → one-line help of the group (a group missing here lists its subcommands instead).

@@ -1,0 +1,1 @@
+"""Evaluations of the ECG models (``streamdx eval af|beats|cinc2017``)."""

@@ -1,0 +1,305 @@
+"""The one feature function of the ECG models, shared by training and serving.
+
+Training (``streamdx train af|beats|quality``) and the inference worker both call
+:func:`ecg_beat_features` on the DSP's beats of one stream in time order, carrying an
+:class:`EcgContext` from call to call, so there is no train/serve skew: the same beat
+window (the DSP's, recorded in the beat message and in each model's metadata), the same
+scaling and the same RR features. The function is causal: a beat's features use only
+that beat and the ones before it, except ``rr_next`` (scalar column
+``SCALAR_RR_NEXT``), which only the beat-class model reads (see its model card for the
+delay this implies).
+
+Inputs of the models (float32):
+
+``wave`` (n, 2, 300)
+    Channel 0: the beat waveform minus its median, divided by the stream's running R
+    amplitude (exponential average over ~20 beats), clipped to ±8. Channel 1: the
+    stream's running template, the exponential average (~8 beats) of channel 0 up to and
+    including this beat, in which the P waves of sinus rhythm add up and the
+    uncorrelated f waves of AF do not.
+``rr`` (n, 2, ``RR_CONTEXT``)
+    The last ``RR_CONTEXT`` = 32 RR intervals ending with this beat's RR_prev (oldest
+    first): ``log(RR / median of the valid ones)`` and a validity mask (1 = known).
+    Irregularly irregular intervals (AF) and regular patterns with premature beats
+    (bigeminy, trigeminy) are told apart from this sequence.
+``scalars`` (n, ``N_SCALARS``)
+    See :data:`SCALAR_NAMES`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "AMP_ALPHA",
+    "BEAT_SAMPLES",
+    "CAUSAL_SCALARS",
+    "N_SCALARS",
+    "RR_ALPHA",
+    "RR_CONTEXT",
+    "SCALAR_NAMES",
+    "SCALAR_RR_NEXT",
+    "TEMPLATE_ALPHA",
+    "EcgContext",
+    "EcgFeatures",
+    "ecg_beat_features",
+    "ecg_context_init",
+]
+
+RR_CONTEXT = 32
+#: Smoothing of the stream's running mean RR (about 64 beats) and R amplitude (about 20 beats).
+RR_ALPHA = 1.0 / 64.0
+AMP_ALPHA = 1.0 / 20.0
+TEMPLATE_ALPHA = 1.0 / 8.0
+BEAT_SAMPLES = 300
+_WAVE_CLIP = 8.0
+_RR_MIN_S = 0.1
+_RR_MAX_S = 10.0
+SCALAR_NAMES = (
+    "log_rr_prev_over_mean",
+    "log_rr_prev_over_local8",
+    "log_mean_rr_s",
+    "rmssd_over_mean",
+    "log_amp_over_stream",
+    "context_fill",
+    "q_flat",
+    "q_saturated",
+    "q_hf_noise",
+    "q_log1p_baseline_mv",
+    "q_score",
+    "log_rr_next_over_mean",
+    "log_rr_next_over_prev",
+)
+N_SCALARS = len(SCALAR_NAMES)
+#: Columns that use the next RR interval (only the beat-class model reads them).
+SCALAR_RR_NEXT = (11, 12)
+#: Columns that depend only on this beat and earlier ones.
+CAUSAL_SCALARS = tuple(i for i in range(N_SCALARS) if i not in SCALAR_RR_NEXT)
+
+
+@dataclass
+class EcgContext:
+    """Per-stream context of the feature function (JSON-serialisable via :meth:`to_dict`).
+
+    Attributes
+    ----------
+    rr : list of float
+        Last RR_prev intervals (s), oldest first, at most ``RR_CONTEXT``.
+    rr_mean_s : float
+        Running mean RR (s), 0 before the first beat.
+    amp_mv : float
+        Running R amplitude (mV), 0 before the first beat.
+    template : ndarray of float32, shape (300,) or (0,)
+        Running template of the normalised beats (empty before the first beat).
+    """
+
+    rr: list[float] = field(default_factory=list)
+    rr_mean_s: float = 0.0
+    amp_mv: float = 0.0
+    template: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rr": [float(v) for v in self.rr], "rr_mean_s": self.rr_mean_s, "amp_mv": self.amp_mv,
+                "template": base64.b64encode(self.template.astype("<f4").tobytes()).decode()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EcgContext:
+        """Validate and build a context from :meth:`to_dict` output.
+
+        Raises
+        ------
+        ValueError
+            On a malformed or non-finite value.
+        """
+        rr = [float(v) for v in d.get("rr", [])][-RR_CONTEXT:]
+        mean, amp = float(d.get("rr_mean_s", 0.0)), float(d.get("amp_mv", 0.0))
+        if not all(math.isfinite(v) and v >= 0 for v in [*rr, mean, amp]):
+            raise ValueError("ECG feature context holds a negative or non-finite value")
+        try:
+            tpl = np.frombuffer(base64.b64decode(str(d.get("template", "")), validate=True), dtype="<f4")
+        except (ValueError, binascii.Error) as exc:
+            raise ValueError(f"ECG feature context: bad template ({exc})") from exc
+        if tpl.size not in (0, BEAT_SAMPLES) or not np.isfinite(tpl).all():
+            raise ValueError("ECG feature context: template must be 300 finite values")
+        return cls(rr=rr, rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class EcgFeatures:
+    """Model inputs of a batch of beats (see the module docstring)."""
+
+    wave: npt.NDArray[np.float32]
+    rr: npt.NDArray[np.float32]
+    scalars: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.wave.shape[0])
+
+    def as_inputs(self) -> dict[str, npt.NDArray[np.float32]]:
+        """The ONNX input feed (``wave``, ``rr``, ``scalars``)."""
+        return {"wave": self.wave, "rr": self.rr, "scalars": self.scalars}
+
+    def take(self, idx: npt.NDArray[np.intp] | npt.NDArray[np.int64] | slice) -> EcgFeatures:
+        """The features of the beats ``idx``."""
+        return EcgFeatures(self.wave[idx], self.rr[idx], self.scalars[idx])
+
+    @staticmethod
+    def concat(parts: list[EcgFeatures]) -> EcgFeatures:
+        return EcgFeatures(
+            np.concatenate([p.wave for p in parts]),
+            np.concatenate([p.rr for p in parts]),
+            np.concatenate([p.scalars for p in parts]),
+        )
+
+
+def ecg_context_init() -> EcgContext:
+    """The context of a new stream (or after a gap / detector reset)."""
+    return EcgContext()
+
+
+def _ema(x: npt.NDArray[np.float64], alpha: float, init: float) -> npt.NDArray[np.float64]:
+    """Exponential moving average ``y_i = y_{i-1} + alpha (x_i - y_{i-1})`` from ``y_{-1} = init``."""
+    out = np.empty_like(x)
+    y = init
+    a = alpha
+    for i, v in enumerate(x.tolist()):
+        y = v if y <= 0.0 else y + a * (v - y)
+        out[i] = y
+    return out
+
+
+def _segment(
+    ctx: EcgContext, waves: npt.NDArray[np.float32], rr_prev: npt.NDArray[np.float64],
+    rr_next: npt.NDArray[np.float64], quality: npt.NDArray[np.float32],
+) -> tuple[EcgContext, EcgFeatures]:  # fmt: skip
+    n = waves.shape[0]
+    w = waves.astype(np.float32, copy=True)
+    w -= np.median(w, axis=1, keepdims=True)
+    amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
+    amp_run = _ema(amp, AMP_ALPHA, ctx.amp_mv)
+    scale_before = np.concatenate(([ctx.amp_mv if ctx.amp_mv > 0 else amp[0]], amp_run[:-1]))
+    w /= scale_before[:, None].astype(np.float32)
+    np.clip(w, -_WAVE_CLIP, _WAVE_CLIP, out=w)
+    tpl = np.empty_like(w)
+    t = ctx.template.astype(np.float32) if ctx.template.size else w[0].copy()
+    a = np.float32(TEMPLATE_ALPHA)
+    for i in range(n):
+        t = t + a * (w[i] - t)
+        tpl[i] = t
+
+    rrp = np.clip(rr_prev, _RR_MIN_S, _RR_MAX_S)
+    rrn = np.clip(rr_next, _RR_MIN_S, _RR_MAX_S)
+    mean_before_first = ctx.rr_mean_s if ctx.rr_mean_s > 0 else rrp[0]
+    rr_mean = _ema(rrp, RR_ALPHA, ctx.rr_mean_s)
+    mean_prev = np.concatenate(([mean_before_first], rr_mean[:-1]))  # mean of the beats before
+    hist = np.concatenate((np.asarray(ctx.rr, dtype=np.float64), rrp))
+    h0 = len(ctx.rr)
+    pad = np.concatenate((np.full(RR_CONTEXT - 1, np.nan), hist))
+    win = np.lib.stride_tricks.sliding_window_view(pad, RR_CONTEXT)[h0 : h0 + n]  # (n, K), ends with rr_prev
+    valid = ~np.isnan(win)
+    cnt = valid.sum(axis=1)
+    srt = np.sort(win, axis=1)  # NaN sort last
+    rows = np.arange(n)
+    med = 0.5 * (srt[rows, (cnt - 1) // 2] + srt[rows, cnt // 2])
+    filled = np.where(valid, win, med[:, None])
+    seq = np.log(filled / med[:, None])
+    zero = np.where(valid, win, 0.0)
+    local8 = zero[:, -8:].sum(axis=1) / cnt.clip(max=8)
+    d = np.diff(zero, axis=1)
+    dv = valid[:, 1:] & valid[:, :-1]
+    nd = dv.sum(axis=1)
+    rmssd = np.sqrt(np.where(dv, d * d, 0.0).sum(axis=1) / np.maximum(nd, 1))
+    mean_win = zero.sum(axis=1) / cnt
+
+    sc = np.zeros((n, N_SCALARS), dtype=np.float64)
+    sc[:, 0] = np.log(rrp / mean_prev)
+    sc[:, 1] = np.log(rrp / local8)
+    sc[:, 2] = np.log(mean_prev)
+    sc[:, 3] = rmssd / mean_win
+    sc[:, 4] = np.log(amp / scale_before)
+    sc[:, 5] = valid.sum(axis=1) / RR_CONTEXT
+    q = np.asarray(quality, dtype=np.float64).reshape(n, 5)
+    sc[:, 6] = q[:, 0]
+    sc[:, 7] = q[:, 1]
+    sc[:, 8] = np.clip(q[:, 2], 0.0, 1.0)
+    sc[:, 9] = np.log1p(np.clip(q[:, 3], 0.0, 100.0))
+    sc[:, 10] = np.clip(q[:, 4], 0.0, 1.0)
+    sc[:, 11] = np.log(rrn / mean_prev)
+    sc[:, 12] = np.log(rrn / rrp)
+
+    rr_in = np.stack((seq, valid.astype(np.float64)), axis=1).astype(np.float32)
+    new = EcgContext(rr=hist[-RR_CONTEXT:].tolist(), rr_mean_s=float(rr_mean[-1]), amp_mv=float(amp_run[-1]),
+                     template=t.copy())  # fmt: skip
+    return new, EcgFeatures(np.stack((w, tpl), axis=1), rr_in, sc.astype(np.float32))
+
+
+def ecg_beat_features(
+    ctx: EcgContext,
+    waves: npt.ArrayLike,
+    rr_prev_s: npt.ArrayLike,
+    rr_next_s: npt.ArrayLike,
+    quality: npt.ArrayLike,
+    reset: npt.ArrayLike | None = None,
+) -> tuple[EcgContext, EcgFeatures]:
+    """Model inputs of consecutive beats of one stream.
+
+    Parameters
+    ----------
+    ctx : EcgContext
+        Context after the previous beats of the stream (:func:`ecg_context_init` for a
+        new stream); not modified.
+    waves : array_like of float, shape (n, 300)
+        Beat waveforms (mV) as emitted by the DSP (R at index 100).
+    rr_prev_s, rr_next_s : array_like of float, shape (n,)
+        RR intervals before and after each beat (s).
+    quality : array_like of float, shape (n, 5)
+        The DSP's quality statistics ``flat, saturated, hf_noise,
+        baseline_excursion_mv, score``.
+    reset : array_like of bool, shape (n,), optional
+        Beats after which the stream restarted (sequence gap, detector reset): the context
+        is cleared before them.
+
+    Returns
+    -------
+    ctx : EcgContext
+        Context after the last beat.
+    features : EcgFeatures
+        Model inputs, one row per beat, in order.
+
+    Raises
+    ------
+    ValueError
+        On shapes that do not match or non-finite / non-positive values.
+    """
+    w = np.asarray(waves, dtype=np.float32)
+    rp = np.asarray(rr_prev_s, dtype=np.float64).reshape(-1)
+    rn = np.asarray(rr_next_s, dtype=np.float64).reshape(-1)
+    q = np.asarray(quality, dtype=np.float32)
+    n = rp.size
+    if w.ndim != 2 or w.shape != (n, 300) or rn.size != n or q.shape != (n, 5):
+        raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
+    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and np.isfinite(rn).all()):
+        raise ValueError("beat features must be finite")
+    if n and (rp.min() <= 0 or rn.min() <= 0):
+        raise ValueError("RR intervals must be positive")
+    if n == 0:
+        z = np.zeros((0, 2, BEAT_SAMPLES), np.float32)
+        return ctx, EcgFeatures(z, np.zeros((0, 2, RR_CONTEXT), np.float32), np.zeros((0, N_SCALARS), np.float32))
+    r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
+    starts = [0, *np.flatnonzero(r).tolist()]
+    bounds = [*sorted(set(starts)), n]
+    parts = []
+    for a, b in itertools.pairwise(bounds):
+        if r[a]:
+            ctx = ecg_context_init()
+        ctx, f = _segment(ctx, w[a:b], rp[a:b], rn[a:b], q[a:b])
+        parts.append(f)
+    return ctx, parts[0] if len(parts) == 1 else EcgFeatures.concat(parts)

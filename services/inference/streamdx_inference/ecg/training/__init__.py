@@ -1,0 +1,1 @@
+"""Training of the ECG models (needs the ``train`` extra: PyTorch, scikit-learn, onnx)."""

@@ -1,0 +1,207 @@
+"""Fitting, predicting, ONNX export and INT8 quantisation of the ECG networks.
+
+Fixed seeds; AdamW with a one-cycle learning-rate schedule; the checkpoint with the lowest
+validation loss is kept (the validation beats come from training records only).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from streamdx_inference.ecg.features import EcgFeatures
+
+__all__ = ["export_onnx", "fit_net", "predict_net", "quantize_int8", "seed_everything"]
+
+_INPUTS = ("wave", "rr", "scalars")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed numpy and torch (CPU); deterministic algorithms where torch has them."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _tensors(f: EcgFeatures, idx: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(f.wave[idx]), torch.from_numpy(f.rr[idx]), torch.from_numpy(f.scalars[idx])
+
+
+def _batches(n: int, size: int, rng: np.random.Generator | None) -> Iterator[npt.NDArray[np.int64]]:
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for i in range(0, n, size):
+        yield order[i : i + size]
+
+
+def _loss_fn(n_out: int, class_weights: npt.NDArray[np.float64] | None) -> nn.Module:
+    if n_out == 1:
+        pw = None if class_weights is None else torch.tensor([class_weights[1] / class_weights[0]], dtype=torch.float32)
+        return nn.BCEWithLogitsLoss(pos_weight=pw)
+    w = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+    return nn.CrossEntropyLoss(weight=w)
+
+
+def _target(y: npt.NDArray[np.int64], n_out: int) -> torch.Tensor:
+    t = torch.from_numpy(y)
+    return t.float() if n_out == 1 else t.long()
+
+
+def _logits(net: nn.Module, f: EcgFeatures, idx: npt.NDArray[np.int64]) -> torch.Tensor:
+    out: torch.Tensor = net(*_tensors(f, idx))
+    return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+def fit_net(
+    net: nn.Module,
+    train: EcgFeatures,
+    y_train: npt.NDArray[np.int64],
+    val: EcgFeatures,
+    y_val: npt.NDArray[np.int64],
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    batch: int = 256,
+    class_weights: npt.NDArray[np.float64] | None = None,
+    sample_weight: npt.NDArray[np.float64] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+    epoch_size: int | None = None,
+) -> tuple[nn.Module, list[dict[str, float]]]:
+    """Train ``net``; return the checkpoint with the lowest validation loss and the history.
+
+    ``sample_weight`` (per training beat) draws each epoch's beats with replacement in
+    proportion to it (e.g. to balance records or databases); otherwise every beat once.
+    ``epoch_size`` fixes the number of beats drawn per epoch (default: all).
+    """
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    n_out = int(net.head[-1].out_features)  # type: ignore[index, union-attr]
+    loss_fn = _loss_fn(n_out, class_weights)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    n = len(train)
+    per_epoch = n if epoch_size is None else min(epoch_size, n)
+    steps = epochs * math.ceil(per_epoch / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
+    best, best_loss, history = copy.deepcopy(net.state_dict()), math.inf, []
+    p = None if sample_weight is None else sample_weight / sample_weight.sum()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=desc, unit="batch", leave=False)
+    for ep in range(epochs):
+        net.train()
+        draw = rng.choice(n, size=per_epoch, replace=True, p=p) if p is not None else None
+        idx_all = draw if draw is not None else rng.permutation(n)[:per_epoch]
+        total, count = 0.0, 0
+        for b in _batches(per_epoch, batch, None):
+            idx = idx_all[b]
+            opt.zero_grad()
+            loss = loss_fn(_logits(net, train, idx), _target(y_train[idx], n_out))
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * idx.size
+            count += idx.size
+            if bar is not None:
+                bar.update(1)
+        vloss = _eval_loss(net, val, y_val, loss_fn, n_out)
+        history.append({"epoch": ep + 1, "train_loss": total / max(count, 1), "val_loss": vloss})
+        if bar is not None:
+            bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{vloss:.4f}")
+        if vloss < best_loss:
+            best_loss, best = vloss, copy.deepcopy(net.state_dict())
+    if bar is not None:
+        bar.close()
+    net.load_state_dict(best)
+    net.eval()
+    return net, history
+
+
+@torch.no_grad()
+def _eval_loss(net: nn.Module, f: EcgFeatures, y: npt.NDArray[np.int64], loss_fn: nn.Module, n_out: int) -> float:
+    if len(f) == 0:
+        return 0.0
+    net.eval()
+    total = 0.0
+    for idx in _batches(len(f), 4096, None):
+        total += float(loss_fn(_logits(net, f, idx), _target(y[idx], n_out))) * idx.size
+    return total / len(f)
+
+
+@torch.no_grad()
+def predict_net(net: nn.Module, f: EcgFeatures) -> npt.NDArray[np.float32]:
+    """Probabilities: (n,) for a binary model, (n, k) softmax otherwise."""
+    net.eval()
+    outs = []
+    for idx in _batches(len(f), 4096, None):
+        z = _logits(net, f, idx)
+        outs.append((torch.sigmoid(z) if z.ndim == 1 else torch.softmax(z, dim=1)).numpy())
+    if not outs:
+        return np.zeros(0, np.float32)
+    return np.concatenate(outs).astype(np.float32)
+
+
+class _Probs(nn.Module):
+    """The exported graph: probabilities instead of logits."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, wave: torch.Tensor, rr: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        z: torch.Tensor = self.net(wave, rr, scalars)
+        return torch.sigmoid(z).squeeze(1) if z.shape[1] == 1 else torch.softmax(z, dim=1)
+
+
+def export_onnx(net: nn.Module, example: EcgFeatures, path: Path) -> None:
+    """Export to ONNX (opset 17, dynamic batch): inputs ``wave, rr, scalars``, output ``prob``."""
+    net.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.arange(min(len(example), 4))
+    args = _tensors(example, idx)
+    torch.onnx.export(
+        _Probs(net), args, str(path), input_names=list(_INPUTS), output_names=["prob"], opset_version=17,
+        dynamic_axes={**{k: {0: "batch"} for k in _INPUTS}, "prob": {0: "batch"}}, dynamo=False,
+    )  # fmt: skip
+
+
+def quantize_int8(src: Path, dst: Path, calib: EcgFeatures, n_calib: int = 2048, seed: int = 0) -> None:
+    """Static INT8 quantisation (QDQ, per-channel weights) calibrated on ``calib`` beats.
+
+    QDQ is the format TensorRT consumes for INT8 on Jetson; onnxruntime's CPU provider
+    runs it as well.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(calib), size=min(n_calib, len(calib)), replace=False)
+    sub = calib.take(idx)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(range(0, len(sub), 64))
+
+        def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+            i = next(self._it, None)
+            if i is None:
+                return None
+            return sub.take(np.arange(i, min(i + 64, len(sub)))).as_inputs()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip

@@ -1,0 +1,82 @@
+"""PyTorch networks of the ECG models (training only; serving runs their ONNX export).
+
+One small 1-D ResNet family (seed 003: a lightweight 1-D ResNet on the 300-sample beat,
+He et al. 2016 residual blocks) with two side branches: a 1-D convolution over the RR
+context sequence and the scalar features of :mod:`streamdx_inference.ecg.features`.
+Each model reads only the inputs it needs (``use_rr``, ``scalar_cols``), so the AF model
+never sees the next RR interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["BeatNet", "ResBlock1d"]
+
+
+class ResBlock1d(nn.Module):
+    """Two convolutions with batch norm and an identity (or 1x1 strided) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        pad = kernel // 2
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel, stride=stride, padding=pad, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel, padding=pad, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.short: nn.Module = (
+            nn.Identity() if c_in == c_out and stride == 1
+            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out))
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.short(x))
+
+
+class BeatNet(nn.Module):
+    """Beat waveform ResNet + RR-context convolution + scalar features → ``n_out`` logits.
+
+    Parameters
+    ----------
+    n_out : int
+        Number of outputs (1 for a binary model: one logit).
+    scalar_cols : sequence of int
+        Columns of the ``scalars`` input the model reads.
+    use_rr : bool
+        Whether the RR-context branch is used.
+    width : int
+        Channels of the first residual stage (the second has twice as many).
+    """
+
+    def __init__(self, n_out: int, scalar_cols: Sequence[int], use_rr: bool = True, width: int = 8) -> None:
+        super().__init__()
+        c = width
+        self.stem = nn.Sequential(nn.Conv1d(2, c, 9, stride=3, padding=4, bias=False), nn.BatchNorm1d(c), nn.ReLU(),
+                                  nn.MaxPool1d(2))  # fmt: skip  # 300 -> 100 -> 50
+        self.blocks = nn.Sequential(ResBlock1d(c, c, 5, 1), ResBlock1d(c, 2 * c, 5, 2), ResBlock1d(2 * c, 2 * c, 3, 2))
+        self.use_rr = use_rr
+        rr_dim = 0
+        if use_rr:
+            self.rr_net = nn.Sequential(
+                nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 12, 5, stride=2, padding=2), nn.ReLU()
+            )
+            rr_dim = 24
+        self.cols: torch.Tensor
+        self.register_buffer("cols", torch.tensor(list(scalar_cols), dtype=torch.long), persistent=False)
+        self.head = nn.Sequential(nn.Linear(4 * c + rr_dim + len(scalar_cols), 32), nn.ReLU(), nn.Dropout(0.1),
+                                  nn.Linear(32, n_out))  # fmt: skip
+
+    def forward(self, wave: torch.Tensor, rr: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(wave))
+        parts = [h.mean(dim=2), h.amax(dim=2)]
+        if self.use_rr:
+            g = self.rr_net(rr)
+            parts += [g.mean(dim=2), g.amax(dim=2)]
+        parts.append(scalars.index_select(1, self.cols))
+        out: torch.Tensor = self.head(torch.cat(parts, dim=1))
+        return out

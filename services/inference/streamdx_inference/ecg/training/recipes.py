@@ -1,0 +1,186 @@
+"""Training recipes of the three ECG models (shared by ``streamdx train`` and ``streamdx eval``).
+
+Hyper-parameters are fixed here a priori; the only value tuned on data, each binary
+model's decision threshold, is chosen on a validation part drawn from the *training*
+records (grouped by record), never from the records being scored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from streamdx_inference.ecg.datasets import RecordBeats
+from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, EcgFeatures
+from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
+from streamdx_inference.ecg.training.data import AAMI, BeatSet, beat_set
+from streamdx_inference.ecg.training.fit import fit_net, predict_net
+from streamdx_inference.ecg.training.nets import BeatNet
+
+__all__ = [
+    "AF_EPOCHS",
+    "AF_EPOCH_SIZE",
+    "BEAT_EPOCHS",
+    "QUALITY_EPOCHS",
+    "Trained",
+    "best_f1_threshold",
+    "smooth_af",
+    "train_af",
+    "train_beats",
+    "train_quality",
+]
+
+AF_EPOCHS = 6
+#: Beats drawn per AF epoch (with replacement, weighted): about two passes over the data in all.
+AF_EPOCH_SIZE = 80_000
+BEAT_EPOCHS = 8
+QUALITY_EPOCHS = 4
+#: MITDB beats are drawn this many times more often than CinC beats when training AF
+#: (MITDB is where the ectopy-rich rhythms that mimic AF are).
+MITDB_WEIGHT = 3.0
+_VAL_FRACTION = 0.15
+
+
+@dataclass
+class Trained:
+    """A trained network with its decision threshold and training facts for the model card."""
+
+    net: nn.Module
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+    calib: EcgFeatures | None = None
+
+
+def smooth_af(p: npt.NDArray[np.float32], records: npt.NDArray[np.str_]) -> npt.NDArray[np.float64]:
+    """The labeler's causal per-stream smoothing of AF probabilities, applied offline per record."""
+    out = np.empty(p.size)
+    start = 0
+    for i in range(1, p.size + 1):
+        if i == p.size or records[i] != records[start]:
+            y = -1.0
+            for k in range(start, i):
+                y = float(p[k]) if y < 0 else y + AF_SMOOTH_ALPHA * (float(p[k]) - y)
+                out[k] = y
+            start = i
+    return out
+
+
+def best_f1_threshold(y: npt.NDArray[np.bool_], score: npt.NDArray[np.float64]) -> float:
+    """The threshold in 0.05..0.95 maximising F1 of ``score > t`` (0.5 without positives)."""
+    if not y.any():
+        return 0.5
+    best, best_t = -1.0, 0.5
+    for t in np.arange(0.05, 0.951, 0.025):
+        p = score > t
+        tp = float(np.sum(p & y))
+        f1 = 2 * tp / max(1.0, float(p.sum() + y.sum()))
+        if f1 > best:
+            best, best_t = f1, float(t)
+    return best_t
+
+
+def _split_records(records: npt.NDArray[np.str_], seed: int) -> npt.NDArray[np.bool_]:
+    """Validation mask: a fixed fraction of the records (grouped), the rest trains."""
+    rng = np.random.default_rng(seed)
+    names = np.unique(records)
+    k = max(1, round(_VAL_FRACTION * names.size))
+    val_names = rng.choice(names, size=k, replace=False)
+    return np.isin(records, val_names)
+
+
+def train_af(
+    mitdb: Mapping[str, RecordBeats], cinc: Mapping[str, RecordBeats], *, epochs: int = AF_EPOCHS, seed: int = 0,
+    progress: bool = True, desc: str = "af",
+) -> Trained:  # fmt: skip
+    """AF model on the given MITDB records and CinC recordings (``~`` recordings left out)."""
+    usable = {k: v for k, v in cinc.items() if not (len(v) and v.rhythm[0] == "~")}
+    s = beat_set({**mitdb, **usable})
+    y = s.beats.af.astype(np.int64)
+    from_cinc = np.isin(s.records, list(usable))
+    # validation: records of both databases (MITDB AF records are few: keep them in training)
+    val = _split_records(s.records, seed) & (from_cinc | ~np.isin(s.records, _af_records(mitdb)))
+    sw = np.where(from_cinc, 1.0, MITDB_WEIGHT)[~val]
+    net: nn.Module = BeatNet(1, CAUSAL_SCALARS)
+    tr, va = s.take(~val), s.take(val)
+    net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, sample_weight=sw, seed=seed,
+                        progress=progress, desc=desc, epoch_size=AF_EPOCH_SIZE)  # fmt: skip
+    p = smooth_af(predict_net(net, va.features), va.records)
+    thr = best_f1_threshold(y[val].astype(bool), p)
+    info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()),
+            "n_records": int(np.unique(s.records).size), "history": hist,
+            "threshold_from": "validation records of the training set (F1-optimal, smoothed)"}  # fmt: skip
+    return Trained(net, thr, info, tr.features)
+
+
+def _af_records(recs: Mapping[str, RecordBeats]) -> list[str]:
+    return [k for k, v in recs.items() if v.af.any()]
+
+
+def beat_labels(s: BeatSet) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """Mask of beats with an AAMI reference class and their class index."""
+    cls = s.beats.beat_class
+    ok = np.isin(cls, AAMI)
+    idx = np.array([AAMI.index(c) if c in AAMI else -1 for c in cls.tolist()], dtype=np.int64)
+    return ok, idx
+
+
+def train_beats(
+    mitdb: Mapping[str, RecordBeats], *, epochs: int = BEAT_EPOCHS, seed: int = 0, progress: bool = True,
+) -> Trained:  # fmt: skip
+    """AAMI beat-class model on the given MITDB records (DS1 for the inter-patient protocol).
+
+    Classes are weighted by the inverse square root of their frequency; Q (almost absent
+    without paced records) is kept so the output has the five AAMI classes.
+    """
+    s = beat_set(mitdb)
+    ok, y = beat_labels(s)
+    s, y = s.take(ok), y[ok]
+    val = _split_records(s.records, seed)
+    counts = np.bincount(y[~val], minlength=len(AAMI)).astype(np.float64)
+    w = 1.0 / np.sqrt(np.maximum(counts, 1.0))
+    w = w / w[0]
+    net: nn.Module = BeatNet(len(AAMI), tuple(range(N_SCALARS)))
+    tr, va = s.take(~val), s.take(val)
+    net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, class_weights=w, seed=seed,
+                        progress=progress, desc="beats")  # fmt: skip
+    info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()), "class_weights": w.tolist(),
+            "class_counts": counts.tolist(), "history": hist}  # fmt: skip
+    return Trained(net, 0.5, info, tr.features)
+
+
+def train_quality(
+    feats: EcgFeatures, y: npt.NDArray[np.int64], groups: npt.NDArray[np.str_], *, epochs: int = QUALITY_EPOCHS,
+    seed: int = 0, progress: bool = True,
+) -> Trained:  # fmt: skip
+    """Quality gate (1 = unreadable) on the beats of :func:`quality_set`."""
+    rng = np.random.default_rng(seed)
+    val = rng.random(len(feats)) < _VAL_FRACTION
+    net: nn.Module = BeatNet(1, CAUSAL_SCALARS, use_rr=False)
+    tr, va = feats.take(np.flatnonzero(~val)), feats.take(np.flatnonzero(val))
+    net, hist = fit_net(net, tr, y[~val], va, y[val], epochs=epochs, seed=seed, progress=progress, desc="quality")
+    p = predict_net(net, va)
+    # favour recall of unreadable beats: the threshold maximising F2 on validation
+    best, thr = -1.0, 0.5
+    yv = y[val].astype(bool)
+    for t in np.arange(0.05, 0.951, 0.025):
+        d = p > t
+        tp = float(np.sum(d & yv))
+        f2 = 5 * tp / max(1.0, 4 * float(yv.sum()) + float(d.sum()))
+        if f2 > best:
+            best, thr = f2, float(t)
+    info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()), "history": hist,
+            "groups": {g: int(np.sum(groups == g)) for g in np.unique(groups).tolist()},
+            "unreadable_fraction": float(y.mean()), "threshold_from": "validation beats, F2-optimal"}  # fmt: skip
+    torch.set_grad_enabled(True)
+    return Trained(net, thr, info, tr)
+
+
+def records_with(recs: Mapping[str, RecordBeats], names: Sequence[str]) -> dict[str, RecordBeats]:
+    """The subset of ``recs`` named in ``names`` (missing names ignored)."""
+    return {n: recs[n] for n in names if n in recs}

@@ -1,0 +1,239 @@
+"""``streamdx train af|beats|quality`` — train an ECG model on the DSP's own beats, export ONNX + INT8.
+
+Outputs in ``--out`` (default ``models/ecg_<model>``): ``model.onnx`` (inputs ``wave``
+(B, 2, 300), ``rr`` (B, 2, 32), ``scalars`` (B, 13) as far as the model reads them;
+output ``prob``), ``model.int8.onnx`` (static QDQ INT8), ``model.json`` (version, beat
+window, threshold, data, split, metrics) and ``MODEL_CARD.md``.
+
+- ``af``: MITDB (all records with ``.atr``) + the fixed training part of CinC 2017 (70 %
+  of recordings by a hash of the name; ``~`` left out). Held-out CinC recordings measure
+  it (also ``streamdx eval cinc2017``); inter-patient MITDB figures come from
+  ``streamdx eval af`` (leave-records-out, models retrained per fold).
+- ``beats``: MITDB DS1 (de Chazal 2004); measured on DS2 (``streamdx eval beats``).
+- ``quality``: see :mod:`streamdx_inference.ecg.training.quality_data`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, load_cinc, load_mitdb
+from streamdx_inference.ecg.features import EcgFeatures
+from streamdx_inference.ecg.labeler import META_FILE
+from streamdx_inference.ecg.scoring import binary_report
+from streamdx_inference.ecg.training.data import beat_set, cinc_split
+from streamdx_inference.ecg.training.fit import export_onnx, predict_net, quantize_int8
+from streamdx_inference.ecg.training.recipes import (
+    AF_EPOCHS,
+    BEAT_EPOCHS,
+    QUALITY_EPOCHS,
+    Trained,
+    beat_labels,
+    smooth_af,
+    train_af,
+    train_beats,
+    train_quality,
+)
+
+__all__ = ["build_parser_for", "run", "save_model"]
+
+_DEFAULT_MITDB = Path("../shared/data/mitdb")
+_DEFAULT_CINC = Path("../shared/data/cinc2017")
+_DEFAULT_NSTDB = Path("../shared/data/nstdb")
+CINC_TRAIN_FILE = "cinc_train_records.json"
+
+
+_WHAT = {
+    "af": "the per-beat atrial fibrillation model (MITDB + the training part of CinC 2017)",
+    "beats": "the AAMI beat-class model (N/S/V/F/Q) on MITDB DS1",
+    "quality": "the signal-quality gate (noise, artefacts, lead-off, non-ECG input)",
+}
+
+
+def build_parser_for(model: str) -> argparse.ArgumentParser:
+    """The parser of ``streamdx train <model>``."""
+    p = argparse.ArgumentParser(
+        prog=f"streamdx train {model}",
+        description=f"Train {_WHAT[model]} on the signal-processing service's own beats and export it to ONNX "
+        "(fp32 and INT8) with its model card.",
+    )
+    p.add_argument("--mitdb", type=Path, default=_DEFAULT_MITDB,
+                   help="MIT-BIH Arrhythmia folder (WFDB .hea/.dat/.atr)")
+    p.add_argument("--cinc", type=Path, default=_DEFAULT_CINC, help="CinC 2017 folder in the pack format (af, quality)")
+    p.add_argument("--nstdb", type=Path, default=_DEFAULT_NSTDB, help="NSTDB folder with ma/bw noise (quality)")
+    p.add_argument("--window", choices=["rr", "fixed"], default="rr",
+                   help="beat window the DSP emits (rr: RR-based, fixed: 0.28 s before / 0.56 s after R)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default models/ecg_<model>)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
+    return p
+
+
+def _int8_change(fp32: Path, int8: Path, f: EcgFeatures, y: np.ndarray, threshold: float) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    out = {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = {i.name for i in s.get_inputs()}
+        feed = {k: v for k, v in f.as_inputs().items() if k in names}
+        out[name] = s.run(None, feed)[0]
+    a, b = out["fp32"], out["int8"]
+    if a.ndim == 2:
+        pa, pb = a.argmax(1), b.argmax(1)
+        return {"agreement": float(np.mean(pa == pb)), "accuracy_fp32": float(np.mean(pa == y)),
+                "accuracy_int8": float(np.mean(pb == y)), "max_abs_prob_diff": float(np.abs(a - b).max())}  # fmt: skip
+    ra, rb = binary_report(y.astype(bool), a > threshold, a), binary_report(y.astype(bool), b > threshold, b)
+    return {"agreement": float(np.mean((a > threshold) == (b > threshold))), "f1_fp32": ra["f1"], "f1_int8": rb["f1"],
+            "max_abs_prob_diff": float(np.abs(a - b).max())}  # fmt: skip
+
+
+def save_model(
+    t: Trained, name: str, out: Path, window: str, meta: dict[str, Any], card: str, held: EcgFeatures | None = None,
+    y_held: np.ndarray | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Export ONNX + INT8, measure the INT8 change on held-out beats, write metadata and card."""
+    out.mkdir(parents=True, exist_ok=True)
+    assert t.calib is not None
+    export_onnx(t.net, t.calib, out / "model.onnx")
+    quantize_int8(out / "model.onnx", out / "model.int8.onnx", t.calib)
+    if held is not None and y_held is not None and len(held):
+        meta["int8_change"] = _int8_change(out / "model.onnx", out / "model.int8.onnx", held, y_held, t.threshold)
+    meta.update({
+        "name": name, "version": _dt.datetime.now(_dt.UTC).strftime("%Y%m%d%H%M"), "window": window,
+        "threshold": t.threshold, "inputs": ["wave", "rr", "scalars"], "training": t.info,
+        "size_bytes": {p.name: p.stat().st_size for p in (out / "model.onnx", out / "model.int8.onnx")},
+    })  # fmt: skip
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, default=float) + "\n")
+    (out / "MODEL_CARD.md").write_text(card.format(meta=meta, json=json.dumps(
+        {k: v for k, v in meta.items() if k not in ("training",)}, indent=2, default=float)))  # fmt: skip
+    return meta
+
+
+_CARD = """# {meta[name]} — {title}
+
+Not a medical device: research software; labels are not validated for diagnosis.
+
+- **Task**: {task}
+- **Input**: the DSP's beats (window `{meta[window]}`), features from
+  `streamdx_inference.ecg.features.ecg_beat_features` (shared by training and serving).
+- **Data**: {data}
+- **Split**: {split}
+- **Decision**: threshold {meta[threshold]:.3f} ({thr_note}).
+- **Delay**: {delay}
+- **Files**: `model.onnx` (fp32), `model.int8.onnx` (static QDQ INT8, for TensorRT/Jetson), `model.json`.
+- **Command**: `{command}`
+
+## Metrics
+
+{metrics}
+
+## model.json (without the training history)
+
+```json
+{{json}}
+```
+"""
+
+
+def _card(**kw: str) -> str:
+    return _CARD.replace("{title}", kw["title"]).replace("{task}", kw["task"]).replace("{data}", kw["data"]).replace(
+        "{split}", kw["split"]).replace("{thr_note}", kw["thr_note"]).replace("{delay}", kw["delay"]).replace(
+        "{command}", kw["command"]).replace("{metrics}", kw["metrics"]).replace("{{json}}", "{json}")  # fmt: skip
+
+
+def run(model: str, argv: Sequence[str]) -> int:
+    """Parse ``argv`` and train ``model`` (``af``, ``beats`` or ``quality``)."""
+    a = build_parser_for(model).parse_args(list(argv))
+    a.model = model
+    import torch
+
+    torch.set_num_threads(max(1, a.threads))
+    out = a.out or Path("models") / f"ecg_{a.model}"
+    if not a.mitdb.is_dir():
+        print(f"error: MITDB folder not found: {a.mitdb}", file=sys.stderr)
+        return 2
+    from streamdx_dsp.evaluation.records import list_records
+
+    names = list_records(a.mitdb)
+    command = " ".join(["streamdx train", model, *argv])
+    if a.model == "af":
+        if not (a.cinc / "index.csv").exists():
+            print(f"error: CinC 2017 pack not found: {a.cinc}", file=sys.stderr)
+            return 2
+        mit = load_mitdb(a.mitdb, names, a.window, a.cache, progress=True)
+        cinc = load_cinc(a.cinc, a.window, a.cache, progress=True)
+        tr, held = cinc_split(sorted(cinc))
+        t = train_af(mit, {k: cinc[k] for k in tr}, epochs=a.epochs or AF_EPOCHS, seed=a.seed)
+        hs = beat_set({k: cinc[k] for k in held if len(cinc[k]) and cinc[k].rhythm[0] != "~"})
+        p = smooth_af(predict_net(t.net, hs.features), hs.records)
+        yh = hs.beats.af
+        rep = binary_report(yh, p > t.threshold, p)
+        meta = {"data": {"mitdb_records": names, "cinc_train_recordings": len(tr),
+                         "cinc_heldout_recordings": len(held)}, "heldout_cinc_beats": rep}  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CINC_TRAIN_FILE).write_text(json.dumps(sorted(tr)) + "\n")
+        metrics = (f"Held-out CinC 2017 recordings ({len(held)}, never trained on), per beat: F1 {rep['f1']:.3f}, "
+                   f"precision {rep['precision']:.3f}, recall {rep['recall']:.3f}, ROC AUC {rep['roc_auc']:.3f}. "
+                   "MITDB inter-patient (leave-records-out) and recording-level CinC results: "
+                   "`streamdx eval af`, `streamdx eval cinc2017` (see the README).")  # fmt: skip
+        save_model(t, "ecg_af", out, a.window, meta, _card(
+            title="per-beat atrial fibrillation", task="P(beat lies in atrial fibrillation), causal",
+            data=f"MITDB (all {len(names)} records, rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
+                 "label A = AF; `~` excluded). MITDB beats drawn 3x as often as CinC beats.",
+            split=f"CinC by a fixed hash of the record name: {len(tr)} train / {len(held)} held out "
+                  f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records.",
+            thr_note="F1-optimal on validation records, after causal smoothing (alpha 0.15)",
+            delay="none beyond the beat window: uses this beat and the 31 RR intervals before it, never RR_next.",
+            command=command, metrics=metrics), hs.features, yh.astype(np.int64))  # fmt: skip
+    elif a.model == "beats":
+        mit = load_mitdb(a.mitdb, names, a.window, a.cache, progress=True)
+        ds1 = {k: mit[k] for k in DS1 if k in mit}
+        t = train_beats(ds1, epochs=a.epochs or BEAT_EPOCHS, seed=a.seed)
+        test = beat_set({k: mit[k] for k in DS2 if k in mit})
+        ok, y = beat_labels(test)
+        meta = {"data": {"train_records": sorted(ds1), "test_records": [k for k in DS2 if k in mit]}}
+        save_model(t, "ecg_beats", out, a.window, meta, _card(
+            title="AAMI beat class (N, S, V, F, Q)", task="softmax over the AAMI EC57 classes",
+            data="MITDB DS1 (de Chazal et al. 2004: 22 records; paced 102, 104, 107, 217 excluded), the DSP's beats "
+                 "matched to `.atr` beats within 150 ms.",
+            split="inter-patient: trained on DS1 (15 % of its records for validation), scored on DS2 by "
+                  "`streamdx eval beats --protocol ds1ds2`.",
+            thr_note="arg-max class; class weights 1/sqrt(frequency)",
+            delay="reads RR_next (the interval to the following beat): a label waits for the next R peak, "
+                  "as the rr beat window already does.",
+            command=command,
+            metrics="DS2 per-class Se/+P: see `streamdx eval beats --protocol ds1ds2` and the README."),
+            test.take(ok).features, y[ok])  # fmt: skip
+    else:
+        from streamdx_inference.ecg.training.quality_data import quality_set
+
+        cinc = load_cinc(a.cinc, a.window, a.cache, progress=True) if (a.cinc / "index.csv").exists() else {}
+        tr, _ = cinc_split(sorted(cinc))
+        feats, y, groups = quality_set(a.mitdb, a.nstdb if a.nstdb.is_dir() else None, [n for n in DS1 if n in names],
+                                       {k: cinc[k] for k in tr}, a.window, seed=a.seed)  # fmt: skip
+        t = train_quality(feats, y, groups, epochs=a.epochs or QUALITY_EPOCHS, seed=a.seed)
+        meta = {"data": {"groups": t.info["groups"]}}
+        save_model(t, "ecg_quality", out, a.window, meta, _card(
+            title="signal-quality gate", task="P(beat is unreadable: noise, artefact, lead-off, non-ECG)",
+            data="CinC 2017 training part (`~` recordings unreadable, N/A/O readable), MITDB DS1 clean and with "
+                 "NSTDB ma/bw noise over the whole record (SNR -6/-3 dB unreadable, 12/18 dB readable), synthetic "
+                 "ECG with flat/lead-off/saturation/EMG artefact episodes, and non-ECG signals.",
+            split="random 15 % of the beats for validation and threshold choice.",
+            thr_note="F2-optimal on validation (favours catching unreadable beats); combined in service with "
+                     "the DSP's own rule (flat, saturated, quality score < 0.2)",
+            delay="none beyond the beat window.", command=command,
+            metrics="Validation beats and the unreadable-input tests (`tests/unit/inference`)."),
+            None, None)  # fmt: skip
+    print(f"model written to {out}")
+    return 0

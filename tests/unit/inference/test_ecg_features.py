@@ -1,0 +1,120 @@
+"""The shared ECG feature function: batching invariance, causality, state round trip, validation."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamdx_inference.ecg.features import (
+    CAUSAL_SCALARS,
+    N_SCALARS,
+    RR_CONTEXT,
+    SCALAR_RR_NEXT,
+    EcgContext,
+    EcgFeatures,
+    ecg_beat_features,
+    ecg_context_init,
+)
+
+
+def _beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.linspace(-1, 2, 300)
+    waves = np.stack([rng.uniform(0.5, 2.0) * np.exp(-((t) / 0.03) ** 2) + 0.2 * np.exp(-((t + 0.5) / 0.05) ** 2)
+                      + rng.normal(0, 0.02, 300) for _ in range(n)]).astype(np.float32)
+    rr = rng.uniform(0.5, 1.2, n)
+    rr_next = np.concatenate((rr[1:], [0.8]))
+    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (n, 1))
+    return waves, rr, rr_next, q
+
+
+def _run(cuts: list[int], n: int, roundtrip: bool) -> EcgFeatures:
+    w, rp, rn, q = _beats(n)
+    ctx = ecg_context_init()
+    parts = []
+    bounds = [0, *sorted(set(cuts)), n]
+    for a, b in itertools.pairwise(bounds):
+        if a == b:
+            continue
+        ctx, f = ecg_beat_features(ctx, w[a:b], rp[a:b], rn[a:b], q[a:b])
+        parts.append(f)
+        if roundtrip:
+            ctx = EcgContext.from_dict(ctx.to_dict())
+    return EcgFeatures.concat(parts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=79), max_size=8), st.booleans())
+def test_features_do_not_depend_on_batching(cuts: list[int], roundtrip: bool) -> None:
+    whole = _run([], 80, False)
+    split = _run(cuts, 80, roundtrip)
+    np.testing.assert_allclose(split.wave, whole.wave, atol=1e-5)
+    np.testing.assert_allclose(split.rr, whole.rr, atol=1e-6)
+    np.testing.assert_allclose(split.scalars, whole.scalars, atol=1e-5)
+
+
+def test_shapes_and_causality() -> None:
+    w, rp, rn, q = _beats(50)
+    _, f = ecg_beat_features(ecg_context_init(), w, rp, rn, q)
+    assert f.wave.shape == (50, 2, 300) and f.rr.shape == (50, 2, RR_CONTEXT) and f.scalars.shape == (50, N_SCALARS)
+    assert f.wave.dtype == np.float32 and np.isfinite(f.scalars).all()
+    # the RR context of beat i ends with its own RR_prev; the mask counts the known intervals
+    assert f.rr[0, 1].sum() == 1 and f.rr[40, 1].sum() == RR_CONTEXT
+    # changing later beats (and every RR_next) changes no causal feature of earlier beats
+    w2, rp2, rn2 = w.copy(), rp.copy(), rn * 1.7
+    w2[30:] *= 3.0
+    rp2[30:] = 0.4
+    _, g = ecg_beat_features(ecg_context_init(), w2, rp2, rn2, q)
+    np.testing.assert_allclose(g.wave[:30], f.wave[:30])
+    np.testing.assert_allclose(g.rr[:30], f.rr[:30])
+    np.testing.assert_allclose(g.scalars[:30][:, list(CAUSAL_SCALARS)], f.scalars[:30][:, list(CAUSAL_SCALARS)])
+    assert not np.allclose(g.scalars[:30][:, list(SCALAR_RR_NEXT)], f.scalars[:30][:, list(SCALAR_RR_NEXT)])
+
+
+def test_reset_clears_the_context() -> None:
+    w, rp, rn, q = _beats(40)
+    reset = np.zeros(40, bool)
+    reset[25] = True
+    _, f = ecg_beat_features(ecg_context_init(), w, rp, rn, q, reset)
+    _, g = ecg_beat_features(ecg_context_init(), w[25:], rp[25:], rn[25:], q[25:])
+    np.testing.assert_allclose(f.take(np.arange(25, 40)).scalars, g.scalars, atol=1e-6)
+    np.testing.assert_allclose(f.take(np.arange(25, 40)).wave, g.wave, atol=1e-6)
+
+
+def test_irregular_rr_shows_in_the_sequence() -> None:
+    w, _, _, q = _beats(64)
+    regular = np.full(64, 0.8)
+    irregular = np.random.default_rng(3).uniform(0.4, 1.2, 64)
+    _, f = ecg_beat_features(ecg_context_init(), w, regular, regular, q)
+    _, g = ecg_beat_features(ecg_context_init(), w, irregular, irregular, q)
+    assert np.abs(f.rr[-1, 0]).max() < 1e-6 and g.rr[-1, 0].std() > 0.2
+    assert f.scalars[-1, 3] < 1e-6 < 0.2 < g.scalars[-1, 3]
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda w, rp, rn, q: (w[:, :200], rp, rn, q), "expected"),
+        (lambda w, rp, rn, q: (np.where(np.arange(300) == 5, np.nan, w), rp, rn, q), "finite"),
+        (lambda w, rp, rn, q: (w, -rp, rn, q), "positive"),
+        (lambda w, rp, rn, q: (w, rp, rn, q[:, :3]), "expected"),
+    ],
+)
+def test_bad_input_is_rejected(mutate: object, match: str) -> None:
+    args = mutate(*_beats(5))  # type: ignore[operator]
+    with pytest.raises(ValueError, match=match):
+        ecg_beat_features(ecg_context_init(), *args)
+
+
+def test_context_validation() -> None:
+    ctx, _ = ecg_beat_features(ecg_context_init(), *_beats(5))
+    d = ctx.to_dict()
+    assert EcgContext.from_dict(d).rr == ctx.rr
+    with pytest.raises(ValueError):
+        EcgContext.from_dict({**d, "rr_mean_s": float("nan")})
+    with pytest.raises(ValueError):
+        EcgContext.from_dict({**d, "template": "AAAA"})

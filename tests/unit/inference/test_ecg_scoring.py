@@ -1,0 +1,70 @@
+"""Scores of the ECG evaluations against hand-computed tables and scikit-learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streamdx_inference.ecg.evaluation.af_eval import cv_folds
+from streamdx_inference.ecg.evaluation.cinc_eval import classify_recording
+from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
+from streamdx_inference.ecg.scoring import binary_report, class_report
+from streamdx_inference.ecg.training.recipes import best_f1_threshold, smooth_af
+
+
+def test_binary_report_by_hand() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    p = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
+    r = binary_report(y, p, p.astype(float))
+    assert r["confusion"] == [[4, 1], [1, 2]]
+    assert r["accuracy"] == pytest.approx(6 / 8) and r["precision"] == pytest.approx(2 / 3)
+    assert r["recall"] == pytest.approx(2 / 3) and r["f1"] == pytest.approx(2 / 3)
+    pe = (3 * 3 + 5 * 5) / 64
+    assert r["kappa"] == pytest.approx((0.75 - pe) / (1 - pe))
+
+
+def test_roc_auc_matches_sklearn() -> None:
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    y = rng.random(500) < 0.3
+    s = np.round(rng.random(500) + 0.5 * y, 2)  # ties included
+    assert binary_report(y, s > 0.7, s)["roc_auc"] == pytest.approx(sk.roc_auc_score(y, s))
+    assert math.isnan(binary_report(np.zeros(4, bool), np.zeros(4, bool), np.zeros(4))["roc_auc"])
+
+
+def test_class_report_counts_missed_and_unmatched() -> None:
+    t = np.array(["N", "N", "V", "S", "", "V"])
+    p = np.array(["N", "V", "V", "N", "V", "V"])
+    r = class_report(t, p, ("N", "S", "V", "F", "Q"), {"V": 2})
+    v = r["classes"]["V"]
+    assert (v["tp"], v["fn"], v["fp"]) == (2, 2, 2)
+    assert v["se"] == pytest.approx(50.0) and v["ppv"] == pytest.approx(50.0)
+    assert r["confusion"][-1] == [0, 0, 1, 0, 0]  # the unmatched detection
+
+
+def test_offline_smoothing_is_the_served_one() -> None:
+    p = np.array([0.9, 0.1, 0.1, 0.8, 0.2, 0.9], np.float32)
+    recs = np.array(["a", "a", "a", "b", "b", "b"])
+    s = smooth_af(p, recs)
+    assert s[0] == pytest.approx(0.9) and s[3] == pytest.approx(0.8)  # restarts per record
+    assert s[1] == pytest.approx(0.9 + AF_SMOOTH_ALPHA * (0.1 - 0.9))
+
+
+def test_threshold_and_folds() -> None:
+    y = np.array([0, 0, 1, 1], bool)
+    assert 0.3 <= best_f1_threshold(y, np.array([0.1, 0.3, 0.7, 0.9])) < 0.7
+    folds = cv_folds([str(i) for i in range(10)], ["3", "7", "8"], 3)
+    assert sorted(n for f in folds for n in f) == sorted(str(i) for i in range(10))
+    assert all(sum(n in ("3", "7", "8") for n in f) == 1 for f in folds)
+
+
+def test_recording_rules() -> None:
+    ok = ["ok"] * 20
+    assert classify_recording(["unreadable"] * 15 + ok[:5], [None] * 15 + [False] * 5, [None] * 20, [0.8] * 20) == "~"
+    assert classify_recording(ok, [True] * 12 + [False] * 8, ["N"] * 20, [0.8] * 20) == "A"
+    assert classify_recording(ok, [False] * 20, ["N"] * 15 + ["V"] * 5, [0.8] * 20) == "O"
+    assert classify_recording(ok, [False] * 20, ["N"] * 20, [1.5] * 20) == "O"  # 40 bpm
+    assert classify_recording(ok, [False] * 20, ["N"] * 20, [0.8] * 20) == "N"
+    assert classify_recording(ok[:3], [False] * 3, ["N"] * 3, [0.8] * 3) == "~"
