@@ -45,3 +45,14 @@ def test_eval_command_writes_report(tmp_path: Path) -> None:
     # the last observed height is a poor forecast of the 60-minute height
     assert r["models"]["gru"]["mae_mean"] < r["models"]["last_value"]["mae_mean"]
     assert r["boundary_error_px"]["median"] <= 1.0
+
+
+def test_model_card_names_the_winner_with_its_paired_difference() -> None:
+    from streamdx_inference.esr.training import _winner
+
+    per_run = {"gru": [0.02, 0.03, 0.02], "rf": [0.01, 0.02, 0.03]}
+    models = {m: {"mae_mean": float(np.mean(v))} for m, v in per_run.items()}
+    text = _winner(models, paired_vs_gru(per_run))
+    assert "**rf**, not the GRU" in text and "-0.0033" in text and "lower in 2/3 splits" in text
+    models["gru"]["mae_mean"] = 0.001
+    assert _winner(models, paired_vs_gru(per_run)) == "Lowest mean MAE: **gru**."

@@ -226,6 +226,19 @@ def _export(model: Any, x: Any, st: Any, path: Path) -> None:
     )
 
 
+def _winner(models: dict[str, Any], paired: dict[str, Any]) -> str:
+    """One sentence: which model has the lowest mean MAE, and by how much against the GRU (paired)."""
+    best = min(models, key=lambda m: models[m]["mae_mean"])
+    if best == "gru" or best not in paired:
+        return f"Lowest mean MAE: **{best}**."
+    d = paired[best]
+    return (
+        f"Lowest mean MAE: **{best}**, not the GRU: MAE({best}) − MAE(GRU) = {d['model_minus_gru_mean']:+.4f} ± "
+        f"{d['model_minus_gru_sd']:.4f} (SD over splits), lower in {d['model_wins']}/{d['runs']} splits. "
+        "The runtime ships the GRU."
+    )
+
+
 def _eval_section(report: dict[str, Any]) -> list[str]:
     c = report["cohort"]
     tuning = report.get("tuning", {})
@@ -255,6 +268,7 @@ def _eval_section(report: dict[str, Any]) -> list[str]:
             else "– | – | –"
         )
         lines.append(f"| {m} | {r['mae_mean']:.4f} | {r['mae_std']:.4f} | {extra} |")
+    lines += ["", _winner(report["models"], paired)]
     if "large_cohort" in report:
         lc = report["large_cohort"]
         lines += ["", f"Larger cohort n={lc['cohort']['n']} ({lc['runs']} splits, same protocol):", ""]
@@ -351,7 +365,7 @@ def _card(meta: dict[str, Any], report: dict[str, Any] | None = None) -> str:
         "## Reproduce",
         f"`{meta['command']}`",
         "",
-        "Comparison: `streamdx eval esr --out reports/esr_eval.json` (about 15 min on one core;",
+        "Comparison: `streamdx eval esr --out reports/esr_eval.json` (about 12 CPU-minutes, one thread;",
         f"`--runs` to reduce), copied here as `{EVAL_FILE}`, then",
         f"`streamdx train esr --card-only --out {meta.get('out', 'models/esr_gru')}` re-renders this card.",
         "",
