@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ __all__ = [
     "EcgContext",
     "EcgFeatures",
     "ecg_beat_features",
+    "ecg_beat_features_many",
     "ecg_context_init",
 ]
 
@@ -165,80 +166,142 @@ def ecg_context_init() -> EcgContext:
     return EcgContext()
 
 
-def _ema(x: npt.NDArray[np.float64], alpha: float, init: float) -> npt.NDArray[np.float64]:
-    """Exponential moving average ``y_i = y_{i-1} + alpha (x_i - y_{i-1})`` from ``y_{-1} = init``."""
-    out = np.empty_like(x)
-    y = init
-    a = alpha
-    for i, v in enumerate(x.tolist()):
-        y = v if y <= 0.0 else y + a * (v - y)
-        out[i] = y
-    return out
+_Item = tuple[EcgContext, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, "npt.ArrayLike | None"]
 
 
-def _segment(
-    ctx: EcgContext, waves: npt.NDArray[np.float32], rr_prev: npt.NDArray[np.float64],
-    rr_next: npt.NDArray[np.float64], quality: npt.NDArray[np.float32],
-) -> tuple[EcgContext, EcgFeatures]:  # fmt: skip
-    n = waves.shape[0]
-    w = waves.astype(np.float32, copy=True)
+def _checked(
+    waves: npt.ArrayLike, rr_prev_s: npt.ArrayLike, rr_next_s: npt.ArrayLike, quality: npt.ArrayLike,
+    reset: npt.ArrayLike | None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32],
+           npt.NDArray[np.bool_]]:  # fmt: skip
+    w = np.asarray(waves, dtype=np.float32)
+    rp = np.asarray(rr_prev_s, dtype=np.float64).reshape(-1)
+    rn = np.asarray(rr_next_s, dtype=np.float64).reshape(-1)
+    q = np.asarray(quality, dtype=np.float32)
+    n = rp.size
+    if w.ndim != 2 or w.shape != (n, BEAT_SAMPLES) or rn.size != n or q.shape != (n, 5):
+        raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
+    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and np.isfinite(rn).all()):
+        raise ValueError("beat features must be finite")
+    if n and (rp.min() <= 0 or rn.min() <= 0):
+        raise ValueError("RR intervals must be positive")
+    r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
+    if r.size != n:
+        raise ValueError("reset must have one flag per beat")
+    return w, rp, rn, q, r
+
+
+def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFeatures]]:
+    """The feature function over several streams at once (vectorised over all their beats).
+
+    The sequential part (running averages, template, RR history) is a short loop per beat;
+    everything else is one numpy expression over the beats of every stream.
+    """
+    checked = [_checked(*it[1:]) for it in items]
+    sizes = [c[1].size for c in checked]
+    total = sum(sizes)
+    if total == 0:
+        return [it[0] for it in items], [EcgFeatures(np.zeros((0, 2, BEAT_SAMPLES), np.float32),
+                                                     np.zeros((0, 2, RR_CONTEXT), np.float32),
+                                                     np.zeros((0, N_SCALARS), np.float32)) for _ in items]  # fmt: skip
+    w = np.concatenate([c[0] for c in checked]) if len(checked) > 1 else checked[0][0].copy()
+    rp = np.clip(np.concatenate([c[1] for c in checked]), _RR_MIN_S, _RR_MAX_S)
+    rn = np.clip(np.concatenate([c[2] for c in checked]), _RR_MIN_S, _RR_MAX_S)
+    q = np.concatenate([c[3] for c in checked]).astype(np.float64)
     w -= np.median(w, axis=1, keepdims=True)
     amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
-    amp_run = _ema(amp, AMP_ALPHA, ctx.amp_mv)
-    scale_before = np.concatenate(([ctx.amp_mv if ctx.amp_mv > 0 else amp[0]], amp_run[:-1]))
-    w /= scale_before[:, None].astype(np.float32)
+    amp_l, rp_l = amp.tolist(), rp.tolist()
+
+    # sequential per stream: running amplitude and RR mean (values *before* each beat), RR windows
+    scale = np.empty(total)
+    mean_prev = np.empty(total)
+    win = np.full((total, RR_CONTEXT), np.nan)
+    ctxs: list[EcgContext] = []
+    g = 0
+    for (ctx, *_), c in zip(items, checked, strict=True):
+        a_run, m_run, hist = ctx.amp_mv, ctx.rr_mean_s, list(ctx.rr)
+        resets = c[4].tolist()
+        for i in range(c[1].size):
+            if resets[i]:
+                a_run, m_run, hist = 0.0, 0.0, []
+            av, rv = amp_l[g], rp_l[g]
+            scale[g] = a_run if a_run > 0 else av
+            mean_prev[g] = m_run if m_run > 0 else rv
+            a_run = av if a_run <= 0 else a_run + AMP_ALPHA * (av - a_run)
+            m_run = rv if m_run <= 0 else m_run + RR_ALPHA * (rv - m_run)
+            hist.append(rv)
+            if len(hist) > RR_CONTEXT:
+                del hist[0]
+            win[g, RR_CONTEXT - len(hist) :] = hist
+            g += 1
+        ctxs.append(EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=ctx.template))
+    w /= scale[:, None].astype(np.float32)
     np.clip(w, -_WAVE_CLIP, _WAVE_CLIP, out=w)
     tpl = np.empty_like(w)
-    t = ctx.template.astype(np.float32) if ctx.template.size else w[0].copy()
     a = np.float32(TEMPLATE_ALPHA)
-    for i in range(n):
-        t = t + a * (w[i] - t)
-        tpl[i] = t
+    g = 0
+    for k, c in enumerate(checked):
+        t = ctxs[k].template.astype(np.float32) if ctxs[k].template.size else None
+        resets = c[4].tolist()
+        for i in range(c[1].size):
+            if t is None or resets[i]:
+                t = w[g].copy()
+            t = t + a * (w[g] - t)
+            tpl[g] = t
+            g += 1
+        if t is not None:
+            ctxs[k].template = t.copy()
 
-    rrp = np.clip(rr_prev, _RR_MIN_S, _RR_MAX_S)
-    rrn = np.clip(rr_next, _RR_MIN_S, _RR_MAX_S)
-    mean_before_first = ctx.rr_mean_s if ctx.rr_mean_s > 0 else rrp[0]
-    rr_mean = _ema(rrp, RR_ALPHA, ctx.rr_mean_s)
-    mean_prev = np.concatenate(([mean_before_first], rr_mean[:-1]))  # mean of the beats before
-    hist = np.concatenate((np.asarray(ctx.rr, dtype=np.float64), rrp))
-    h0 = len(ctx.rr)
-    pad = np.concatenate((np.full(RR_CONTEXT - 1, np.nan), hist))
-    win = np.lib.stride_tricks.sliding_window_view(pad, RR_CONTEXT)[h0 : h0 + n]  # (n, K), ends with rr_prev
     valid = ~np.isnan(win)
     cnt = valid.sum(axis=1)
     srt = np.sort(win, axis=1)  # NaN sort last
-    rows = np.arange(n)
+    rows = np.arange(total)
     med = 0.5 * (srt[rows, (cnt - 1) // 2] + srt[rows, cnt // 2])
-    filled = np.where(valid, win, med[:, None])
-    seq = np.log(filled / med[:, None])
+    seq = np.log(np.where(valid, win, med[:, None]) / med[:, None])
     zero = np.where(valid, win, 0.0)
     local8 = zero[:, -8:].sum(axis=1) / cnt.clip(max=8)
     d = np.diff(zero, axis=1)
     dv = valid[:, 1:] & valid[:, :-1]
-    nd = dv.sum(axis=1)
-    rmssd = np.sqrt(np.where(dv, d * d, 0.0).sum(axis=1) / np.maximum(nd, 1))
-    mean_win = zero.sum(axis=1) / cnt
-
-    sc = np.zeros((n, N_SCALARS), dtype=np.float64)
-    sc[:, 0] = np.log(rrp / mean_prev)
-    sc[:, 1] = np.log(rrp / local8)
+    rmssd = np.sqrt(np.where(dv, d * d, 0.0).sum(axis=1) / np.maximum(dv.sum(axis=1), 1))
+    sc = np.empty((total, N_SCALARS), dtype=np.float64)
+    sc[:, 0] = np.log(rp / mean_prev)
+    sc[:, 1] = np.log(rp / local8)
     sc[:, 2] = np.log(mean_prev)
-    sc[:, 3] = rmssd / mean_win
-    sc[:, 4] = np.log(amp / scale_before)
-    sc[:, 5] = valid.sum(axis=1) / RR_CONTEXT
-    q = np.asarray(quality, dtype=np.float64).reshape(n, 5)
+    sc[:, 3] = rmssd / (zero.sum(axis=1) / cnt)
+    sc[:, 4] = np.log(amp / scale)
+    sc[:, 5] = cnt / RR_CONTEXT
     sc[:, 6] = q[:, 0]
     sc[:, 7] = q[:, 1]
     sc[:, 8] = np.clip(q[:, 2], 0.0, 1.0)
     sc[:, 9] = np.log1p(np.clip(q[:, 3], 0.0, 100.0))
     sc[:, 10] = np.clip(q[:, 4], 0.0, 1.0)
-    sc[:, 11] = np.log(rrn / mean_prev)
-    sc[:, 12] = np.log(rrn / rrp)
+    sc[:, 11] = np.log(rn / mean_prev)
+    sc[:, 12] = np.log(rn / rp)
+    allf = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid), axis=1).astype(np.float32),
+                       sc.astype(np.float32))  # fmt: skip
+    if len(items) == 1:
+        return ctxs, [allf]
+    bounds = np.cumsum([0, *sizes])
+    return ctxs, [allf.take(slice(int(bounds[i]), int(bounds[i + 1]))) for i in range(len(items))]
 
-    rr_in = np.stack((seq, valid.astype(np.float64)), axis=1).astype(np.float32)
-    new = EcgContext(rr=hist[-RR_CONTEXT:].tolist(), rr_mean_s=float(rr_mean[-1]), amp_mv=float(amp_run[-1]),
-                     template=t.copy())  # fmt: skip
-    return new, EcgFeatures(np.stack((w, tpl), axis=1), rr_in, sc.astype(np.float32))
+
+def ecg_beat_features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFeatures]]:
+    """:func:`ecg_beat_features` for several streams in one vectorised pass.
+
+    Parameters
+    ----------
+    items : sequence of tuple
+        ``(ctx, waves, rr_prev_s, rr_next_s, quality, reset)`` per stream, as the
+        arguments of :func:`ecg_beat_features`.
+
+    Returns
+    -------
+    ctxs : list of EcgContext
+        Each stream's context after its last beat.
+    features : list of EcgFeatures
+        Each stream's features, identical to calling :func:`ecg_beat_features` per stream.
+    """
+    return _features_many(items)
 
 
 def ecg_beat_features(
@@ -279,27 +342,5 @@ def ecg_beat_features(
     ValueError
         On shapes that do not match or non-finite / non-positive values.
     """
-    w = np.asarray(waves, dtype=np.float32)
-    rp = np.asarray(rr_prev_s, dtype=np.float64).reshape(-1)
-    rn = np.asarray(rr_next_s, dtype=np.float64).reshape(-1)
-    q = np.asarray(quality, dtype=np.float32)
-    n = rp.size
-    if w.ndim != 2 or w.shape != (n, 300) or rn.size != n or q.shape != (n, 5):
-        raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
-    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and np.isfinite(rn).all()):
-        raise ValueError("beat features must be finite")
-    if n and (rp.min() <= 0 or rn.min() <= 0):
-        raise ValueError("RR intervals must be positive")
-    if n == 0:
-        z = np.zeros((0, 2, BEAT_SAMPLES), np.float32)
-        return ctx, EcgFeatures(z, np.zeros((0, 2, RR_CONTEXT), np.float32), np.zeros((0, N_SCALARS), np.float32))
-    r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
-    starts = [0, *np.flatnonzero(r).tolist()]
-    bounds = [*sorted(set(starts)), n]
-    parts = []
-    for a, b in itertools.pairwise(bounds):
-        if r[a]:
-            ctx = ecg_context_init()
-        ctx, f = _segment(ctx, w[a:b], rp[a:b], rn[a:b], q[a:b])
-        parts.append(f)
-    return ctx, parts[0] if len(parts) == 1 else EcgFeatures.concat(parts)
+    ctxs, feats = _features_many([(ctx, waves, rr_prev_s, rr_next_s, quality, reset)])
+    return ctxs[0], feats[0]

@@ -7,7 +7,12 @@ one batch each and applies the decision rules:
 
 - **quality gate**: a beat is ``unreadable`` when the DSP's beat quality rule says so
   (flat line / lead off, clipping, or a quality score below ``DSP_SCORE_MIN``) or the
-  quality model's probability of unreadable signal exceeds its threshold. An unreadable
+  quality model's probability of unreadable signal exceeds its threshold, either for the
+  beat itself or smoothed over the stream's recent beats (exponential average,
+  ``QUALITY_SMOOTH_ALPHA``): quality belongs to a span of signal, so a beat that happens
+  to look clean inside noise, or right after it, stays unreadable. A new stream (or one
+  restarted after a gap) starts from "unreadable" (1.0), so its first few beats (about 3
+  clean ones) are unreadable until the gate has seen enough signal. An unreadable
   beat gets no rhythm and no beat-class label (``af`` and ``beat_class`` are ``None``):
   a flat line is never "normal".
 - **AF**: the AF model's probability is smoothed causally per stream (exponential average,
@@ -31,13 +36,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_inference.ecg.features import EcgContext, EcgFeatures, ecg_beat_features, ecg_context_init
+from streamdx_inference.ecg.features import EcgContext, EcgFeatures, ecg_beat_features_many, ecg_context_init
 
 __all__ = [
     "AAMI_CLASSES",
     "AF_SMOOTH_ALPHA",
     "DSP_SCORE_MIN",
     "MODEL_NAMES",
+    "QUALITY_SMOOTH_ALPHA",
     "BeatLabel",
     "EcgLabeler",
     "EcgModel",
@@ -48,6 +54,7 @@ __all__ = [
 AAMI_CLASSES = ("N", "S", "V", "F", "Q")
 MODEL_NAMES = ("ecg_quality", "ecg_af", "ecg_beats")
 AF_SMOOTH_ALPHA = 0.15
+QUALITY_SMOOTH_ALPHA = 0.5
 #: Beats whose DSP quality score is below this are unreadable whatever the model says.
 DSP_SCORE_MIN = 0.2
 META_FILE = "model.json"
@@ -108,21 +115,23 @@ def load_ecg_model(
 
 @dataclass
 class StreamLabelState:
-    """Per-stream state of the labeler: the feature context and the smoothed AF probability."""
+    """Per-stream state of the labeler: the feature context, the smoothed AF and unreadable probabilities."""
 
     ctx: EcgContext = field(default_factory=ecg_context_init)
     af_smooth: float = -1.0
+    q_smooth: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ctx": self.ctx.to_dict(), "af_smooth": self.af_smooth}
+        return {"ctx": self.ctx.to_dict(), "af_smooth": self.af_smooth, "q_smooth": self.q_smooth}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StreamLabelState:
         """Raises ``ValueError`` on a malformed state."""
         a = float(d.get("af_smooth", -1.0))
-        if not math.isfinite(a) or a > 1.0:
-            raise ValueError("label state: af_smooth out of range")
-        return cls(ctx=EcgContext.from_dict(dict(d.get("ctx", {}))), af_smooth=a)
+        q = float(d.get("q_smooth", 1.0))
+        if not (math.isfinite(a) and a <= 1.0 and math.isfinite(q) and 0.0 <= q <= 1.0):
+            raise ValueError("label state: smoothed probability out of range")
+        return cls(ctx=EcgContext.from_dict(dict(d.get("ctx", {}))), af_smooth=a, q_smooth=q)
 
 
 @dataclass(frozen=True)
@@ -185,14 +194,16 @@ class EcgLabeler:
         Each item is ``(state, waves, rr_prev_s, rr_next_s, quality, reset)`` for one
         stream's consecutive beats; returns the new states and the labels, in order.
         """
+        ctxs, feats = ecg_beat_features_many([(st.ctx, w, rp, rn, q, rs) for st, w, rp, rn, q, rs in streams])
         pending = []
-        for state, waves, rp, rn, q, reset in streams:
-            ctx, f = ecg_beat_features(state.ctx, waves, rp, rn, q, reset)
+        for (state, _, _, _, q, reset), ctx, f in zip(streams, ctxs, feats, strict=True):
             qa = np.asarray(q, dtype=np.float64).reshape(-1, 5)
             dsp_bad = (qa[:, 0] > 0) | (qa[:, 1] > 0) | (qa[:, 4] < DSP_SCORE_MIN)
             r = np.zeros(len(f), bool) if reset is None else np.asarray(reset, bool).reshape(-1)
-            af0 = -1.0 if (r.size and r[0]) else state.af_smooth
-            pending.append(_Pending(StreamLabelState(ctx, af0), f, dsp_bad))
+            first_reset = bool(r.size and r[0])
+            af0 = -1.0 if first_reset else state.af_smooth
+            q0 = 1.0 if first_reset else state.q_smooth
+            pending.append(_Pending(StreamLabelState(ctx, af0, q0), f, dsp_bad))
         sizes = [len(p.features) for p in pending]
         if sum(sizes) == 0:
             return [p.state for p in pending], [[] for _ in pending]
@@ -201,27 +212,31 @@ class EcgLabeler:
         pa = self.af.run(allf).reshape(-1)
         pb = self.beats.run(allf).reshape(-1, len(AAMI_CLASSES))
         out_states, out_labels = [], []
+        pb_l = pb.astype(np.float64).tolist()
         pos = 0
         qt, at = self.quality.threshold, self.af.threshold
         for p, n, item in zip(pending, sizes, streams, strict=True):
             r = np.zeros(n, bool) if item[5] is None else np.asarray(item[5], bool).reshape(-1)
             smooth = p.state.af_smooth
+            qs = p.state.q_smooth
             labels = []
             for i in range(n):
                 k = pos + i
                 if r[i] and i > 0:
-                    smooth = -1.0
-                bad = bool(p.dsp_bad[i] or pq[k] > qt)
+                    smooth, qs = -1.0, 1.0
+                qk = 1.0 if p.dsp_bad[i] else float(pq[k])
+                qs += QUALITY_SMOOTH_ALPHA * (qk - qs)
+                bad = bool(p.dsp_bad[i] or pq[k] > qt or qs > qt)
                 raw = float(pa[k])
                 if not bad:
                     smooth = raw if smooth < 0 else smooth + AF_SMOOTH_ALPHA * (raw - smooth)
-                probs = {c: float(pb[k, j]) for j, c in enumerate(AAMI_CLASSES)}
+                probs = dict(zip(AAMI_CLASSES, pb_l[k], strict=True))
                 if bad:
                     labels.append(BeatLabel("unreadable", float(pq[k]), raw, None, None, probs))
                 else:
                     cls = AAMI_CLASSES[int(np.argmax(pb[k]))]
                     labels.append(BeatLabel("ok", float(pq[k]), smooth, smooth > at, cls, probs))
             pos += n
-            out_states.append(StreamLabelState(p.state.ctx, smooth))
+            out_states.append(StreamLabelState(p.state.ctx, smooth, qs))
             out_labels.append(labels)
         return out_states, out_labels

@@ -19,7 +19,7 @@ from torch import nn
 
 from streamdx_inference.ecg.features import EcgFeatures
 
-__all__ = ["export_onnx", "fit_net", "predict_net", "quantize_int8", "seed_everything"]
+__all__ = ["augment_beats", "export_onnx", "fit_net", "predict_net", "quantize_int8", "seed_everything"]
 
 _INPUTS = ("wave", "rr", "scalars")
 
@@ -33,6 +33,19 @@ def seed_everything(seed: int) -> None:
 
 def _tensors(f: EcgFeatures, idx: npt.NDArray[np.int64]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.from_numpy(f.wave[idx]), torch.from_numpy(f.rr[idx]), torch.from_numpy(f.scalars[idx])
+
+
+def augment_beats(
+    wave: torch.Tensor, gen: torch.Generator, scale: float = 0.25, noise: float = 0.03, shift: int = 3
+) -> torch.Tensor:
+    """Training-time augmentation of the ``wave`` input: a random gain (±``scale``), white noise
+    (``noise``, in units of the stream's R amplitude) and a circular shift of up to ``shift``
+    samples, the same for both channels of a beat."""
+    b = wave.shape[0]
+    g = 1.0 + scale * (2.0 * torch.rand(b, 1, 1, generator=gen) - 1.0)
+    out = wave * g + noise * torch.randn(wave.shape, generator=gen)
+    k = int(torch.randint(-shift, shift + 1, (1,), generator=gen))
+    return torch.roll(out, k, dims=2) if k else out
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None) -> Iterator[npt.NDArray[np.int64]]:
@@ -75,15 +88,18 @@ def fit_net(
     progress: bool = True,
     desc: str = "train",
     epoch_size: int | None = None,
+    augment: bool = False,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train ``net``; return the checkpoint with the lowest validation loss and the history.
 
     ``sample_weight`` (per training beat) draws each epoch's beats with replacement in
     proportion to it (e.g. to balance records or databases); otherwise every beat once.
-    ``epoch_size`` fixes the number of beats drawn per epoch (default: all).
+    ``epoch_size`` fixes the number of beats drawn per epoch (default: all); ``augment``
+    applies :func:`augment_beats` to every training batch.
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
     n_out = int(net.head[-1].out_features)  # type: ignore[index, union-attr]
     loss_fn = _loss_fn(n_out, class_weights)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -106,7 +122,11 @@ def fit_net(
         for b in _batches(per_epoch, batch, None):
             idx = idx_all[b]
             opt.zero_grad()
-            loss = loss_fn(_logits(net, train, idx), _target(y_train[idx], n_out))
+            w, r, sc = _tensors(train, idx)
+            if augment:
+                w = augment_beats(w, gen)
+            z = net(w, r, sc)
+            loss = loss_fn(z.squeeze(1) if z.shape[1] == 1 else z, _target(y_train[idx], n_out))
             loss.backward()
             opt.step()
             sched.step()
@@ -181,12 +201,14 @@ def quantize_int8(src: Path, dst: Path, calib: EcgFeatures, n_calib: int = 2048,
     QDQ is the format TensorRT consumes for INT8 on Jetson; onnxruntime's CPU provider
     runs it as well.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(calib), size=min(n_calib, len(calib)), replace=False)
     sub = calib.take(idx)
+    names = {i.name for i in onnx.load(str(src)).graph.input}  # the exporter drops inputs a model never reads
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -196,7 +218,8 @@ def quantize_int8(src: Path, dst: Path, calib: EcgFeatures, n_calib: int = 2048,
             i = next(self._it, None)
             if i is None:
                 return None
-            return sub.take(np.arange(i, min(i + 64, len(sub)))).as_inputs()
+            feed = sub.take(np.arange(i, min(i + 64, len(sub)))).as_inputs()
+            return {k: v for k, v in feed.items() if k in names}
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -53,18 +54,32 @@ def _noisy(data_dir: Path, noise_dir: Path, name: str, kind: str, snr_db: float)
 
 
 def non_ecg_signals(rng: np.random.Generator, fs: float, seconds: float) -> list[npt.NDArray[np.float64]]:
-    """Signals that are not ECG: noise of several colours, sines, squares, random walks (mV)."""
+    """One signal of each non-ECG family (mV), with random rate, amplitude and shape.
+
+    Families: sine, square, sawtooth/triangle, sum of sines, chirp, white and band-limited
+    noise, noise bursts, random walk, powerline hum.
+    """
     n = round(seconds * fs)
     t = np.arange(n) / fs
-    out = [
-        rng.normal(0, 0.5, n),
-        np.cumsum(rng.normal(0, 0.05, n)),
-        np.sin(2 * np.pi * rng.uniform(0.8, 3.0) * t),
-        np.sign(np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * t)) * rng.uniform(0.3, 2.0),
-        np.convolve(rng.normal(0, 1.0, n), np.ones(7) / 7, mode="same"),
-        np.sin(2 * np.pi * 50.0 * t) * rng.uniform(0.1, 1.0) + rng.normal(0, 0.05, n),
+    amp = float(rng.uniform(0.2, 2.0))
+    f = float(np.exp(rng.uniform(np.log(0.3), np.log(12.0))))
+    phase = float(rng.uniform(0, 2 * np.pi))
+    saw = (t * f + phase) % 1.0
+    gate_f = float(rng.uniform(0.3, 3.0))
+    return [
+        amp * np.sin(2 * np.pi * f * t + phase),
+        amp * np.sign(np.sin(2 * np.pi * min(f, 5.0) * t + phase)),
+        amp * (2.0 * saw - 1.0) if rng.random() < 0.5 else amp * (2.0 * np.abs(2.0 * saw - 1.0) - 1.0),
+        cast(npt.NDArray[np.float64], sum(
+            float(rng.uniform(0.1, 1.0)) * np.sin(2 * np.pi * float(rng.uniform(0.3, 15.0)) * t + float(k))
+            for k in range(3))),
+        amp * np.sin(2 * np.pi * (0.3 + (f / seconds) * t) * t),
+        rng.normal(0, amp * 0.5, n),
+        np.convolve(rng.normal(0, amp, n), np.ones(int(rng.integers(3, 15))) / 5.0, mode="same"),
+        amp * rng.standard_normal(n) * (np.sin(2 * np.pi * gate_f * t + phase) > float(rng.uniform(-0.5, 0.5))),
+        np.cumsum(rng.standard_normal(n)) * float(np.exp(rng.uniform(np.log(0.003), np.log(0.05)))),
+        amp * np.sin(2 * np.pi * float(rng.choice([50.0, 60.0])) * t) + rng.normal(0, 0.05, n),
     ]
-    return out
 
 
 _Labelled = tuple[RecordBeats, npt.NDArray[np.int64]]
@@ -134,7 +149,7 @@ def quality_set(
                     add(rbn, np.full(len(rbn), int(snr <= 0), np.int64), f"nst-{kind}", 400)
     for rb, y in _artefact_records(rng, window, 24):
         add(rb, y, "synthetic")
-    for i in range(12):
+    for i in range(16):
         fs = float(rng.choice([250.0, 300.0, 360.0, 500.0]))
         for j, x in enumerate(non_ecg_signals(rng, fs, 60.0)):
             rb = _beats(x, fs, window, f"nonecg-{i}-{j}")
