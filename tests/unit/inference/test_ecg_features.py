@@ -60,7 +60,7 @@ def test_features_do_not_depend_on_batching(cuts: list[int], roundtrip: bool) ->
 def test_shapes_and_causality() -> None:
     w, rp, rn, q = _beats(50)
     _, f = ecg_beat_features(ecg_context_init(), w, rp, rn, q)
-    assert f.wave.shape == (50, 2, 300) and f.rr.shape == (50, 2, RR_CONTEXT) and f.scalars.shape == (50, N_SCALARS)
+    assert f.wave.shape == (50, 2, 300) and f.rr.shape == (50, 3, RR_CONTEXT) and f.scalars.shape == (50, N_SCALARS)
     assert f.wave.dtype == np.float32 and np.isfinite(f.scalars).all()
     # the RR context of beat i ends with its own RR_prev; the mask counts the known intervals
     assert f.rr[0, 1].sum() == 1 and f.rr[40, 1].sum() == RR_CONTEXT
@@ -118,3 +118,13 @@ def test_context_validation() -> None:
         EcgContext.from_dict({**d, "rr_mean_s": float("nan")})
     with pytest.raises(ValueError):
         EcgContext.from_dict({**d, "template": "AAAA"})
+
+
+def test_an_ectopic_shape_deviates_from_the_template() -> None:
+    w, rp, rn, q = _beats(40)
+    t = np.linspace(-1, 2, 300)
+    w[30] = (-1.5 * np.exp(-((t - 0.02) / 0.12) ** 2)).astype(np.float32)  # wide, inverted: PVC-like
+    _, f = ecg_beat_features(ecg_context_init(), w, rp, rn, q)
+    dev = f.rr[:, 2, -1]  # each beat's own deviation is the last entry of its context
+    assert dev[30] > 3 * np.median(dev[5:30]) and dev[30] > 0.5
+    np.testing.assert_allclose(f.rr[31, 2, -2], dev[30])  # and it stays in the next beats' context

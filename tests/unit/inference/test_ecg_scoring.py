@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from streamdx_inference.ecg.evaluation.af_eval import cv_folds
-from streamdx_inference.ecg.evaluation.cinc_eval import classify_recording
-from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
+from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA, BeatLabel
+from streamdx_inference.ecg.recording import (
+    RecordingRules,
+    challenge_scores,
+    classify_recording,
+    fit_recording_rules,
+    summarise_recording,
+)
 from streamdx_inference.ecg.scoring import binary_report, class_report
 from streamdx_inference.ecg.training.recipes import best_f1_threshold, smooth_af
 
@@ -60,11 +66,31 @@ def test_threshold_and_folds() -> None:
     assert all(sum(n in ("3", "7", "8") for n in f) == 1 for f in folds)
 
 
+def _labels(n_ok: int, n_bad: int, af: int = 0, ectopic: int = 0) -> list[BeatLabel]:
+    probs = dict.fromkeys("NSVFQ", 0.2)
+    ok = [BeatLabel("ok", 0.0, 0.0, i < af, "V" if af <= i < af + ectopic else "N", probs) for i in range(n_ok)]
+    return ok + [BeatLabel("unreadable", 0.9, 0.0, None, None, probs) for _ in range(n_bad)]
+
+
 def test_recording_rules() -> None:
-    ok = ["ok"] * 20
-    assert classify_recording(["unreadable"] * 15 + ok[:5], [None] * 15 + [False] * 5, [None] * 20, [0.8] * 20) == "~"
-    assert classify_recording(ok, [True] * 12 + [False] * 8, ["N"] * 20, [0.8] * 20) == "A"
-    assert classify_recording(ok, [False] * 20, ["N"] * 15 + ["V"] * 5, [0.8] * 20) == "O"
-    assert classify_recording(ok, [False] * 20, ["N"] * 20, [1.5] * 20) == "O"  # 40 bpm
-    assert classify_recording(ok, [False] * 20, ["N"] * 20, [0.8] * 20) == "N"
-    assert classify_recording(ok[:3], [False] * 3, ["N"] * 3, [0.8] * 3) == "~"
+    r = RecordingRules()
+
+    def cls(labels: list[BeatLabel], rr: float = 0.8) -> str:
+        return classify_recording(summarise_recording(labels, [rr] * len(labels)), r)
+
+    assert cls(_labels(5, 15)) == "~"
+    assert cls(_labels(20, 0, af=12)) == "A"
+    assert cls(_labels(20, 0, ectopic=5)) == "O"
+    assert cls(_labels(20, 0), rr=1.5) == "O"  # 40 bpm
+    assert cls(_labels(20, 0)) == "N"
+    assert cls(_labels(3, 0)) == "~"
+    assert RecordingRules.from_dict(r.to_dict()) == r
+
+
+def test_rules_are_fitted_for_the_challenge_score() -> None:
+    # AF recordings with 30-40 % AF beats: a lower AF threshold than the default fits them
+    sums = [summarise_recording(_labels(20, 0, af=k), [0.8] * 20) for k in (7, 8, 6, 0, 0, 1, 0)]
+    y = ["A", "A", "A", "N", "N", "N", "N"]
+    rules, score = fit_recording_rules(sums, y)
+    assert rules.af_min <= 0.3 and score == pytest.approx(1.0)
+    assert challenge_scores(y, ["A", "A", "N", "N", "N", "N", "N"])["f1"]["A"] == pytest.approx(0.8)

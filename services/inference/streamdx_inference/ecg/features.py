@@ -17,11 +17,14 @@ Inputs of the models (float32):
     stream's running template, the exponential average (~8 beats) of channel 0 up to and
     including this beat, in which the P waves of sinus rhythm add up and the
     uncorrelated f waves of AF do not.
-``rr`` (n, 2, ``RR_CONTEXT``)
-    The last ``RR_CONTEXT`` = 32 RR intervals ending with this beat's RR_prev (oldest
-    first): ``log(RR / median of the valid ones)`` and a validity mask (1 = known).
-    Irregularly irregular intervals (AF) and regular patterns with premature beats
-    (bigeminy, trigeminy) are told apart from this sequence.
+``rr`` (n, 3, ``RR_CONTEXT``)
+    The last ``RR_CONTEXT`` = 32 beats ending with this one (oldest first): channel 0
+    ``log(RR_prev / median of the valid ones)``, channel 1 a validity mask (1 = known),
+    channel 2 each beat's QRS deviation from the running template before it
+    (``log1p`` of the RMS difference over samples 70-160 relative to the template's RMS).
+    Irregularly irregular intervals of narrow, template-like beats (AF) are told apart from
+    irregularity caused by ectopic beats (PVCs deviate from the template) and from regular
+    patterns with premature beats (bigeminy, trigeminy).
 ``scalars`` (n, ``N_SCALARS``)
     See :data:`SCALAR_NAMES`.
 """
@@ -62,6 +65,9 @@ AMP_ALPHA = 1.0 / 20.0
 TEMPLATE_ALPHA = 1.0 / 8.0
 BEAT_SAMPLES = 300
 _WAVE_CLIP = 8.0
+#: Samples of the beat window compared with the template (around the QRS; R at 100).
+_QRS_SPAN = (70, 160)
+_DEV_MAX = 10.0
 _RR_MIN_S = 0.1
 _RR_MAX_S = 10.0
 SCALAR_NAMES = (
@@ -100,16 +106,20 @@ class EcgContext:
         Running R amplitude (mV), 0 before the first beat.
     template : ndarray of float32, shape (300,) or (0,)
         Running template of the normalised beats (empty before the first beat).
+    dev : list of float
+        QRS deviations of the last beats (aligned with ``rr``).
     """
 
     rr: list[float] = field(default_factory=list)
     rr_mean_s: float = 0.0
     amp_mv: float = 0.0
     template: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    dev: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rr": [float(v) for v in self.rr], "rr_mean_s": self.rr_mean_s, "amp_mv": self.amp_mv,
-                "template": base64.b64encode(self.template.astype("<f4").tobytes()).decode()}  # fmt: skip
+                "template": base64.b64encode(self.template.astype("<f4").tobytes()).decode(),
+                "dev": [float(v) for v in self.dev]}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EcgContext:
@@ -130,7 +140,10 @@ class EcgContext:
             raise ValueError(f"ECG feature context: bad template ({exc})") from exc
         if tpl.size not in (0, BEAT_SAMPLES) or not np.isfinite(tpl).all():
             raise ValueError("ECG feature context: template must be 300 finite values")
-        return cls(rr=rr, rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32))
+        dev = [float(v) for v in d.get("dev", [])][-RR_CONTEXT:]
+        if not all(math.isfinite(v) and v >= 0 for v in dev):
+            raise ValueError("ECG feature context: bad QRS deviation history")
+        return cls(rr=rr, rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32), dev=dev)
 
 
 @dataclass(frozen=True)
@@ -202,7 +215,7 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
     total = sum(sizes)
     if total == 0:
         return [it[0] for it in items], [EcgFeatures(np.zeros((0, 2, BEAT_SAMPLES), np.float32),
-                                                     np.zeros((0, 2, RR_CONTEXT), np.float32),
+                                                     np.zeros((0, 3, RR_CONTEXT), np.float32),
                                                      np.zeros((0, N_SCALARS), np.float32)) for _ in items]  # fmt: skip
     w = np.concatenate([c[0] for c in checked]) if len(checked) > 1 else checked[0][0].copy()
     rp = np.clip(np.concatenate([c[1] for c in checked]), _RR_MIN_S, _RR_MAX_S)
@@ -234,23 +247,36 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
                 del hist[0]
             win[g, RR_CONTEXT - len(hist) :] = hist
             g += 1
-        ctxs.append(EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=ctx.template))
+        ctxs.append(EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=ctx.template, dev=list(ctx.dev)))
     w /= scale[:, None].astype(np.float32)
     np.clip(w, -_WAVE_CLIP, _WAVE_CLIP, out=w)
     tpl = np.empty_like(w)
+    dwin = np.zeros((total, RR_CONTEXT))
     a = np.float32(TEMPLATE_ALPHA)
+    qrs = slice(*_QRS_SPAN)
     g = 0
     for k, c in enumerate(checked):
         t = ctxs[k].template.astype(np.float32) if ctxs[k].template.size else None
+        dh = ctxs[k].dev
         resets = c[4].tolist()
         for i in range(c[1].size):
             if t is None or resets[i]:
+                if resets[i]:
+                    dh = []
                 t = w[g].copy()
+            tq = t[qrs]
+            diff = w[g, qrs] - tq
+            dev = math.log1p(min(_DEV_MAX, math.sqrt(float(np.dot(diff, diff)) / (float(np.dot(tq, tq)) + 1e-6))))
+            dh.append(dev)
+            if len(dh) > RR_CONTEXT:
+                del dh[0]
+            dwin[g, RR_CONTEXT - len(dh) :] = dh
             t = t + a * (w[g] - t)
             tpl[g] = t
             g += 1
         if t is not None:
             ctxs[k].template = t.copy()
+        ctxs[k].dev = dh
 
     valid = ~np.isnan(win)
     cnt = valid.sum(axis=1)
@@ -277,7 +303,7 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
     sc[:, 10] = np.clip(q[:, 4], 0.0, 1.0)
     sc[:, 11] = np.log(rn / mean_prev)
     sc[:, 12] = np.log(rn / rp)
-    allf = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid), axis=1).astype(np.float32),
+    allf = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid, dwin), axis=1).astype(np.float32),
                        sc.astype(np.float32))  # fmt: skip
     if len(items) == 1:
         return ctxs, [allf]

@@ -63,7 +63,7 @@ class BeatNet(nn.Module):
         rr_dim = 0
         if use_rr:
             self.rr_net = nn.Sequential(
-                nn.Conv1d(2, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 12, 5, stride=2, padding=2), nn.ReLU()
+                nn.Conv1d(3, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 12, 5, stride=2, padding=2), nn.ReLU()
             )
             rr_dim = 24
         self.cols: torch.Tensor

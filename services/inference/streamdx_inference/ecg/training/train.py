@@ -6,7 +6,9 @@ output ``prob``), ``model.int8.onnx`` (static QDQ INT8), ``model.json`` (version
 window, threshold, data, split, metrics) and ``MODEL_CARD.md``.
 
 - ``af``: MITDB (all records with ``.atr``) + the fixed training part of CinC 2017 (70 %
-  of recordings by a hash of the name; ``~`` left out). Held-out CinC recordings measure
+  of recordings by a hash of the name; ``~`` left out). The recording-level rules of
+  ``streamdx eval cinc2017`` are then fitted on the same training recordings with the new
+  AF network and the shipped quality and beat-class models (train those first). Held-out CinC recordings measure
   it (also ``streamdx eval cinc2017``); inter-patient MITDB figures come from
   ``streamdx eval af`` (leave-records-out, models retrained per fold).
 - ``beats``: MITDB DS1 (de Chazal 2004); measured on DS2 (``streamdx eval beats``).
@@ -120,6 +122,33 @@ def save_model(
     return meta
 
 
+def _fit_rules(t: Trained, recs: dict[str, Any], models_dir: Path) -> tuple[dict[str, float], float]:
+    """Fit the recording-level rules on the CinC training recordings with the new AF network and
+    the shipped quality and beat-class models (``models_dir``)."""
+    import tempfile
+
+    from streamdx_inference.ecg.labeler import EcgLabeler, load_ecg_model
+    from streamdx_inference.ecg.recording import fit_recording_rules, summarise_recording
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "ecg_af"
+        d.mkdir()
+        assert t.calib is not None
+        export_onnx(t.net, t.calib, d / "model.onnx")
+        (d / META_FILE).write_text(json.dumps({"version": "fit", "threshold": t.threshold, "window": "rr"}))
+        af = load_ecg_model(Path(tmp), "ecg_af")
+        labeler = EcgLabeler(load_ecg_model(models_dir, "ecg_quality"), af, load_ecg_model(models_dir, "ecg_beats"))
+        from streamdx_inference.ecg.labeler import StreamLabelState
+
+        summaries, ys = [], []
+        for rb in recs.values():
+            _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
+            summaries.append(summarise_recording(labels, rb.rr_prev_s.tolist()))
+            ys.append(rb.rhythm[0] if len(rb) else "~")
+    rules, score = fit_recording_rules(summaries, ys)
+    return rules.to_dict(), score
+
+
 _CARD = """# {meta[name]} — {title}
 
 Not a medical device: research software; labels are not validated for diagnosis.
@@ -179,14 +208,16 @@ def run(model: str, argv: Sequence[str]) -> int:
         p = smooth_af(predict_net(t.net, hs.features), hs.records)
         yh = hs.beats.af
         rep = binary_report(yh, p > t.threshold, p)
-        meta = {"data": {"mitdb_records": names, "cinc_train_recordings": len(tr),
-                         "cinc_heldout_recordings": len(held)}, "heldout_cinc_beats": rep}  # fmt: skip
+        meta: dict[str, Any] = {"data": {"mitdb_records": names, "cinc_train_recordings": len(tr),
+                                 "cinc_heldout_recordings": len(held)}, "heldout_cinc_beats": rep}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / CINC_TRAIN_FILE).write_text(json.dumps(sorted(tr)) + "\n")
         metrics = (f"Held-out CinC 2017 recordings ({len(held)}, never trained on), per beat: F1 {rep['f1']:.3f}, "
                    f"precision {rep['precision']:.3f}, recall {rep['recall']:.3f}, ROC AUC {rep['roc_auc']:.3f}. "
                    "MITDB inter-patient (leave-records-out) and recording-level CinC results: "
                    "`streamdx eval af`, `streamdx eval cinc2017` (see the README).")  # fmt: skip
+        meta["recording_rules"], meta["recording_rules_train_score"] = _fit_rules(
+            t, {k: cinc[k] for k in tr}, out.parent)
         save_model(t, "ecg_af", out, a.window, meta, _card(
             title="per-beat atrial fibrillation", task="P(beat lies in atrial fibrillation), causal",
             data=f"MITDB (all {len(names)} records, rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
