@@ -16,7 +16,8 @@ Inputs of the models (float32):
     amplitude (exponential average over ~20 beats), clipped to ±8. Channel 1: the
     stream's running template, the exponential average (~8 beats) of channel 0 up to and
     including this beat, in which the P waves of sinus rhythm add up and the
-    uncorrelated f waves of AF do not.
+    uncorrelated f waves of AF do not; beats whose QRS deviates from it (ectopic beats)
+    update it four times more slowly.
 ``rr`` (n, 3, ``RR_CONTEXT``)
     The last ``RR_CONTEXT`` = 32 beats ending with this one (oldest first): channel 0
     ``log(RR_prev / median of the valid ones)``, channel 1 a validity mask (1 = known),
@@ -68,6 +69,9 @@ _WAVE_CLIP = 8.0
 #: Samples of the beat window compared with the template (around the QRS; R at 100).
 _QRS_SPAN = (70, 160)
 _DEV_MAX = 10.0
+#: QRS deviation (log1p of the relative RMS difference) above which a beat updates the
+#: template at a quarter of the rate.
+_DEV_GATE = math.log1p(0.5)
 _RR_MIN_S = 0.1
 _RR_MAX_S = 10.0
 SCALAR_NAMES = (
@@ -253,6 +257,7 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
     tpl = np.empty_like(w)
     dwin = np.zeros((total, RR_CONTEXT))
     a = np.float32(TEMPLATE_ALPHA)
+    a_slow = np.float32(TEMPLATE_ALPHA / 4.0)
     qrs = slice(*_QRS_SPAN)
     g = 0
     for k, c in enumerate(checked):
@@ -271,7 +276,9 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
             if len(dh) > RR_CONTEXT:
                 del dh[0]
             dwin[g, RR_CONTEXT - len(dh) :] = dh
-            t = t + a * (w[g] - t)
+            # a beat unlike the template (an ectopic beat) moves it only slowly, so frequent PVCs do not
+            # turn the template into a PVC and make the normal beats look ectopic
+            t = t + (a if dev < _DEV_GATE else a_slow) * (w[g] - t)
             tpl[g] = t
             g += 1
         if t is not None:

@@ -18,7 +18,9 @@ one batch each and applies the decision rules:
 - **AF**: the AF model's probability is smoothed causally per stream (exponential average,
   ``AF_SMOOTH_ALPHA``; unreadable beats do not update it) and compared with the
   threshold chosen on the training records' validation part (in the model's metadata).
-- **beat class**: the class with the highest probability.
+- **beat class**: the class with the highest probability, except that a beat labelled AF is
+  never called S (supraventricular ectopy is not defined in AF, where every conducted beat
+  is irregular; MITDB annotates such beats N): it takes the most probable other class.
 
 :meth:`EcgLabeler.label_many` labels the beats of many streams with one model call per
 model, which is how the worker batches a ``getmany`` batch.
@@ -58,6 +60,7 @@ QUALITY_SMOOTH_ALPHA = 0.5
 #: Beats whose DSP quality score is below this are unreadable whatever the model says.
 DSP_SCORE_MIN = 0.2
 META_FILE = "model.json"
+_S = AAMI_CLASSES.index("S")
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,10 @@ class EcgLabeler:
                 if bad:
                     labels.append(BeatLabel("unreadable", float(pq[k]), raw, None, None, probs))
                 else:
-                    cls = AAMI_CLASSES[int(np.argmax(pb[k]))]
-                    labels.append(BeatLabel("ok", float(pq[k]), smooth, smooth > at, cls, probs))
+                    in_af = smooth > at
+                    order = np.argsort(-pb[k])
+                    j = int(order[1]) if in_af and int(order[0]) == _S else int(order[0])
+                    labels.append(BeatLabel("ok", float(pq[k]), smooth, in_af, AAMI_CLASSES[j], probs))
             pos += n
             out_states.append(StreamLabelState(p.state.ctx, smooth, qs))
             out_labels.append(labels)

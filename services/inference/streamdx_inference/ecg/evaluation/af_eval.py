@@ -111,7 +111,7 @@ def main(argv: Sequence[str]) -> int:
         (fold, {n: mit[n] for n in names if n not in fold}) for fold in cv_folds(names, af_names, a.folds)]
     for i, (test, train_mit) in enumerate(plan):
         print(f"fold {i + 1}/{len(plan)}: scoring {', '.join(test)}", file=sys.stderr)
-        t = train_af(train_mit, cinc_train, epochs=epochs, seed=a.seed, desc=f"af fold {i + 1}")
+        t = train_af(train_mit, cinc_train, epochs=epochs, seed=a.seed, desc=f"af fold {i + 1}", window=a.window)
         for n in test:
             rec = mit[n]
             if not len(rec):

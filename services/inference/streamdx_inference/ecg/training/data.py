@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from streamdx_dsp.core import BeatWindow
 from streamdx_inference.ecg.datasets import RecordBeats
 from streamdx_inference.ecg.features import EcgFeatures, ecg_beat_features, ecg_context_init
 
-__all__ = ["AAMI", "BeatSet", "beat_set", "cinc_split", "record_features"]
+__all__ = ["AAMI", "BeatSet", "beat_set", "cinc_split", "record_features", "synthetic_rhythm_records"]
 
 AAMI = ("N", "S", "V", "F", "Q")
 
@@ -67,3 +68,33 @@ def cinc_split(names: Sequence[str], train_fraction: float = 0.7) -> tuple[list[
         h = int(hashlib.sha256(n.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (train if h < train_fraction else rest).append(n)
     return train, rest
+
+
+def synthetic_rhythm_records(window: BeatWindow, n: int = 48, seed: int = 0, seconds: float = 120.0) -> dict[
+        str, RecordBeats]:  # fmt: skip
+    """Simulated records (:mod:`streamdx.sim`) with per-beat rhythm truth, for the AF model.
+
+    AF, sinus, ectopy, mixed and bradycardia scenarios at ventricular rates of 50-130
+    beats/min: the public databases hold little slow (rate-controlled) AF, which is common
+    in ambulatory patients. Rhythm per beat: ``"(AFIB"`` inside a simulated AF tile, else
+    ``"(N"``.
+    """
+    from streamdx.sim.ecg import ecg_synthesize
+    from streamdx_inference.ecg.datasets import beat_arrays, beats_of_signal
+
+    rng = np.random.default_rng(seed)
+    scenarios = ("af", "af", "sinus", "ectopy", "mixed", "brady")
+    out: dict[str, RecordBeats] = {}
+    for i in range(n):
+        sc = scenarios[i % len(scenarios)]
+        fs = float(rng.choice([250.0, 300.0, 360.0, 500.0]))
+        hr = float(rng.uniform(50.0, 130.0))
+        syn = ecg_synthesize(seconds, fs, seed=int(rng.integers(1 << 30)), scenario=sc, heart_rate_bpm=hr)
+        r, w, rp, rn, q = beat_arrays(beats_of_signal(np.asarray(syn.signal_mv, dtype=np.float64), fs, window))
+        rhythm = np.full(r.size, "(N", dtype="<U8")
+        for tile in syn.rhythms:
+            if tile.label == "AFIB":
+                rhythm[(r >= tile.start) & (r < tile.end)] = "(AFIB"
+        name = f"syn-{i:03d}"
+        out[name] = RecordBeats(name, fs, r, w, rp, rn, q, np.full(r.size, "", "<U1"), rhythm, {})
+    return out

@@ -16,10 +16,11 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from streamdx_dsp.core import BeatWindow
 from streamdx_inference.ecg.datasets import RecordBeats
 from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, EcgFeatures
 from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
-from streamdx_inference.ecg.training.data import AAMI, BeatSet, beat_set
+from streamdx_inference.ecg.training.data import AAMI, BeatSet, beat_set, synthetic_rhythm_records
 from streamdx_inference.ecg.training.fit import fit_net, predict_net
 from streamdx_inference.ecg.training.nets import BeatNet
 
@@ -45,6 +46,8 @@ AF_EPOCHS = 10
 AF_THRESHOLD = 0.5
 #: Beats drawn per AF epoch (with replacement, weighted): about two passes over the data in all.
 AF_EPOCH_SIZE = 80_000
+#: Simulated records added to the AF training set (rate-controlled AF and its mimics).
+SYNTHETIC_RECORDS = 0
 BEAT_EPOCHS = 8
 #: Extra down-weighting of the F class. DS1's fusion beats come almost all from one
 #: patient (record 208), so a model that weights them like the other classes learns that
@@ -54,7 +57,7 @@ F_WEIGHT_FACTOR = 0.05
 QUALITY_EPOCHS = 4
 #: MITDB beats are drawn this many times more often than CinC beats when training AF
 #: (MITDB is where the ectopy-rich rhythms that mimic AF are).
-MITDB_WEIGHT = 3.0
+MITDB_WEIGHT = 1.5
 _VAL_FRACTION = 0.15
 
 
@@ -107,13 +110,15 @@ def _split_records(records: npt.NDArray[np.str_], seed: int) -> npt.NDArray[np.b
 
 def train_af(
     mitdb: Mapping[str, RecordBeats], cinc: Mapping[str, RecordBeats], *, epochs: int = AF_EPOCHS, seed: int = 0,
-    progress: bool = True, desc: str = "af",
+    progress: bool = True, desc: str = "af", window: BeatWindow = "rr",
 ) -> Trained:  # fmt: skip
-    """AF model on the given MITDB records and CinC recordings (``~`` recordings left out)."""
+    """AF model on the given MITDB records, CinC recordings (``~`` recordings left out) and
+    ``SYNTHETIC_RECORDS`` simulated records (:func:`synthetic_rhythm_records`)."""
     usable = {k: v for k, v in cinc.items() if not (len(v) and v.rhythm[0] == "~")}
-    s = beat_set({**mitdb, **usable})
+    synthetic = synthetic_rhythm_records(window, SYNTHETIC_RECORDS, seed)
+    s = beat_set({**mitdb, **usable, **synthetic})
     y = s.beats.af.astype(np.int64)
-    from_cinc = np.isin(s.records, list(usable))
+    from_cinc = ~np.isin(s.records, list(mitdb))  # CinC and simulated records: weight 1
     # validation: records of both databases (MITDB AF records are few: keep them in training)
     val = _split_records(s.records, seed) & (from_cinc | ~np.isin(s.records, _af_records(mitdb)))
     sw = np.where(from_cinc, 1.0, MITDB_WEIGHT)[~val]

@@ -1,0 +1,62 @@
+"""Decision rules of the labeler, with stand-in model sessions (pure unit test)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamdx_inference.ecg.labeler import EcgLabeler, EcgModel, StreamLabelState
+
+
+class _Input:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Session:
+    """Returns a fixed probability row for every beat (reads only ``wave``)."""
+
+    def __init__(self, row: list[float]) -> None:
+        self.row = np.asarray(row, np.float32)
+
+    def get_inputs(self) -> list[_Input]:
+        return [_Input("wave")]
+
+    def run(self, _: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        n = feed["wave"].shape[0]
+        out = np.tile(self.row, (n, 1))
+        return [out[:, 0] if self.row.size == 1 else out]
+
+
+def _labeler(p_unreadable: float, p_af: float, classes: list[float]) -> EcgLabeler:
+    meta = {"version": "t", "threshold": 0.5, "window": "rr"}
+    return EcgLabeler(
+        EcgModel("ecg_quality", _Session([p_unreadable]), {**meta, "threshold": 0.2}),
+        EcgModel("ecg_af", _Session([p_af]), meta),
+        EcgModel("ecg_beats", _Session(classes), meta),
+    )
+
+
+def _beats(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    t = np.linspace(-1, 2, 300)
+    w = np.tile(np.exp(-((t / 0.03) ** 2)).astype(np.float32), (n, 1))
+    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (n, 1))
+    return w, np.full(n, 0.8), np.full(n, 0.8), q
+
+
+def test_no_s_beats_in_af_and_no_labels_when_unreadable() -> None:
+    probs = [0.3, 0.6, 0.05, 0.03, 0.02]  # S most probable, then N
+    _, in_af = _labeler(0.0, 0.9, probs).label(StreamLabelState(), *_beats(12))
+    ok = [lab for lab in in_af if lab.quality == "ok"]
+    assert ok and all(lab.af and lab.beat_class == "N" for lab in ok)
+    _, sinus = _labeler(0.0, 0.1, probs).label(StreamLabelState(), *_beats(12))
+    assert all(lab.beat_class == "S" and lab.af is False for lab in sinus if lab.quality == "ok")
+    _, bad = _labeler(0.9, 0.1, probs).label(StreamLabelState(), *_beats(12))
+    assert all(lab.quality == "unreadable" and lab.af is None and lab.beat_class is None for lab in bad)
+
+
+def test_a_new_stream_warms_up_unreadable_then_clears() -> None:
+    _, labels = _labeler(0.0, 0.1, [0.9, 0.05, 0.03, 0.01, 0.01]).label(StreamLabelState(), *_beats(12))
+    q = [lab.quality for lab in labels]
+    assert q[0] == "unreadable" and q[-1] == "ok" and q.index("ok") <= 4
