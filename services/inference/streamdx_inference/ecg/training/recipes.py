@@ -21,7 +21,7 @@ from streamdx_inference.ecg.datasets import RecordBeats
 from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, EcgFeatures
 from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
 from streamdx_inference.ecg.training.data import AAMI, BeatSet, beat_set, synthetic_rhythm_records
-from streamdx_inference.ecg.training.fit import fit_net, predict_net
+from streamdx_inference.ecg.training.fit import fit_net, predict_net, seed_everything
 from streamdx_inference.ecg.training.nets import BeatNet
 
 __all__ = [
@@ -122,6 +122,7 @@ def train_af(
     # validation: records of both databases (MITDB AF records are few: keep them in training)
     val = _split_records(s.records, seed) & (from_cinc | ~np.isin(s.records, _af_records(mitdb)))
     sw = np.where(from_cinc, 1.0, MITDB_WEIGHT)[~val]
+    seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
     net: nn.Module = BeatNet(1, CAUSAL_SCALARS)
     tr, va = s.take(~val), s.take(val)
     net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, sample_weight=sw, seed=seed,
@@ -130,6 +131,7 @@ def train_af(
     yv = y[val].astype(bool)
     info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()),
             "n_records": int(np.unique(s.records).size), "history": hist,
+            "val_records": sorted(np.unique(s.records[val]).tolist()),
             "threshold_from": "fixed at 0.5 (not tuned)",
             "val_f1_at_threshold": float(2 * np.sum((p > AF_THRESHOLD) & yv)
                                          / max(1, np.sum(p > AF_THRESHOLD) + yv.sum())),
@@ -167,6 +169,7 @@ def train_beats(
     w = 1.0 / np.sqrt(np.maximum(counts, 1.0))
     w = w / w[0]
     w[AAMI.index("F")] *= F_WEIGHT_FACTOR
+    seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
     net: nn.Module = BeatNet(len(AAMI), tuple(range(N_SCALARS)))
     tr, va = s.take(~val), s.take(val)
     net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, class_weights=w, seed=seed,
@@ -183,6 +186,7 @@ def train_quality(
     """Quality gate (1 = unreadable) on the beats of :func:`quality_set`."""
     rng = np.random.default_rng(seed)
     val = rng.random(len(feats)) < _VAL_FRACTION
+    seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
     net: nn.Module = BeatNet(1, CAUSAL_SCALARS, use_rr=False)
     tr, va = feats.take(np.flatnonzero(~val)), feats.take(np.flatnonzero(val))
     net, hist = fit_net(net, tr, y[~val], va, y[val], epochs=epochs, seed=seed, progress=progress, desc="quality")
