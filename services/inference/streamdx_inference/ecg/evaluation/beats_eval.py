@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="ds1ds2: score the INT8 model instead of fp32")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (kaggle, or ds1ds2 with --retrain)")
     p.add_argument("--seed", type=int, default=0, help="random seed of any training")
+    p.add_argument("--peaks", choices=["paper", "annotations"], default="paper",
+                   help="kaggle: R peaks by Kachuee et al.'s published rule (paper) or at the annotated beats "
+                   "(annotations, close to the Kaggle files' 109k beats)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     return p
 
@@ -129,7 +132,7 @@ def main(argv: Sequence[str]) -> int:
         from streamdx_inference.ecg.kaggle import evaluate_kaggle, print_kaggle_report
 
         kw = {"epochs": a.epochs} if a.epochs else {}
-        report = evaluate_kaggle(a.data, seed=a.seed, **kw)
+        report = evaluate_kaggle(a.data, seed=a.seed, peaks=a.peaks, **kw)
         print_kaggle_report(report)
     else:
         rep = _ds1ds2(a)
