@@ -94,3 +94,10 @@ def test_rules_are_fitted_for_the_challenge_score() -> None:
     rules, score = fit_recording_rules(sums, y)
     assert rules.af_min <= 0.3 and score == pytest.approx(1.0)
     assert challenge_scores(y, ["A", "A", "N", "N", "N", "N", "N"])["f1"]["A"] == pytest.approx(0.8)
+
+
+def test_f2_threshold_favours_recall() -> None:
+    # catching the two low-scored positives costs five false positives: F1 declines, F2 accepts
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0], bool)
+    s = np.array([0.9, 0.8, 0.3, 0.3, 0.35, 0.35, 0.35, 0.35, 0.35, 0.1, 0.1])
+    assert best_f1_threshold(y, s, beta=2.0) < 0.3 < 0.35 <= best_f1_threshold(y, s)

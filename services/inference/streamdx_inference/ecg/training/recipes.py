@@ -7,13 +7,12 @@ records (grouped by record), never from the records being scored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from torch import nn
 
 from streamdx_dsp.core import BeatWindow
@@ -85,17 +84,22 @@ def smooth_af(p: npt.NDArray[np.float32], records: npt.NDArray[np.str_]) -> npt.
     return out
 
 
-def best_f1_threshold(y: npt.NDArray[np.bool_], score: npt.NDArray[np.float64]) -> float:
-    """The threshold in 0.05..0.95 maximising F1 of ``score > t`` (0.5 without positives)."""
+def best_f1_threshold(y: npt.NDArray[np.bool_], score: npt.ArrayLike, beta: float = 1.0) -> float:
+    """The threshold in 0.05..0.95 maximising F-beta of ``score > t`` (0.5 without positives).
+
+    F-beta = (1 + beta²) TP / ((1 + beta²) TP + beta² FN + FP); beta = 2 favours recall.
+    """
     if not y.any():
         return 0.5
+    s = np.asarray(score)
+    b2 = beta * beta
     best, best_t = -1.0, 0.5
     for t in np.arange(0.05, 0.951, 0.025):
-        p = score > t
+        p = s > t
         tp = float(np.sum(p & y))
-        f1 = 2 * tp / max(1.0, float(p.sum() + y.sum()))
-        if f1 > best:
-            best, best_t = f1, float(t)
+        f = (1.0 + b2) * tp / max(1.0, b2 * float(y.sum()) + float(p.sum()))
+        if f > best:
+            best, best_t = f, float(t)
     return best_t
 
 
@@ -191,22 +195,8 @@ def train_quality(
     tr, va = feats.take(np.flatnonzero(~val)), feats.take(np.flatnonzero(val))
     net, hist = fit_net(net, tr, y[~val], va, y[val], epochs=epochs, seed=seed, progress=progress, desc="quality")
     p = predict_net(net, va)
-    # favour recall of unreadable beats: the threshold maximising F2 on validation
-    best, thr = -1.0, 0.5
-    yv = y[val].astype(bool)
-    for t in np.arange(0.05, 0.951, 0.025):
-        d = p > t
-        tp = float(np.sum(d & yv))
-        f2 = 5 * tp / max(1.0, 4 * float(yv.sum()) + float(d.sum()))
-        if f2 > best:
-            best, thr = f2, float(t)
+    thr = best_f1_threshold(y[val].astype(bool), p, beta=2.0)  # favour recall of unreadable beats
     info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()), "history": hist,
             "groups": {g: int(np.sum(groups == g)) for g in np.unique(groups).tolist()},
             "unreadable_fraction": float(y.mean()), "threshold_from": "validation beats, F2-optimal"}  # fmt: skip
-    torch.set_grad_enabled(True)
     return Trained(net, thr, info, tr)
-
-
-def records_with(recs: Mapping[str, RecordBeats], names: Sequence[str]) -> dict[str, RecordBeats]:
-    """The subset of ``recs`` named in ``names`` (missing names ignored)."""
-    return {n: recs[n] for n in names if n in recs}
