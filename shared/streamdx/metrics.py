@@ -6,11 +6,15 @@ the components that count things, so its ``/metrics`` exposes only the families 
 * :class:`PublisherMetrics` — anything that publishes to Kafka (``produced``);
 * :class:`WorkerMetrics` — a stream-worker service: publishing plus consuming, dead letters,
   redeliveries, batch time and consumer lag;
-* :class:`IngestMetrics`, :class:`DspMetrics`, :class:`InferenceMetrics` — one per service,
-  adding the service's own families.
+* :class:`IngestMetrics`, :class:`DspMetrics`, :class:`InferenceMetrics`,
+  :class:`AlertsMetrics` — one per service, adding the service's own families.
 
-No family has a per-stream (``stream_id``, device) label: per-stream views come from the
-services' APIs, not from Prometheus (cardinality). Tests use a fresh registry each.
+Only two families have a per-stream label, both in :class:`AlertsMetrics` (the live HR and
+AF-burden gauges the operators' dashboard plots per stream): the alerts service exports them
+for at most ``STREAM_GAUGES_MAX`` streams and removes a stream's series when it ends or goes
+quiet, so cardinality stays bounded. Stream ids are opaque device-lead ids, never patient
+identifiers. Every other per-stream view comes from the services' APIs. Tests use a fresh
+registry each.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 __all__ = [
     "SERVICE_METRICS",
+    "AlertsMetrics",
     "DspMetrics",
     "InferenceMetrics",
     "IngestMetrics",
@@ -113,11 +118,55 @@ class InferenceMetrics(WorkerMetrics):
         )
 
 
+class AlertsMetrics(WorkerMetrics):
+    """The alerts service: alert events, webhook deliveries and the live per-stream gauges."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.alert_events = Counter(
+            "streamdx_alert_events", "Alert events emitted, by kind, severity and state", ["kind", "severity", "state"],
+            registry=registry,
+        )
+        self.alerts_open = Gauge(
+            "streamdx_alerts_open", "Alerts currently raised and not resolved, by kind and severity",
+            ["kind", "severity"], registry=registry,
+        )
+        self.alert_delay_seconds = Histogram(
+            "streamdx_alert_delay_seconds",
+            "Wall time from the publication of the message that met an alarm criterion to the alert event",
+            ["kind"], registry=registry, buckets=_SECONDS_BUCKETS,
+        )
+        self.webhook_deliveries = Counter(
+            "streamdx_webhook_deliveries", "Webhook delivery attempts by outcome "
+            "(delivered, retry, dead_letter, circuit_open, rejected)", ["outcome"], registry=registry,
+        )
+        self.webhook_seconds = Histogram(
+            "streamdx_webhook_seconds", "Duration of one webhook POST", registry=registry, buckets=_SECONDS_BUCKETS,
+        )
+        self.webhook_pending = Gauge(
+            "streamdx_webhook_pending", "Webhook deliveries waiting for an attempt or a retry", registry=registry,
+        )
+        self.webhook_event_to_post_seconds = Histogram(
+            "streamdx_webhook_event_to_post_seconds",
+            "Wall time from an alert event's emission to the webhook POST that delivered it",
+            registry=registry, buckets=_SECONDS_BUCKETS,
+        )
+        self.stream_heart_rate = Gauge(
+            "streamdx_stream_heart_rate_bpm", "Heart rate averaged over the last beats, per stream (bounded set)",
+            ["stream_id"], registry=registry,
+        )
+        self.stream_af_burden = Gauge(
+            "streamdx_stream_af_burden_ratio", "AF burden over the rolling window (0..1), per stream (bounded set)",
+            ["stream_id"], registry=registry,
+        )
+
+
 #: service name → its metrics class (what ``/metrics`` of that service exports).
 SERVICE_METRICS: dict[str, type[PublisherMetrics]] = {
     "ingest": IngestMetrics,
     "dsp": DspMetrics,
     "inference": InferenceMetrics,
+    "alerts": AlertsMetrics,
 }
 
 

@@ -8,15 +8,16 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamdx.schemas.topics import Topic, dlq_topic
+from streamdx.schemas.topics import DLQ_SUFFIX, Topic, dlq_topic
 
 __all__ = ["all_topics", "ensure_topics"]
 
 
 def all_topics() -> list[str]:
-    """Every platform topic and its ``.dlq``."""
+    """Every platform topic and the ``.dlq`` of each (a topic that is itself a dead-letter
+    topic, such as ``alerts.webhooks.dlq``, gets none)."""
     names = [t.value for t in Topic]
-    return names + [dlq_topic(t) for t in names]
+    return names + [dlq_topic(t) for t in names if not t.endswith(DLQ_SUFFIX)]
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, replication: int = 1) -> list[str]:

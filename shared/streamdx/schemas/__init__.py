@@ -5,14 +5,15 @@ Every Kafka message value is the JSON of one of these models; its ``schema`` hea
 sends anything that fails to the topic's dead-letter topic with the reason.
 """
 
+from streamdx.schemas.alerts import AlertEventV1, WebhookDeadLetterV1
 from streamdx.schemas.base import Message, registry, schema_id
 from streamdx.schemas.ecg import (
     BEAT_LENGTH,
     BEAT_R_INDEX,
-    AlertEventV1,
     EcgBeatV1,
     EcgLabelV1,
     EcgSamplesV1,
+    EcgStatusV1,
     SignalQuality,
 )
 from streamdx.schemas.esr import EsrForecastV1, EsrFrameV1, EsrHeightV1
@@ -28,6 +29,7 @@ __all__ = [
     "EcgBeatV1",
     "EcgLabelV1",
     "EcgSamplesV1",
+    "EcgStatusV1",
     "EsrForecastV1",
     "EsrFrameV1",
     "EsrHeightV1",
@@ -36,6 +38,7 @@ __all__ = [
     "SlideDetectionsV1",
     "SlideTileV1",
     "Topic",
+    "WebhookDeadLetterV1",
     "dlq_topic",
     "registry",
     "schema_id",

@@ -1,4 +1,4 @@
-"""ECG message schemas: samples → beats → labels → alert events."""
+"""ECG message schemas: samples → beats (+ signal status) → labels."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ __all__ = [
     "FS_MAX",
     "FS_MIN",
     "MAX_CHUNK_SAMPLES",
-    "AlertEventV1",
     "EcgBeatV1",
     "EcgLabelV1",
     "EcgSamplesV1",
+    "EcgStatusV1",
     "SignalQuality",
     "StreamId",
 ]
@@ -115,6 +115,9 @@ class EcgBeatV1(Message):
     rr_irregularity: float = Field(ge=0)
     quality: SignalQuality
     after_gap: bool = Field(default=False, description="First beat after a sequence gap / detector reset")
+    rr_prev_lost_s: float = Field(
+        default=0.0, ge=0, description="Seconds of lost signal (flat line / lead off) between the previous R and this R"
+    )
 
     @model_validator(mode="after")
     def _waveform_length(self) -> EcgBeatV1:
@@ -161,6 +164,8 @@ class EcgLabelV1(Message):
     class_probs: dict[AamiClass, float] = Field(description="Beat-class model's probability of each class")
     models: dict[str, str] = Field(default_factory=dict, description="model name → version")
     window: Literal["rr", "fixed"] = Field(default="rr", description="Beat window the models were applied to")
+    after_gap: bool = Field(default=False, description="First beat after a data gap (copied from the beat)")
+    rr_prev_lost_s: float = Field(default=0.0, ge=0, description="Lost signal inside rr_prev (s, from the beat)")
 
     @model_validator(mode="after")
     def _gate_consistent(self) -> EcgLabelV1:
@@ -180,29 +185,47 @@ class EcgLabelV1(Message):
         return f"{self.stream_id}:{self.beat_index}"
 
 
-AlertKind = Literal[
-    "af_episode", "bradycardia", "tachycardia", "pause", "vt_run", "signal_loss", "esr_raised"
-]
+#: Most lost-signal intervals one status message carries (longer lists are merged by the dsp).
+MAX_LOST_INTERVALS = 64
 
 
-class AlertEventV1(Message):
-    """An alert state change (opened, updated or closed episode)."""
+class EcgStatusV1(Message):
+    """Signal status of one stream after one chunk, from the dsp (idempotency key: stream_id, seq).
 
-    TOPIC: ClassVar[str] = Topic.ALERTS_EVENTS
+    What the beats alone cannot say: how far the detector has looked (so that "no beat for
+    4 s" is known while no beat arrives), where the signal was lost (flat line or lead off:
+    runs of identical samples of at least ``LOST_RUN_S``), and data gaps. Sample indices are
+    absolute since the stream started, like ``EcgBeatV1.r_sample``.
+    """
+
+    TOPIC: ClassVar[str] = Topic.ECG_STATUS
     VERSION: ClassVar[int] = 1
 
-    alert_id: str = Field(max_length=200, description="Stable id of the episode (dedup key)")
     stream_id: StreamId
-    kind: AlertKind
-    state: Literal["open", "update", "closed"]
-    severity: Literal["info", "warning", "critical"]
-    started_at: datetime
-    ended_at: datetime | None = None
-    rule: str = Field(max_length=100)
-    details: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    seq: int = Field(ge=0, description="seq of the samples chunk this status follows")
+    fs: float = Field(ge=FS_MIN, le=FS_MAX)
+    t_end: datetime = Field(description="Time of end_sample (UTC)")
+    end_sample: int = Field(ge=0, description="Samples received (absolute index one past the last sample)")
+    horizon_sample: int = Field(ge=0, description="R-peak decisions are final for samples before this index")
+    last_r_sample: int = Field(ge=-1, description="Last R peak accepted by the detector (-1: none yet)")
+    lost: list[tuple[int, int]] = Field(
+        default_factory=list, max_length=MAX_LOST_INTERVALS,
+        description="Lost-signal intervals [a, b) (absolute samples) that end in or overlap this chunk",
+    )
+    gap_s: float = Field(default=0.0, ge=0, description="Data missing just before this chunk (s)")
+    final: bool = Field(default=False, description="The stream ended (last chunk of a replay)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EcgStatusV1:
+        if self.horizon_sample > self.end_sample or self.last_r_sample >= self.end_sample:
+            raise ValueError("horizon_sample and last_r_sample must lie before end_sample")
+        for a, b in self.lost:
+            if not 0 <= a < b <= self.end_sample:
+                raise ValueError("lost intervals must satisfy 0 <= a < b <= end_sample")
+        return self
 
     def key(self) -> str:
         return self.stream_id
 
     def idempotency_key(self) -> str:
-        return f"{self.alert_id}:{self.state}"
+        return f"{self.stream_id}:{self.seq}"

@@ -15,8 +15,10 @@ class Topic(StrEnum):
 
     ECG_SAMPLES = "ecg.samples"
     ECG_BEATS = "ecg.beats"
+    ECG_STATUS = "ecg.status"
     ECG_LABELS = "ecg.labels"
     ALERTS_EVENTS = "alerts.events"
+    ALERTS_WEBHOOKS_DLQ = "alerts.webhooks.dlq"
     ESR_FRAMES = "esr.frames"
     ESR_HEIGHTS = "esr.heights"
     ESR_FORECASTS = "esr.forecasts"
