@@ -16,6 +16,9 @@ brady      sinus → sinus bradycardia at 40 bpm over 25–75 % → sinus
 tachy      sinus → sinus tachycardia at 140 bpm over 25–75 % → sinus
 vt         sinus with 1 PVC/min and a VT run at 170 bpm from 40 % lasting 10 % (3–30 s)
 pause      sinus with 3.0 s pauses at 1/3 and 2/3 of the record (one at 1/2 below 20 s)
+asystole   sinus, then no QRS (and no P wave) for 6 s from 50 %, then sinus resumes; the
+           baseline keeps its noise (it is not a flat line of identical samples); the truth
+           labels it ``PAUSE`` from the last R before to the first R after it
 noisy      sinus, strong wander/EMG/50 Hz, three EMG + motion bursts and one saturation
 flat       sinus with a flat line (0 mV) over 40 % … 40 % + min(20 %, 20 s)
 leadoff    sinus with lead-off (signal at the rail) at 30 % (10 %, ≤ 10 s) and 70 % (5 %, ≤ 5 s)
@@ -29,7 +32,10 @@ from dataclasses import dataclass, field
 from streamdx.sim.ecg_noise import Artefact, NoiseSpec
 from streamdx.sim.ecg_rhythm import RhythmSegment
 
-__all__ = ["SCENARIO_NAMES", "Scenario", "named_scenario"]
+__all__ = ["ASYSTOLE_S", "SCENARIO_NAMES", "Scenario", "named_scenario"]
+
+#: Length of the QRS-free stretch of the ``asystole`` scenario (s).
+ASYSTOLE_S = 6.0
 
 SCENARIO_NAMES: tuple[str, ...] = (
     "sinus",
@@ -40,6 +46,7 @@ SCENARIO_NAMES: tuple[str, ...] = (
     "tachy",
     "vt",
     "pause",
+    "asystole",
     "noisy",
     "flat",
     "leadoff",
@@ -132,6 +139,13 @@ def named_scenario(name: str, duration_s: float, heart_rate_bpm: float = 70.0) -
         if t < D:
             pause_tiles.append(sinus(t, D))
         return Scenario(name, tuple(pause_tiles))
+    if name == "asystole":
+        a = 0.5 * D
+        b = min(D, a + ASYSTOLE_S)
+        asy_tiles = [sinus(0, a), RhythmSegment("pause", a, b)]
+        if b < D:
+            asy_tiles.append(sinus(b, D))
+        return Scenario(name, tuple(asy_tiles))
     if name == "noisy":
         w = min(4.0, 0.1 * D)
         noisy_arts = (

@@ -411,3 +411,23 @@ def test_property_any_arguments_give_consistent_truth(
     assert tiles[0][0] == 0 and tiles[-1][1] == n
     assert all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
     assert not _inside(r, _spans(ecg, "FLAT")).any()
+
+
+@pytest.mark.parametrize("fs", [250.0, 360.0])
+def test_asystole_is_six_seconds_without_qrs_on_a_noisy_baseline(fs: float) -> None:
+    ecg = ecg_synthesize(60.0, fs, seed=3, scenario="asystole")
+    pauses = _spans(ecg, "PAUSE")
+    assert len(pauses) == 1
+    s, e = pauses[0]
+    # the PAUSE tile runs from the last R before to the first R after the QRS-free 6 s
+    assert s in ecg.r_samples and e in ecg.r_samples
+    assert 6.0 <= (e - s) / fs <= 6.0 + 60.0 / 70.0 * 1.2
+    assert not _inside(ecg.r_samples, [(s + 1, e)]).any()
+    assert 30.0 * fs - 1.2 * fs <= s <= 30.0 * fs
+    # sinus before and after; the baseline keeps its noise: no run of identical ADC samples >= 0.1 s
+    assert [t[2] for t in _tiles(ecg)] == ["N", "PAUSE", "N"]
+    adc = ecg.to_adc()[s + round(0.5 * fs) : e - round(0.1 * fs)]
+    change = np.flatnonzero(np.diff(adc) != 0)
+    assert np.diff(change).max() < 0.1 * fs
+    # no P or T waves inside: the baseline stays small
+    assert np.ptp(ecg.signal_mv[s + round(0.6 * fs) : e - round(0.3 * fs)]) < 0.5

@@ -91,6 +91,7 @@ __all__ = [
     "EcgStreamState",
     "SignalHistory",
     "ecg_stream_flush",
+    "ecg_stream_horizon",
     "ecg_stream_init",
     "ecg_stream_process",
 ]
@@ -572,3 +573,60 @@ def ecg_stream_flush(state: EcgStreamState) -> tuple[EcgStreamState, list[Beat]]
         _process_blocks(state, buf, beats, final=True)
     state.finished = True
     return state, beats
+
+
+def ecg_stream_horizon(state: EcgStreamState) -> int:
+    """Absolute sample index before which the stream's R-peak decisions are final.
+
+    No R peak before the returned index will ever be reported after this call (by
+    :func:`ecg_stream_process` or :func:`ecg_stream_flush`): so when the last accepted R
+    (``state.last_r``) lies ``d`` samples before it, the detector has *decided* that
+    there was no QRS for ``d`` samples, which is what an asystole alarm needs while no
+    beat arrives.
+
+    The detector tests integrated-signal samples as QRS candidates up to
+    ``detector.cand_next`` and locates a candidate's R within the ``r_back`` = 250 ms
+    before it, so a future R lies at or after ``cand_next - r_back``. Two kinds of
+    earlier candidates may still become R peaks and hold the horizon back: those queued
+    during the learning period, and rejected candidates in the search-back pool that
+    search-back could still pick (QRS-sized, outside the refractory period, not
+    T-wave-like). Small deflections (< 0.05 mV peak-to-peak: noise on an isoelectric
+    line) never become R peaks and do not hold it back. A finished stream is final
+    everywhere.
+
+    The delay behind the samples received (``start_sample + n_in``) is the wavelet
+    stage's (``overlap`` .. ``block + overlap - 1`` samples, see the module docstring)
+    plus the detector's look-ahead ``w`` (200 ms) plus ``r_back`` (250 ms), e.g.
+    1.47-5.56 s at 250 Hz and 1.16-5.16 s at 360 Hz with the default block; it advances
+    once per processed block.
+
+    Parameters
+    ----------
+    state : EcgStreamState
+        Current state (not modified).
+
+    Returns
+    -------
+    int
+        Absolute sample index in ``[start_sample, start_sample + n_in]``.
+    """
+    if state.finished:
+        return state.start_sample + state.n_in
+    det = state.detector
+    p = ecg_rpeak_params(state.fs)
+    h = det.cand_next - p.r_back
+    if det.learned:
+        pool = det.sb
+        if pool.shape[0]:
+            r = pool[:, 2]
+            d = r - det.last_r
+            live = (pool[:, 4] >= p.min_qrs_mv) & (d > p.refractory)
+            if det.last_r >= 0:
+                live &= (d > p.twave) | (pool[:, 3] >= p.twave_slope * det.last_slope)
+            if live.any():
+                h = min(h, int(r[live].min()))
+    elif det.queue.shape[0]:
+        live = det.queue[:, 4] >= p.min_qrs_mv
+        if live.any():
+            h = min(h, int(det.queue[live, 2].min()))
+    return state.start_sample + min(max(h, 0), state.n_in)
