@@ -10,7 +10,10 @@ Each simulated device streams one lead as int16 ADC chunks, either a synthetic r
 * ``WS {ingest}/v1/streams/{stream_id}/ws`` — one text frame per chunk (same body), one JSON
   reply per frame: ``{"seq", "status": "accepted"|"duplicate"|"error", "detail", "retry_after"}``.
 
-Delivery rules: chunks go out in ``seq`` order, one at a time, and a chunk is never skipped.
+Delivery rules: chunks go out in ``seq`` order, one at a time, and a chunk is never skipped
+(except on purpose: ``--gap-at S --gap-s N`` simulates a device that loses N seconds of data
+from S s on — it sends nothing for that time and resumes with the ``seq`` the next chunk would
+have had anyway, so ingest publishes it with ``gap_before`` = the number of chunks lost).
 429/503 (HTTP) or an ``"error"`` reply with ``retry_after`` (WS) → wait ``Retry-After``
 (capped at 60 s) and resend the *same* ``seq``; other 5xx, transport failures and dropped
 WebSockets → exponential back-off (0.5 s · 2^k, ≤ 10 s) and resend. After ``max_retries``
@@ -140,6 +143,8 @@ class StreamReport:
         Failed attempts (error statuses, error replies, transport failures).
     gaps_reported : int
         Acknowledgements with ``gap_before > 0``.
+    chunks_dropped : int
+        Chunks deliberately not sent (a simulated data gap); not part of ``chunks_total``.
     samples_sent : int
         Samples in acknowledged chunks.
     elapsed_s : float
@@ -158,6 +163,7 @@ class StreamReport:
     retries: int = 0
     errors: int = 0
     gaps_reported: int = 0
+    chunks_dropped: int = 0
     samples_sent: int = 0
     elapsed_s: float = 0.0
     error: str | None = None
@@ -194,6 +200,7 @@ class StreamReport:
             "retries": self.retries,
             "errors": self.errors,
             "gaps_reported": self.gaps_reported,
+            "chunks_dropped": self.chunks_dropped,
             "samples_sent": self.samples_sent,
             "elapsed_s": self.elapsed_s,
             "samples_per_s": self.samples_per_s,
@@ -272,21 +279,35 @@ def _chunk_body(sig: AdcSignal, seq: int, start: int, stop: int, t0: datetime, e
 
 
 class _Chunks:
-    """The chunks of a signal, built on demand (a day at 1 kHz is ~230 MB of JSON)."""
+    """The chunks of a signal to send, built on demand (a day at 1 kHz is ~230 MB of JSON).
 
-    def __init__(self, sig: AdcSignal, n_chunk: int, start_seq: int, t0: datetime, encoding: Encoding) -> None:
+    Chunks whose first sample falls in the dropped span ``[drop_a, drop_b)`` (samples) are
+    left out; the others keep the ``seq`` and ``t0`` of their place in the signal.
+    """
+
+    def __init__(
+        self, sig: AdcSignal, n_chunk: int, start_seq: int, t0: datetime, encoding: Encoding,
+        drop: tuple[int, int] = (0, 0),
+    ) -> None:  # fmt: skip
         self.sig, self.n_chunk, self.start_seq, self.t0, self.encoding = sig, n_chunk, start_seq, t0, encoding
+        n_all = -(-sig.adc.size // n_chunk)
+        self.kept = [k for k in range(n_all) if not drop[0] <= k * n_chunk < drop[1]]
+        self.dropped = n_all - len(self.kept)
 
     def __len__(self) -> int:
-        return -(-self.sig.adc.size // self.n_chunk)
+        return len(self.kept)
+
+    def place(self, k: int) -> int:
+        """Index of the ``k``-th chunk to send among all the chunks of the signal."""
+        return self.kept[k]
 
     def __getitem__(self, k: int) -> tuple[dict[str, Any], int]:
-        """Body of chunk ``k`` and its number of samples."""
+        """Body of the ``k``-th chunk to send and its number of samples."""
         if not 0 <= k < len(self):
             raise IndexError(k)
-        start = k * self.n_chunk
+        start = self.kept[k] * self.n_chunk
         stop = min(start + self.n_chunk, self.sig.adc.size)
-        return _chunk_body(self.sig, self.start_seq + k, start, stop, self.t0, self.encoding), stop - start
+        return _chunk_body(self.sig, self.start_seq + self.kept[k], start, stop, self.t0, self.encoding), stop - start
 
 
 def _ack(report: StreamReport, reply: dict[str, Any], seq: int, n: int) -> bool:
@@ -471,6 +492,7 @@ async def stream_ecg(
     timeout_s: float = 30.0,
     sleep: Sleep = asyncio.sleep,
     ws_connect: WsConnect | None = None,
+    gap: tuple[float, float] | None = None,
 ) -> StreamReport:
     """Stream a signal to ingest in ``chunk_s`` chunks with consecutive ``seq`` numbers.
 
@@ -512,6 +534,11 @@ async def stream_ecg(
     ws_connect : callable or None
         ``ws_connect(url, headers)`` → async context manager of a :class:`WsConnection`;
         default :mod:`websockets`.
+    gap : (float, float) or None
+        ``(at_s, length_s)``: simulate lost data — the chunks starting within
+        ``[at_s, at_s + length_s)`` of the signal are not sent (at ``speed`` > 0 the device is
+        silent for that time); the next chunk keeps its own ``seq``, so ingest marks it
+        ``gap_before``. Counted in ``StreamReport.chunks_dropped``.
 
     Returns
     -------
@@ -530,9 +557,18 @@ async def stream_ecg(
     n_chunk = max(1, round(chunk_s * sig.fs))
     if n_chunk > MAX_CHUNK_SAMPLES:
         raise ValueError(f"a chunk of {n_chunk} samples exceeds {MAX_CHUNK_SAMPLES}")
+    drop = (0, 0)
+    if gap is not None:
+        at_s, length_s = gap
+        if not (math.isfinite(at_s) and math.isfinite(length_s)) or at_s < 0 or length_s <= 0:
+            raise ValueError("gap needs at_s >= 0 and length_s > 0")
+        drop = (round(at_s * sig.fs), round((at_s + length_s) * sig.fs))
     t0 = sim_start_time(sig.adc.size / sig.fs, speed) if t0 is None else t0
-    bodies = _Chunks(sig, n_chunk, start_seq, t0, encoding)
-    report = StreamReport(stream_id=stream_id, transport=transport, chunks_total=len(bodies), next_seq=start_seq)
+    bodies = _Chunks(sig, n_chunk, start_seq, t0, encoding, drop)
+    report = StreamReport(
+        stream_id=stream_id, transport=transport, chunks_total=len(bodies), next_seq=start_seq,
+        chunks_dropped=bodies.dropped,
+    )  # fmt: skip
     headers = {"Authorization": f"Bearer {api_key}"}
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -540,7 +576,7 @@ async def stream_ecg(
 
     async def pace(k: int) -> None:
         if speed > 0:
-            delay = started + k * n_chunk / sig.fs / speed - loop.time()
+            delay = started + bodies.place(k) * n_chunk / sig.fs / speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
 
@@ -688,6 +724,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("data", "samples"), default="data",
                    help="send samples as base64 int16 (data) or as a JSON list (samples)")
     p.add_argument("--seed", type=int, default=0, help="stream i uses seed + i")
+    p.add_argument("--gap-at", type=float, default=None, metavar="S",
+                   help="simulate lost data: send nothing from S seconds into the signal (needs --gap-s)")
+    p.add_argument("--gap-s", type=float, default=None, metavar="N",
+                   help="length of the simulated data gap (s); the device resumes with the seq the next "
+                        "chunk would have had, so ingest marks it gap_before")
     p.add_argument("--max-retries", type=int, default=5, help="retries of a chunk refused with 429/503")
     p.add_argument("--timeout", type=float, default=30.0, help="HTTP / WebSocket timeout (s)")
     p.add_argument("--truth-out", type=Path, default=None, help="write ground truth JSON here")
@@ -706,6 +747,10 @@ def _check_args(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
         p.error("--duration must be > 0")
     if a.chunk_s <= 0 or a.speed < 0 or a.max_retries < 0 or a.timeout <= 0:
         p.error("--chunk-s and --timeout must be > 0, --speed and --max-retries >= 0")
+    if (a.gap_at is None) != (a.gap_s is None):
+        p.error("--gap-at and --gap-s go together")
+    if a.gap_at is not None and (a.gap_at < 0 or a.gap_s <= 0):
+        p.error("--gap-at must be >= 0 and --gap-s > 0")
 
 
 async def run(argv: Sequence[str], *, transport: httpx.AsyncBaseTransport | None = None) -> int:
@@ -786,6 +831,7 @@ async def run(argv: Sequence[str], *, transport: httpx.AsyncBaseTransport | None
                     encoding=a.encoding,
                     max_retries=a.max_retries,
                     timeout_s=a.timeout,
+                    gap=None if a.gap_at is None else (a.gap_at, a.gap_s),
                 )
                 for sid, key, sig in zip(stream_ids, keys, signals, strict=True)
             )

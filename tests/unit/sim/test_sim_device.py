@@ -386,3 +386,28 @@ async def test_wfdb_record_replay(tmp_path: Path) -> None:
     assert rc == 0 and len(fake.bodies) == 5
     assert fake.bodies[0]["baseline"] == 1024 and fake.bodies[0]["fs"] == 360.0
     assert np.array_equal(np.concatenate([decode_i16(b["data"]) for b in fake.bodies]), sig.adc)
+
+
+async def test_gap_skips_the_chunks_and_keeps_the_seq_and_clock(ecg10: SyntheticEcg) -> None:
+    fake = FakeIngest()
+    async with fake.client() as client:
+        rep = await stream_ecg(client, URL, "sim-0001", "k", ecg10, chunk_s=1.0, t0=T0, gap=(3.0, 2.5))
+    assert rep.ok and rep.chunks_dropped == 3 and rep.chunks_total == 7 and rep.accepted == 7
+    assert [b["seq"] for b in fake.bodies] == [0, 1, 2, 6, 7, 8, 9]
+    t6 = datetime.fromisoformat(fake.bodies[3]["t0"].replace("Z", "+00:00"))
+    assert t6 == T0 + timedelta(seconds=6)
+    assert rep.as_dict()["chunks_dropped"] == 3
+    with pytest.raises(ValueError):
+        await stream_ecg(client, URL, "sim-0001", "k", ecg10, gap=(1.0, 0.0))
+
+
+async def test_cli_gap_options(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeIngest()
+    rc = await run(
+        ["--key", "k", "--duration", "8", "--speed", "0", "--gap-at", "2", "--gap-s", "3"],
+        transport=httpx.MockTransport(fake.handler),
+    )
+    assert rc == 0
+    assert [b["seq"] for b in fake.bodies] == [0, 1, 5, 6, 7]
+    assert await run(["--key", "k", "--gap-at", "2"]) == 2  # --gap-s missing
+    assert await run(["--key", "k", "--gap-at", "2", "--gap-s", "0"]) == 2
