@@ -1,9 +1,17 @@
-"""The dsp service's ECG handler: ``ecg.samples`` chunk + stream state → ``ecg.beats``.
+"""The dsp service's ECG handler: ``ecg.samples`` chunk + stream state → ``ecg.beats`` + ``ecg.status``.
 
 Per stream it keeps the DSP core's state plus the bookkeeping that ties samples to time
 and beats to indices. A chunk whose ``seq`` was already applied is ignored (ingest may
-republish after a crash); a sequence gap flushes the detector, restarts it at the sample
-position the gap implies, and marks the next beat ``after_gap``; a ``final`` chunk flushes.
+republish after a crash) and produces nothing; a sequence gap flushes the detector,
+restarts it at the sample position the gap implies, and marks the next beat
+``after_gap``; a ``final`` chunk flushes.
+
+After every applied chunk the handler publishes the beats it completed, then one
+``EcgStatusV1``: how far the detector's decisions are final (``horizon_sample``, see
+:func:`streamdx_dsp.core.ecg_stream_horizon`), the last accepted R peak, the lost-signal
+intervals (runs of identical raw samples >= 0.1 s, :mod:`streamdx_dsp.core.signal_loss`)
+overlapping the chunk, and the seconds of data missing before it. Each beat carries
+``rr_prev_lost_s``, the lost signal between its previous R peak and its R peak.
 """
 
 from __future__ import annotations
@@ -21,16 +29,26 @@ from streamdx.encoding import encode_f32
 from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
 from streamdx.metrics import DspMetrics
-from streamdx.schemas import EcgBeatV1, EcgSamplesV1, SignalQuality
+from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1, Message, SignalQuality
+from streamdx.schemas.ecg import MAX_LOST_INTERVALS
 from streamdx_dsp.core import (
     Beat,
     BeatWindow,
     EcgStreamState,
+    SignalLossState,
     ecg_state_dumps,
     ecg_state_loads,
     ecg_stream_flush,
+    ecg_stream_horizon,
     ecg_stream_init,
     ecg_stream_process,
+    merge_intervals,
+    signal_loss_close,
+    signal_loss_from_dict,
+    signal_loss_init,
+    signal_loss_overlap,
+    signal_loss_process,
+    signal_loss_to_dict,
 )
 
 __all__ = ["DspStateCodec", "DspStreamState", "EcgSamplesHandler"]
@@ -54,6 +72,11 @@ class DspStreamState:
     anchor_epoch_s: float
     gap_pending: bool
     finished: bool = False
+    loss: SignalLossState | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            self.loss = signal_loss_init(self.fs, self.next_sample)
 
     def time_of(self, sample: int) -> datetime:
         return datetime.fromtimestamp(self.anchor_epoch_s, UTC) + timedelta(
@@ -62,9 +85,15 @@ class DspStreamState:
 
 
 class DspStateCodec:
-    """``v1``: 4-byte header length, JSON bookkeeping, then the core's own versioned blob."""
+    """4-byte header length, JSON bookkeeping, then the core's own versioned blob.
 
-    VERSION = 1
+    ``v2`` adds the lost-signal detector's state (``loss``) to the JSON; a ``v1`` blob
+    (written before it existed) still loads, with a fresh detector at ``next_sample``
+    (a flat run in progress at that moment is then measured from the restart).
+    """
+
+    VERSION = 2
+    READABLE = (1, 2)
 
     def dumps(self, state: DspStreamState) -> bytes:
         meta = {
@@ -77,6 +106,7 @@ class DspStateCodec:
             "anchor_epoch_s": state.anchor_epoch_s,
             "gap_pending": state.gap_pending,
             "finished": state.finished,
+            "loss": signal_loss_to_dict(state.loss) if state.loss is not None else None,
         }
         head = json.dumps(meta, separators=(",", ":")).encode()
         return struct.pack("<I", len(head)) + head + ecg_state_dumps(state.core)
@@ -86,9 +116,10 @@ class DspStateCodec:
             raise ValueError("dsp state blob too short")
         (n,) = struct.unpack_from("<I", blob)
         meta = json.loads(blob[4 : 4 + n])
-        if meta.get("v") != self.VERSION:
-            raise ValueError(f"dsp state v{meta.get('v')} is not v{self.VERSION}")
+        if meta.get("v") not in self.READABLE:
+            raise ValueError(f"dsp state v{meta.get('v')} is not one of v{self.READABLE}")
         core = ecg_state_loads(blob[4 + n :])
+        loss = meta.get("loss")
         return DspStreamState(
             core=core,
             fs=float(meta["fs"]),
@@ -99,6 +130,7 @@ class DspStateCodec:
             anchor_epoch_s=float(meta["anchor_epoch_s"]),
             gap_pending=bool(meta["gap_pending"]),
             finished=bool(meta["finished"]),
+            loss=signal_loss_from_dict(loss) if loss is not None else None,
         )
 
 
@@ -112,14 +144,16 @@ class EcgSamplesHandler:
     async def __call__(self, msg: EcgSamplesV1, state: DspStreamState | None) -> Handled[DspStreamState]:
         if state is not None and msg.seq <= state.last_seq and not state.finished:
             return Handled(state, [])  # already applied (a republished chunk)
-        out: list[EcgBeatV1] = []
+        out: list[Message] = []
         t0 = msg.t0.timestamp()
+        gap_s = msg.gap_before * msg.n / msg.fs  # unless the sample clock says better (below)
         if state is None:
             state = self._new_state(msg, self._window, start_sample=0, gap=msg.gap_before > 0)
         elif state.finished or abs(msg.fs - state.fs) > 1e-9:
             # a new stream reusing the id, or a new fs: restart after what was there
+            restart = state.next_sample
             state = self._new_state(
-                msg, self._window, start_sample=state.next_sample, gap=True, beat_index=state.next_beat_index
+                msg, self._window, start_sample=restart, gap=True, beat_index=state.next_beat_index, loss=state.loss
             )
         elif msg.gap_before > 0 or msg.seq != state.last_seq + 1:
             state.core, beats = ecg_stream_flush(state.core)
@@ -129,23 +163,66 @@ class EcgSamplesHandler:
             if not 0 < missing_s < MAX_GAP_S:
                 missing_s = max(msg.gap_before, 1) * msg.n / msg.fs
             start = state.next_sample + round(missing_s * msg.fs)
-            state = self._new_state(msg, self._window, start_sample=start, gap=True, beat_index=state.next_beat_index)
+            gap_s = (start - state.next_sample) / msg.fs
+            state = self._new_state(
+                msg, self._window, start_sample=start, gap=True, beat_index=state.next_beat_index, loss=state.loss
+            )
+        loss = state.loss
+        assert loss is not None  # set by DspStreamState.__post_init__
         state.anchor_sample, state.anchor_epoch_s = state.next_sample, t0
-        state.core, beats = ecg_stream_process(state.core, msg.millivolts())
+        adc = msg.adc()
+        loss, lost = signal_loss_process(loss, adc)
+        state.core, beats = ecg_stream_process(state.core, (adc.astype(np.float64) - msg.baseline) / msg.gain)
         state.next_sample += msg.n
         state.last_seq = msg.seq
         if msg.final:
             state.core, more = ecg_stream_flush(state.core)
             beats = beats + more
             state.finished = True
+            signal_loss_close(loss)
         out += self._beats(msg.stream_id, state, beats)
         self._metrics.beats.inc(len(out))
+        status = self._status(msg, state, lost, gap_s)
+        if status is not None:
+            out.append(status)
         return Handled(state, out)
 
     @staticmethod
+    def _status(
+        msg: EcgSamplesV1, state: DspStreamState, lost: list[tuple[int, int]], gap_s: float
+    ) -> EcgStatusV1 | None:
+        core = state.core
+        try:
+            return EcgStatusV1(
+                stream_id=msg.stream_id,
+                seq=msg.seq,
+                fs=state.fs,
+                t_end=state.time_of(state.next_sample),
+                end_sample=state.next_sample,
+                horizon_sample=ecg_stream_horizon(core),
+                last_r_sample=core.start_sample + core.last_r if core.last_r >= 0 else -1,
+                lost=merge_intervals(lost, MAX_LOST_INTERVALS),
+                gap_s=max(0.0, gap_s),
+                final=msg.final,
+            )
+        except ValidationError:  # never raise after the core advanced
+            log.warning("status outside the schema skipped", extra=log_fields(seq=msg.seq))
+            return None
+
+    @staticmethod
     def _new_state(
-        msg: EcgSamplesV1, window: BeatWindow, *, start_sample: int, gap: bool, beat_index: int = 0
+        msg: EcgSamplesV1,
+        window: BeatWindow,
+        *,
+        start_sample: int,
+        gap: bool,
+        beat_index: int = 0,
+        loss: SignalLossState | None = None,
     ) -> DspStreamState:
+        """A fresh detector at ``start_sample``; the lost-signal detector (if any) ends its run
+        there (a run cannot span missing data) and keeps its recent intervals."""
+        if loss is not None:
+            loss = signal_loss_close(loss, resume_at=max(loss.pos, start_sample))
         return DspStreamState(
             core=ecg_stream_init(msg.fs, start_sample=start_sample, window=window),
             fs=msg.fs,
@@ -155,11 +232,13 @@ class EcgSamplesHandler:
             anchor_sample=start_sample,
             anchor_epoch_s=msg.t0.timestamp(),
             gap_pending=gap,
+            loss=loss,
         )
 
     @staticmethod
     def _beats(stream_id: str, state: DspStreamState, beats: list[Beat]) -> list[EcgBeatV1]:
         out = []
+        loss = state.loss
         for b in beats:
             if not np.all(np.isfinite(b.waveform)):
                 continue
@@ -185,6 +264,11 @@ class EcgSamplesHandler:
                         score=min(1.0, max(0.0, q.score)),
                     ),
                     after_gap=state.gap_pending,
+                    rr_prev_lost_s=(
+                        signal_loss_overlap(loss, b.r_sample - round(b.rr_prev_s * state.fs), b.r_sample) / state.fs
+                        if loss is not None
+                        else 0.0
+                    ),
                 )
             except ValidationError:  # never raise after the core advanced: count and skip the beat
                 log.warning("beat outside the schema skipped", extra=log_fields(beat_index=state.next_beat_index))

@@ -117,8 +117,9 @@ def _open(state: SignalLossState) -> Interval | None:
 
 def _prune(state: SignalLossState) -> None:
     oldest = state.pos - round(KEEP_S * state.fs)
-    kept = [iv for iv in state.closed if iv[1] >= oldest]
-    state.closed = kept[-KEEP_MAX:]
+    if state.closed[0][1] < oldest or len(state.closed) > KEEP_MAX:
+        kept = [iv for iv in state.closed if iv[1] >= oldest]
+        state.closed = kept[-KEEP_MAX:]
 
 
 def signal_loss_process(state: SignalLossState, adc: npt.ArrayLike) -> tuple[SignalLossState, list[Interval]]:
@@ -147,29 +148,37 @@ def signal_loss_process(state: SignalLossState, adc: npt.ArrayLike) -> tuple[Sig
     n = int(x.size)
     if n == 0:
         return state, []
-    x = x.astype(np.int64, copy=False)
     c0 = state.pos
     min_run = signal_loss_min_run(state.fs)
-    # run boundaries inside the chunk (local index of each run's first sample)
+    # first sample of each run that starts inside the chunk (local index)
     starts = np.flatnonzero(x[1:] != x[:-1]) + 1
-    first_start = state.run_start if state.run_start >= 0 and int(x[0]) == state.run_value else c0
-    if state.run_start >= 0 and first_start == c0 and c0 - state.run_start >= min_run:
-        state.closed.append((state.run_start, c0))  # the run closed exactly at the chunk boundary
-    run_a = np.concatenate(([first_start], c0 + starts))
-    run_b = np.concatenate((c0 + starts, [c0 + n]))
     lost: list[Interval] = []
-    if run_a.size > 1:
-        long = np.flatnonzero(run_b[:-1] - run_a[:-1] >= min_run)
-        closed = [(int(run_a[i]), int(run_b[i])) for i in long]
-        state.closed.extend(closed)
-        lost.extend(closed)
-    state.run_start = int(run_a[-1])
+    head_a = c0
+    if state.run_start >= 0:
+        if int(x[0]) == state.run_value:
+            head_a = state.run_start  # the chunk continues the current run
+        elif c0 - state.run_start >= min_run:
+            state.closed.append((state.run_start, c0))  # it closed exactly at the chunk boundary
+    if starts.size:
+        head_b = c0 + int(starts[0])
+        if head_b - head_a >= min_run:
+            lost.append((head_a, head_b))
+        if starts.size > 1:
+            lengths = np.diff(starts)
+            if int(lengths.max()) >= min_run:  # rare: a whole run inside the chunk
+                for i in np.flatnonzero(lengths >= min_run).tolist():
+                    lost.append((c0 + int(starts[i]), c0 + int(starts[i + 1])))
+        state.closed.extend(lost)
+        state.run_start = c0 + int(starts[-1])
+    else:
+        state.run_start = head_a
     state.run_value = int(x[-1])
     state.pos = c0 + n
     tail = _open(state)
     if tail is not None:
         lost.append(tail)
-    _prune(state)
+    if state.closed:
+        _prune(state)
     return state, lost
 
 
@@ -192,7 +201,8 @@ def signal_loss_close(state: SignalLossState, resume_at: int | None = None) -> S
         if resume_at < state.pos:
             raise ValueError("resume_at must not go back in time")
         state.pos = int(resume_at)
-    _prune(state)
+    if state.closed:
+        _prune(state)
     return state
 
 
