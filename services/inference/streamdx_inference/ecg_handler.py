@@ -179,5 +179,5 @@ class EcgBeatsHandler:
             quality_prob=_unit(lab.quality_prob), af_prob=_unit(lab.af_prob), af=lab.af,
             beat_class=lab.beat_class,  # type: ignore[arg-type]  # one of AAMI_CLASSES or None
             class_probs={c: _unit(p) for c, p in lab.class_probs.items()},  # type: ignore[misc]
-            models=self._versions, window=b.window,
+            models=self._versions, window=b.window, after_gap=b.after_gap, rr_prev_lost_s=b.rr_prev_lost_s,
         )  # fmt: skip

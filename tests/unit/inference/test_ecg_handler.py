@@ -93,6 +93,20 @@ def test_every_new_beat_is_labelled_once_and_redeliveries_emit_nothing(
     assert metrics.registry.get_sample_value("streamdx_inference_seconds_count", {"model": "ecg_labeler"}) == 2
 
 
+def test_gap_and_lost_signal_flags_are_copied_from_the_beat(labeler: EcgLabeler, beats: list[EcgBeatV1]) -> None:
+    """The alerts service reads them from the label: a pause across lost signal or a gap is no pause."""
+    h = EcgBeatsHandler(labeler, InferenceMetrics(CollectorRegistry()))
+    marked = [
+        b.model_copy(update={"after_gap": i == 3, "rr_prev_lost_s": 1.25 if i == 5 else 0.0})
+        for i, b in enumerate(beats[:8])
+    ]
+    (done,) = run(h, ("h-1", None, marked))
+    out = labels_of(done)
+    assert [m.after_gap for m in out] == [i == 3 for i in range(8)]
+    assert [m.rr_prev_lost_s for m in out] == [1.25 if i == 5 else 0.0 for i in range(8)]
+    assert EcgLabelV1.model_validate_json(out[5].model_dump_json()).rr_prev_lost_s == 1.25
+
+
 def test_batched_streams_equal_beat_by_beat_with_checkpoints(labeler: EcgLabeler, beats: list[EcgBeatV1]) -> None:
     """Two streams in one call give the labels each gets alone, beat by beat through the codec."""
     h = EcgBeatsHandler(labeler, InferenceMetrics(CollectorRegistry()))
