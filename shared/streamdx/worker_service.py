@@ -2,9 +2,13 @@
 
 ``serve_workers`` is what ``streamdx serve dsp|inference|alerts`` call: it opens the Redis
 client and the publisher once, lets the service build its workers on them, serves
-``/healthz`` (every worker task alive), ``/readyz`` (every worker has its assignment) and
-``/metrics`` on ``METRICS_HOST:METRICS_PORT``, and stops gracefully on SIGTERM/SIGINT: each worker
-finishes, checkpoints and commits its batch in progress.
+``/healthz`` (every worker and background task alive), ``/readyz`` (every worker has its
+assignment) and ``/metrics`` on ``METRICS_HOST:METRICS_PORT``, and stops gracefully on
+SIGTERM/SIGINT: each worker finishes, checkpoints and commits its batch in progress.
+
+A service that needs more than workers returns :class:`ServiceParts` from its factory:
+background tasks (``async (stop) -> None``, run beside the workers) and FastAPI routers
+served on the same port, with the objects they need set on ``app.state``.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import uvicorn
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -31,7 +36,7 @@ from streamdx.messaging.worker import StreamWorker
 from streamdx.metrics import WorkerMetrics, render_metrics
 from streamdx.settings import WorkerSettings
 
-__all__ = ["WorkerRuntime", "health_app", "run_workers", "serve_workers", "start_publisher"]
+__all__ = ["ServiceParts", "WorkerRuntime", "health_app", "run_workers", "serve_workers", "start_publisher"]
 
 log = logging.getLogger("streamdx.service")
 
@@ -46,6 +51,16 @@ class WorkerRuntime(Generic[M]):
     metrics: M
     redis: Redis
     publisher: Publisher
+
+
+@dataclass
+class ServiceParts:
+    """What a service factory may return instead of a plain list of workers."""
+
+    workers: list[StreamWorker[Any, Any]]
+    background: list[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    routers: list[APIRouter] = field(default_factory=list)
+    app_state: dict[str, Any] = field(default_factory=dict)
 
 
 async def start_publisher(publisher: Publisher, stop: asyncio.Event, max_delay_s: float = 5.0) -> bool:
@@ -64,8 +79,10 @@ async def start_publisher(publisher: Publisher, stop: asyncio.Event, max_delay_s
 
 
 def health_app(workers: Sequence[StreamWorker[Any, Any]], tasks: Sequence[asyncio.Task[None]],
-               registry: CollectorRegistry) -> Starlette:
-    """``/healthz``, ``/readyz`` and ``/metrics`` of a worker service."""
+               registry: CollectorRegistry, routers: Sequence[APIRouter] = (),
+               app_state: dict[str, Any] | None = None) -> Starlette:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of a worker service, plus its routers (a
+    FastAPI app then, with ``app_state`` set on ``app.state``)."""
 
     async def healthz(_: Request) -> JSONResponse:
         alive = bool(tasks) and not any(t.done() for t in tasks)
@@ -79,7 +96,17 @@ def health_app(workers: Sequence[StreamWorker[Any, Any]], tasks: Sequence[asynci
     async def metrics(_: Request) -> Response:
         return Response(render_metrics(registry), media_type="text/plain; version=0.0.4")
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
+    routes = [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)]
+    if not routers:
+        return Starlette(routes=routes)
+    app = FastAPI(title="StreamDx", docs_url="/docs", redoc_url=None)
+    for route in routes:
+        app.router.routes.append(route)
+    for router in routers:
+        app.include_router(router)
+    for name, value in (app_state or {}).items():
+        setattr(app.state, name, value)
+    return app
 
 
 async def run_workers(workers: Sequence[StreamWorker[Any, Any]], stop: asyncio.Event) -> None:
@@ -96,7 +123,7 @@ async def run_workers(workers: Sequence[StreamWorker[Any, Any]], stop: asyncio.E
 
 async def _serve(
     service: str, settings: WorkerSettings, metrics: M,
-    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]]]],
+    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]] | ServiceParts]],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,11 +134,15 @@ async def _serve(
     try:
         if not await start_publisher(publisher, stop):
             return
-        workers = await build(WorkerRuntime(settings, metrics, redis, publisher))
+        built = await build(WorkerRuntime(settings, metrics, redis, publisher))
+        parts = built if isinstance(built, ServiceParts) else ServiceParts(list(built))
+        workers = parts.workers
         tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]
+        tasks += [asyncio.create_task(job(stop), name=getattr(job, "__qualname__", "background"))
+                  for job in parts.background]
         server = uvicorn.Server(uvicorn.Config(
-            health_app(workers, tasks, metrics.registry), host=settings.metrics_host, port=settings.metrics_port,
-            log_config=None, access_log=False,
+            health_app(workers, tasks, metrics.registry, parts.routers, parts.app_state),
+            host=settings.metrics_host, port=settings.metrics_port, log_config=None, access_log=False,
         ))
         http = asyncio.create_task(server.serve())
         log.info("started", extra=log_fields(service=service, port=settings.metrics_port))
@@ -131,7 +162,7 @@ async def _serve(
 
 def serve_workers(
     service: str, settings: WorkerSettings, metrics: M,
-    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]]]],
+    build: Callable[[WorkerRuntime[M]], Awaitable[list[StreamWorker[Any, Any]] | ServiceParts]],
 ) -> int:
     """Blocking entry point of a worker service; ``metrics`` is the service's own metrics object."""
     configure_logging(service, settings.log_level)

@@ -1,0 +1,3 @@
+"""HTTP API of the alerts service (routers included by the service's app)."""
+
+__all__: list[str] = []
