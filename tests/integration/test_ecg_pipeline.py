@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import DspMetrics, PublisherMetrics
-from streamdx.schemas import EcgBeatV1, EcgSamplesV1
+from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1
 from streamdx.sim import ecg_synthesize
 from streamdx.sim.device import create_device, stream_ecg
 from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
@@ -117,6 +117,18 @@ async def test_gap_resets_and_marks_next_beat_and_flat_line_has_no_beats(pipelin
     assert not any(b.r_sample > 30.5 * 250 for b in beats), "beats invented on a flat line"
     samples = await read_messages(stack.kafka_bootstrap, EcgSamplesV1, device)
     assert [m.gap_before for m in samples if m.seq == 18] == [3]
+    # one ecg.status per applied chunk: the gap's missing time, then the flat line as lost signal
+    status: list[EcgStatusV1] = []
+    for _ in range(60):
+        status = await read_messages(stack.kafka_bootstrap, EcgStatusV1, device)
+        if len(status) >= 37:
+            break
+        await asyncio.sleep(0.5)
+    assert [s.seq for s in status] == [q for q in range(40) if not 15 <= q < 18]
+    by_seq = {s.seq: s for s in status}
+    assert by_seq[18].gap_s == pytest.approx(3.0) and all(s.gap_s == 0 for s in status if s.seq != 18)
+    assert by_seq[39].lost == [(30 * 250, 40 * 250)] and all(s.lost == [] for s in status if s.seq < 30)
+    assert all(s.horizon_sample <= s.end_sample == (s.seq + 1) * 250 for s in status)
 
 
 async def test_bad_chunk_on_the_topic_goes_to_dlq_with_reason(pipeline: str, stack: StackInfo) -> None:
