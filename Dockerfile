@@ -5,6 +5,7 @@
 #   docker build --build-arg SERVICE=ingest    -t streamdx-ingest .
 #   docker build --build-arg SERVICE=dsp       -t streamdx-dsp .
 #   docker build --build-arg SERVICE=inference -t streamdx-inference .
+#   docker build --build-arg SERVICE=alerts    -t streamdx-alerts .
 #
 # or build once and choose the service at run time (`docker run IMAGE dsp`); the images differ
 # only in their default CMD and health-check port, the installed code is the same.
@@ -66,7 +67,8 @@ ENTRYPOINT ["streamdx", "serve"]
 # An exec-form CMD cannot expand a build argument, so each service gets its own small stage and
 # the final stage is picked by SERVICE below (BuildKit builds only the stages it needs).
 # HEALTH_PORT is read only by the HEALTHCHECK above (ingest serves /healthz on INGEST_PORT, the
-# workers on METRICS_PORT); the services themselves do not read it.
+# workers on METRICS_PORT); the services themselves do not read it. Every image carries the
+# models of the runtime stage; only inference loads them (alerts, dsp and ingest ignore them).
 FROM runtime AS service-ingest
 ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
 CMD ["ingest"]
@@ -80,6 +82,12 @@ FROM runtime AS service-inference
 ENV HEALTH_PORT=9102 METRICS_HOST=0.0.0.0 METRICS_PORT=9102
 EXPOSE 9102
 CMD ["inference"]
+
+# alerts serves its API (/v1/subscriptions, /v1/streams/{id}/summary, /docs) on METRICS_PORT too
+FROM runtime AS service-alerts
+ENV HEALTH_PORT=8001 METRICS_HOST=0.0.0.0 METRICS_PORT=8001
+EXPOSE 8001
+CMD ["alerts"]
 
 # -------------------------------------------------------------------------------------- final
 FROM service-${SERVICE} AS final

@@ -25,20 +25,32 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-SERVICES = ("ingest", "dsp", "inference")
+SERVICES = ("ingest", "dsp", "inference", "alerts")
 #: the port of /healthz, /readyz and /metrics per service: its settings default (INGEST_PORT, METRICS_PORT)
-PORTS = {"ingest": 8000, "dsp": 9101, "inference": 9102}
-SECRETS = ("INGEST_ADMIN_TOKEN",)
+PORTS = {"ingest": 8000, "dsp": 9101, "inference": 9102, "alerts": 8001}
+#: services with an HTTP API behind a ClusterIP Service (on the same port as /healthz)
+API_SERVICES = ("ingest", "alerts")
+#: secret → the one service that reads it (from the `streamdx-secrets` Secret / the compose .env)
+SECRET_OWNERS = {"INGEST_ADMIN_TOKEN": "ingest", "ALERTS_ADMIN_TOKEN": "alerts"}
+SECRETS = tuple(SECRET_OWNERS)
+#: Deployments whose replica count KEDA owns (components/keda): every Kafka worker
+KEDA_TARGETS = {"streamdx-dsp", "streamdx-inference", "streamdx-alerts"}
 #: (Deployment, consumer group, topic) of every Kafka worker; groups are the settings' defaults
-#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP, INFERENCE_ECG_GROUP)
+#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP, INFERENCE_ECG_GROUP, ALERTS_*_GROUP)
 CONSUMERS = {
     ("streamdx-dsp", "dsp", "ecg.samples"),
     ("streamdx-dsp", "dsp-esr", "esr.frames"),
     ("streamdx-inference", "inference-esr", "esr.heights"),
     ("streamdx-inference", "inference-ecg", "ecg.beats"),
+    ("streamdx-alerts", "alerts-rhythm", "ecg.labels"),
+    ("streamdx-alerts", "alerts-status", "ecg.status"),
+    ("streamdx-alerts", "alerts-esr", "esr.forecasts"),
+    ("streamdx-alerts", "alerts-webhooks", "alerts.events"),
 }
 GROUP_ENV = {"DSP_GROUP": "dsp", "DSP_ESR_GROUP": "dsp-esr", "INFERENCE_ESR_GROUP": "inference-esr",
-             "INFERENCE_ECG_GROUP": "inference-ecg"}
+             "INFERENCE_ECG_GROUP": "inference-ecg", "ALERTS_RHYTHM_GROUP": "alerts-rhythm",
+             "ALERTS_STATUS_GROUP": "alerts-status", "ALERTS_ESR_GROUP": "alerts-esr",
+             "ALERTS_DELIVERY_GROUP": "alerts-webhooks"}
 MODELS_DIR = "/opt/streamdx/models"
 #: replication factor of the topics the topics Job creates: one broker in dev/jetson, >= 3 in prod
 TOPIC_REPLICATION = {"dev": "1", "prod": "3", "jetson": "1"}
@@ -223,6 +235,30 @@ def test_grafana_dashboard_is_json_and_shows_every_metric() -> None:
             assert panel["datasource"]["uid"] in uids, panel["title"]
 
 
+def test_grafana_provisions_every_dashboard_file() -> None:
+    """The file provider loads the whole dashboards folder (compose mounts it there): every JSON
+    in it is provisioned, so each must parse, have its own uid and query a provisioned datasource."""
+    (provider,) = _load(DEPLOY / "grafana" / "provisioning" / "dashboards" / "streamdx.yml")[0]["providers"]
+    assert provider["type"] == "file"
+    mounts = _compose_services()["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    datasource = _load(DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml")[0]
+    uids = {ds["uid"] for ds in datasource["datasources"]}
+    files = sorted((DEPLOY / "grafana" / "dashboards").iterdir())
+    assert {p.name for p in files} >= {"streamdx.json", "streamdx-alerts.json"}
+    dashboards = {}
+    for path in files:
+        assert path.suffix == ".json", f"{_rel(path)}: the provider reads .json dashboards only"
+        dashboard = json.loads(path.read_text())
+        assert dashboard["uid"] not in dashboards, f"{_rel(path)}: duplicate uid {dashboard['uid']}"
+        dashboards[dashboard["uid"]] = dashboard
+        for panel in dashboard["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] in uids, f"{_rel(path)}: {panel['title']}"
+    home = _compose_services()["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.rsplit("/", 1)[-1] in {p.name for p in files}
+
+
 def test_prometheus_scrapes_exactly_the_services() -> None:
     config = _load(DEPLOY / "prometheus" / "prometheus.yml")[0]
     targets = {
@@ -306,7 +342,7 @@ def test_secrets_are_referenced_never_committed() -> None:
         for e in c.get("env", [])
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert refs == {("streamdx-ingest", "INGEST_ADMIN_TOKEN")}
+    assert refs == {(f"streamdx-{owner}", secret) for secret, owner in SECRET_OWNERS.items()}
     examples = sorted(K8S.glob("overlays/*/secrets.env.example"))
     assert len(examples) == 3
     for example in examples:
@@ -319,7 +355,16 @@ def test_base_service_hpa_pdbs() -> None:
     by_kind: dict[str, dict[str, Any]] = {}
     for doc in objects:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
-    assert by_kind["Service"]["streamdx-ingest"]["spec"]["ports"][0]["port"] == 8000
+    assert set(by_kind["Service"]) == {f"streamdx-{s}" for s in API_SERVICES}
+    for service in API_SERVICES:
+        svc = by_kind["Service"][f"streamdx-{service}"]
+        assert svc["spec"]["type"] == "ClusterIP", service
+        assert svc["spec"]["selector"] == {"app.kubernetes.io/name": f"streamdx-{service}"}, service
+        (port,) = svc["spec"]["ports"]
+        assert port["port"] == PORTS[service], service
+        (container,) = by_kind["Deployment"][f"streamdx-{service}"]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports[port["targetPort"]] == PORTS[service], f"{service}: Service targetPort"
     hpa = by_kind["HorizontalPodAutoscaler"]["streamdx-ingest"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "streamdx-ingest"
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
@@ -331,7 +376,7 @@ def test_base_service_hpa_pdbs() -> None:
 def test_keda_scaled_objects_target_the_workers() -> None:
     docs = [doc for _, doc in _k8s_objects(K8S / "components" / "keda")]
     scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in docs}
-    assert set(scaled) == {"streamdx-dsp", "streamdx-inference"}
+    assert set(scaled) == KEDA_TARGETS
     assert {doc["metadata"]["name"] for doc in docs} == set(scaled)
     for doc in scaled.values():
         for trigger in doc["spec"]["triggers"]:
@@ -341,8 +386,11 @@ def test_keda_scaled_objects_target_the_workers() -> None:
     pairs = [(t["metadata"]["consumerGroup"], t["metadata"]["topic"]) for doc in docs for t in doc["spec"]["triggers"]]
     assert len(pairs) == len(set(pairs)), "one trigger per (consumer group, topic) pair"
     triggers = _keda_triggers(docs)
-    assert {group for _, group, _ in triggers} == {"dsp", "dsp-esr", "inference-esr", "inference-ecg"}
+    assert {group for _, group, _ in triggers} == set(GROUP_ENV.values())
     assert triggers == CONSUMERS
+    component = _load(K8S / "components" / "keda" / "kustomization.yaml")[0]
+    (patch,) = [p for p in component["patches"] if p["target"]["kind"] == "Deployment"]
+    assert {f"streamdx-{x}" for x in _names(patch["target"]["name"])} == KEDA_TARGETS, "KEDA owns their replicas"
 
 
 def test_keda_consumer_groups_are_the_workers_groups() -> None:
@@ -471,7 +519,7 @@ def test_rendered_overlay_stays_hardened(overlay: str, tmp_path: Path) -> None:
             assert d["metadata"]["name"].removeprefix("streamdx-") in existing, d["metadata"]["name"]
     if overlay == "prod":
         scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"}
-        assert scaled == {"streamdx-dsp", "streamdx-inference"}
+        assert scaled == KEDA_TARGETS
         assert _keda_triggers(docs) == CONSUMERS
         for target in scaled:
             assert "replicas" not in deployments[target]["spec"], f"{target}: KEDA owns the replica count"
@@ -491,6 +539,7 @@ def test_compose_services_hardened_and_ordered() -> None:
     assert "broker,controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
     assert services["topics-init"]["entrypoint"] == ["streamdx", "topics", "create"]
     assert services["ingest"]["environment"]["INGEST_HOST"] == "0.0.0.0"
+    assert services["alerts"]["ports"] == ["127.0.0.1:8001:8001"], "the alerts API is published on loopback only"
     for name in SERVICES:
         svc = services[name]
         assert svc["command"] == [name]
@@ -506,10 +555,7 @@ def test_compose_services_hardened_and_ordered() -> None:
         assert depends["redis"]["condition"] == "service_healthy"
         assert depends["topics-init"]["condition"] == "service_completed_successfully"
     # secrets: only interpolated from the git-ignored .env, only into the service that uses them
-    owners = {
-        "INGEST_ADMIN_TOKEN": "ingest",
-        "GF_SECURITY_ADMIN_PASSWORD": "grafana",
-    }
+    owners = {**SECRET_OWNERS, "GF_SECURITY_ADMIN_PASSWORD": "grafana"}
     for name, svc in services.items():
         env = svc.get("environment", {})
         assert "env_file" not in svc, f"{name}: pass secrets one by one, not a whole env file"
