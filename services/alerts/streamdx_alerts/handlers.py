@@ -112,6 +112,7 @@ def status_of(m: EcgStatusV1) -> StatusObs:
     return StatusObs(
         seq=m.seq, fs=m.fs, t_end=m.t_end.timestamp(), end_sample=m.end_sample, horizon_sample=m.horizon_sample,
         last_r_sample=m.last_r_sample, lost=tuple((a, b) for a, b in m.lost), gap_s=m.gap_s, final=m.final,
+        r_samples=tuple(m.r_samples),
     )
 
 

@@ -30,7 +30,7 @@ from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
 from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1, Message, SignalQuality
-from streamdx.schemas.ecg import MAX_LOST_INTERVALS
+from streamdx.schemas.ecg import MAX_LOST_INTERVALS, MAX_STATUS_R_SAMPLES
 from streamdx_dsp.core import (
     Beat,
     BeatWindow,
@@ -182,14 +182,14 @@ class EcgSamplesHandler:
             signal_loss_close(loss)
         out += self._beats(msg.stream_id, state, beats)
         self._metrics.beats.inc(len(out))
-        status = self._status(msg, state, lost, gap_s)
+        status = self._status(msg, state, lost, gap_s, [b.r_sample for b in out if isinstance(b, EcgBeatV1)])
         if status is not None:
             out.append(status)
         return Handled(state, out)
 
     @staticmethod
     def _status(
-        msg: EcgSamplesV1, state: DspStreamState, lost: list[tuple[int, int]], gap_s: float
+        msg: EcgSamplesV1, state: DspStreamState, lost: list[tuple[int, int]], gap_s: float, r_samples: list[int]
     ) -> EcgStatusV1 | None:
         core = state.core
         try:
@@ -201,12 +201,14 @@ class EcgSamplesHandler:
                 end_sample=state.next_sample,
                 horizon_sample=ecg_stream_horizon(core),
                 last_r_sample=core.start_sample + core.last_r if core.last_r >= 0 else -1,
+                r_samples=r_samples[-MAX_STATUS_R_SAMPLES:],
                 lost=merge_intervals(lost, MAX_LOST_INTERVALS),
                 gap_s=max(0.0, gap_s),
                 final=msg.final,
             )
-        except ValidationError:  # never raise after the core advanced
-            log.warning("status outside the schema skipped", extra=log_fields(seq=msg.seq))
+        except ValidationError as exc:  # never raise after the core advanced
+            log.warning("status outside the schema skipped",
+                        extra=log_fields(seq=msg.seq, error=exc.errors()[0]["msg"] if exc.errors() else ""))
             return None
 
     @staticmethod

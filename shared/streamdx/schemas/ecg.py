@@ -19,6 +19,8 @@ __all__ = [
     "FS_MAX",
     "FS_MIN",
     "MAX_CHUNK_SAMPLES",
+    "MAX_LOST_INTERVALS",
+    "MAX_STATUS_R_SAMPLES",
     "EcgBeatV1",
     "EcgLabelV1",
     "EcgSamplesV1",
@@ -187,6 +189,8 @@ class EcgLabelV1(Message):
 
 #: Most lost-signal intervals one status message carries (longer lists are merged by the dsp).
 MAX_LOST_INTERVALS = 64
+#: Most R peaks one status message lists (a 16 384-sample chunk at 125 Hz at 300 bpm holds ~660).
+MAX_STATUS_R_SAMPLES = 1024
 
 
 class EcgStatusV1(Message):
@@ -211,6 +215,10 @@ class EcgStatusV1(Message):
     lost: list[tuple[int, int]] = Field(
         default_factory=list, max_length=MAX_LOST_INTERVALS,
         description="Lost-signal intervals [a, b) (absolute samples) that end in or overlap this chunk",
+    )
+    r_samples: list[int] = Field(
+        default_factory=list, max_length=MAX_STATUS_R_SAMPLES,
+        description="R peaks of the beats published for this chunk (absolute samples, ascending)",
     )
     gap_s: float = Field(default=0.0, ge=0, description="Data missing just before this chunk (s)")
     final: bool = Field(default=False, description="The stream ended (last chunk of a replay)")

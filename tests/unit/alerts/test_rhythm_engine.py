@@ -208,3 +208,21 @@ def test_any_chunking_gives_the_same_alerts(cuts: list[int], seed: int) -> None:
         got += ch
     assert got == whole
     assert state is not None and state.to_dict() == whole_state.to_dict()
+
+
+def test_lost_signal_is_not_counted_as_unreadable_time() -> None:
+    # an unreadable beat at a lead-off's start, 12 s of lost signal, then a few unreadable beats
+    b = Builder().add(30, 0.8).add(1, 0.8, readable=False).add(1, 12.0, readable=False, lost=11.5)
+    b.add(4, 0.8, readable=False).add(30, 0.8)
+    _, changes = run(b.beats)
+    assert changes == []
+
+
+def test_scattered_unreadable_beats_are_not_an_unreadable_span() -> None:
+    # AF with every 5th beat unreadable: 80 % readable, no technical alarm, AF raised
+    b = Builder().add(20, 0.8)
+    for _ in range(60):
+        b.add(4, (0.5, 1.0), af=True).add(1, 0.8, readable=False)
+    b.add(40, 0.8)
+    _, changes = run(b.beats)
+    assert kinds(changes) == [("af_episode", "raised"), ("af_episode", "resolved")]

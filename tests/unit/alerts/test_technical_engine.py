@@ -117,3 +117,20 @@ def test_final_status_resolves_open_alarms() -> None:
     state, ch = run(s.out)
     assert kinds(ch) == [("asystole", "raised"), ("asystole", "resolved")]
     assert state.finished
+
+
+def test_asystole_stepped_over_by_the_horizon_is_found_from_the_listed_r_peaks() -> None:
+    # the horizon jumps 8 s at once (one processed block) over a 6-s pause: only r_samples show it
+    rs = [int(x * FS) for x in (1.0, 1.8, 2.6, 8.6, 9.4, 10.2)]
+    obs = [
+        StatusObs(0, FS, T0 + 4.0, int(4 * FS), int(2.0 * FS), rs[1], r_samples=(rs[0],)),
+        StatusObs(1, FS, T0 + 12.0, int(12 * FS), int(10.5 * FS), rs[5], r_samples=tuple(rs[1:5])),
+    ]
+    _, ch = run(obs)
+    assert kinds(ch) == [("asystole", "raised"), ("asystole", "resolved")]
+    assert ch[0].details["late"] is True and ch[0].details["no_beat_s"] == 6.0
+    assert abs(ch[0].started_at - (T0 + 2.6)) < 1e-6 and abs(ch[1].ended_at - (T0 + 8.6)) < 1e-6  # type: ignore[operator]
+    # the same span with lost signal inside is not asystole
+    lost = ((int(3 * FS), int(8 * FS)),)
+    obs[1] = StatusObs(1, FS, T0 + 12.0, int(12 * FS), int(10.5 * FS), rs[5], lost=lost, r_samples=tuple(rs[1:5]))
+    assert [k for k, _ in kinds(run(obs)[1])] == ["lead_off", "lead_off"]

@@ -24,7 +24,8 @@ What it tracks, in signal time:
 * **VT runs**: ``vt.min_beats`` consecutive V beats at a mean rate of at least
   ``vt.min_rate_bpm``; updated as *sustained* after ``vt.sustained_s``; tachycardia is not
   raised while VT is;
-* **unreadable signal**: beats failing the quality gate for ``unreadable.min_s`` raise a
+* **unreadable signal**: beats failing the quality gate without interruption for
+  ``unreadable.min_s`` (lost signal and data gaps excluded: those are lead_off / data_gap) raise a
   technical alarm that suppresses new rhythm alarms until ``unreadable.resolve_beats``
   readable beats in a row;
 * Holter statistics for :mod:`streamdx_alerts.engine.summary` (hourly HR, S/V counts,
@@ -235,6 +236,10 @@ class _Step:
 
     def unreadable(self, b: RhythmBeat) -> None:
         s, rule = self.s, self.r.unreadable
+        if (b.rr_prev_lost_s > 0.0 or b.after_gap) and s.unreadable_since is not None and not s.book.is_open(
+            "signal_unreadable"
+        ):
+            s.unreadable_since = None  # lost signal and data gaps are lead_off / data_gap, not unreadable time
         if not b.readable:
             s.readable_run = 0
             if s.unreadable_since is None:
@@ -245,7 +250,9 @@ class _Step:
                             message=f"ECG unreadable for {rule.min_s:.0f} s: rhythm alarms suppressed")
             return
         s.readable_run += 1
-        if s.unreadable_since is not None and s.readable_run >= rule.resolve_beats:
+        if not s.book.is_open("signal_unreadable"):
+            s.unreadable_since = None  # the unreadable span must be uninterrupted to raise
+        elif s.readable_run >= rule.resolve_beats:
             s.unreadable_since = None
             self.emit(s.book.resolve_alert("signal_unreadable", ended_at=b.t, message="ECG readable again"))
             s.brady, s.tachy = _Rate(), _Rate()  # rate conditions must be met again on readable signal

@@ -12,7 +12,11 @@ lead off) and data gaps.
   and resolved at once with the missing seconds;
 * **asystole** (critical): no R peak for ``asystole.no_beat_s`` of *good* signal: the
   beat-less span holds at most ``asystole.max_lost_fraction`` lost signal, no lead-off is
-  open, and the span does not reach back across a data gap. Resolved by the next R peak.
+  open, and the span does not reach back across a data gap. Raised live when the
+  detector's horizon passes the limit, resolved by the next R peak. The horizon advances
+  per processed block (seconds), so a pause shorter than a block can be stepped over: the
+  R peaks each status lists then show the span, and the alarm is raised and resolved at
+  once (``late=True``) — late, never missed.
 
 Technical alarms suppress asystole; the rhythm engine never counts a span with lost signal
 or a data gap as a pause, so a lead-off raises exactly one alarm: lead_off.
@@ -48,6 +52,7 @@ class StatusObs:
     lost: tuple[tuple[int, int], ...] = ()
     gap_s: float = 0.0
     final: bool = False
+    r_samples: tuple[int, ...] = ()
 
 
 @dataclass
@@ -61,6 +66,7 @@ class TechnicalState:
     ref_sample: int = 0
     last_r_sample: int = -1
     lost: list[list[int]] = field(default_factory=list)
+    lead_off_from: int = -1
     finished: bool = False
     book: AlertBook = field(default_factory=AlertBook)
 
@@ -145,7 +151,7 @@ def technical_step(
                     emit(st.book.resolve_alert("data_gap", ended_at=t_gap, message="data resumed"))
         elif first:
             st.ref_sample = 0
-        _lead_off(st, rules, stream_id, profile, emit)
+        _lead_off(st, s, rules, stream_id, profile, emit)
         _asystole(st, s, rules, stream_id, profile, emit)
         if s.final:
             for kind in list(st.book.open):
@@ -154,20 +160,24 @@ def technical_step(
     return st, out
 
 
-def _lead_off(st: TechnicalState, rules: AlertRules, stream_id: str, profile: str, emit: Any) -> None:
+def _lead_off(st: TechnicalState, s: StatusObs, rules: AlertRules, stream_id: str, profile: str,
+              emit: Any) -> None:
     rule = rules.lead_off
     fs = st.fs
-    ongoing = [x for x in st.lost if x[1] >= st.end_sample]
-    if ongoing and rule.enabled:
-        a, b = ongoing[-1]
-        if (b - a) >= rule.min_s * fs and not st.book.is_open("lead_off"):
-            emit(st.book.raise_alert(
-                stream_id, "lead_off", rule=f"{profile}/lead_off", severity=rule.severity, started_at=st.time_of(a),
-                criterion_at=st.time_of(a + rule.min_s * fs), hint=a, suppress_s=rule.suppress_s,
-                message="lead off or flat line: no ECG signal; rhythm alarms suppressed",
-            ))
-        return
-    if st.book.is_open("lead_off"):
+    if rule.enabled and not st.book.is_open("lead_off"):
+        # the first lost interval of at least min_s not raised yet (an ongoing one is reported
+        # again, growing, with each chunk: same start, raised once)
+        for a, b in sorted(s.lost):
+            if b - a >= rule.min_s * fs and a > st.lead_off_from:
+                st.lead_off_from = a
+                emit(st.book.raise_alert(
+                    stream_id, "lead_off", rule=f"{profile}/lead_off", severity=rule.severity,
+                    started_at=st.time_of(a), criterion_at=st.time_of(a + rule.min_s * fs), hint=a,
+                    suppress_s=rule.suppress_s,
+                    message="lead off or flat line: no ECG signal; rhythm alarms suppressed",
+                ))
+                break
+    if st.book.is_open("lead_off") and not any(x[1] >= st.end_sample for x in st.lost):
         last_b = max((x[1] for x in st.lost), default=0)
         if st.end_sample - last_b >= rule.resolve_s * fs:
             emit(st.book.resolve_alert("lead_off", ended_at=st.time_of(last_b), message="ECG signal back"))
@@ -177,19 +187,33 @@ def _asystole(st: TechnicalState, s: StatusObs, rules: AlertRules, stream_id: st
               emit: Any) -> None:
     rule = rules.asystole
     fs = st.fs
-    if st.book.is_open("asystole") and s.last_r_sample > st.last_r_sample:
-        emit(st.book.resolve_alert("asystole", ended_at=st.time_of(s.last_r_sample), message="beats resumed"))
-    st.last_r_sample = max(st.last_r_sample, s.last_r_sample)
-    if not rule.enabled or st.book.is_open("asystole") or st.book.is_open("lead_off"):
+    limit = rule.no_beat_s * fs
+
+    def raise_at(ref: int, end: int, message: str, **details: float | int | str | bool) -> None:
+        emit(st.book.raise_alert(
+            stream_id, "asystole", rule=f"{profile}/asystole", severity=rule.severity, started_at=st.time_of(ref),
+            criterion_at=st.time_of(ref + limit), hint=ref, suppress_s=rule.suppress_s, message=message,
+            details={"no_beat_s": round((end - ref) / fs, 2), **details},
+        ))
+
+    # every R peak the dsp reported since the last status, in order: a beat-less span of good signal
+    # longer than the limit that the horizon stepped over (it moves per processed block) is raised
+    # and resolved at once (late, but never missed)
+    for r in sorted({x for x in (*s.r_samples, s.last_r_sample) if x > st.last_r_sample}):
+        prev = st.last_r_sample
+        if st.book.is_open("asystole"):
+            emit(st.book.resolve_alert("asystole", ended_at=st.time_of(r), message="beats resumed"))
+        elif (rule.enabled and prev >= 0 and prev >= st.ref_sample and r - prev >= limit
+              and _lost_in(st.lost, prev, r) <= rule.max_lost_fraction * (r - prev)):  # fmt: skip
+            raise_at(prev, r, f"asystole: no beat for {(r - prev) / fs:.1f} s (found when beats resumed)",
+                     late=True)
+            emit(st.book.resolve_alert("asystole", ended_at=st.time_of(r), message="beats resumed"))
+        st.last_r_sample = r
+    if not rule.enabled or st.book.is_open("asystole") or st.book.is_open("lead_off") or st.last_r_sample < 0:
         return
+    # live: no beat while the detector's decisions are final well past the limit
     ref = max(st.last_r_sample, st.ref_sample)
     span = s.horizon_sample - ref
-    if span < rule.no_beat_s * fs or st.last_r_sample < 0:
+    if span < limit or _lost_in(st.lost, ref, s.horizon_sample) > rule.max_lost_fraction * span:
         return
-    if _lost_in(st.lost, ref, s.horizon_sample) > rule.max_lost_fraction * span:
-        return
-    emit(st.book.raise_alert(
-        stream_id, "asystole", rule=f"{profile}/asystole", severity=rule.severity, started_at=st.time_of(ref),
-        criterion_at=st.time_of(ref + rule.no_beat_s * fs), hint=ref, suppress_s=rule.suppress_s,
-        message=f"asystole: no beat for {span / fs:.1f} s", details={"no_beat_s": round(span / fs, 2)},
-    ))
+    raise_at(ref, s.horizon_sample, f"asystole: no beat for {span / fs:.1f} s")
