@@ -201,6 +201,28 @@ async def test_wrong_secret_is_rejected_by_the_receiver_and_dead_lettered(
     assert secret not in caplog.text and secret[6:] not in "".join(str(r.__dict__) for r in caplog.records)
 
 
+async def test_rotated_secret_still_verifies_with_the_old_one_during_the_grace(stack: StackInfo) -> None:
+    old = new_secret()
+    receiver = Receiver(old)
+    await receiver.start()
+    stream = unique_stream()
+    try:
+        async with delivery_rig(stack, webhook_settings(stack)) as rig:
+            sub = await rig.subscribe(receiver.url, stream, secret=old)
+            rotated = await rig.delivery.subscriptions.rotate_secret(sub.id, new_secret())
+            assert rotated is not None
+            ev = alert_event(stream, 1)
+            await rig.publisher.publish(ev)
+            assert await wait_until(lambda: len(receiver.delivered()) == 1, 20)
+            (hit,) = receiver.hits
+            assert hit.verified and len(hit.headers["webhook-signature"].split(" ")) == 2
+            from svix.webhooks import Webhook
+
+            Webhook(rotated.secret.get_secret_value()).verify(payload_bytes(ev), hit.headers)
+    finally:
+        await receiver.stop()
+
+
 async def test_breaker_opens_and_postpones_without_dropping(stack: StackInfo) -> None:
     secret = new_secret()
     receiver = Receiver(secret, always_status=500)

@@ -127,3 +127,19 @@ def test_create_model_rejects_unknown_kind_and_dedups_kinds() -> None:
     assert spec.kinds == ["af_episode", "pause"]
     with pytest.raises(ValueError):
         SubscriptionCreate(url="https://example.com/h", kinds=["sneezing"])  # type: ignore[list-item]
+
+
+def test_signing_secrets_during_and_after_the_rotation_grace() -> None:
+    from pydantic import SecretStr
+
+    from streamdx_alerts.webhooks.subscriptions import Subscription
+
+    sub = Subscription.model_validate({"id": "sub_0123456789abcdef", "url": "https://example.com/h",
+                                       "created_at": T0, "updated_at": T0, "secret": "whsec_" + "A" * 32})
+    assert sub.signing_secrets() == ["whsec_" + "A" * 32]
+    rotated = sub.model_copy(update={"secret": SecretStr("whsec_" + "B" * 32), "previous_secret": sub.secret,
+                                     "previous_until": T0 + timedelta(hours=24)})
+    assert rotated.signing_secrets(T0) == ["whsec_" + "B" * 32, "whsec_" + "A" * 32]
+    assert rotated.signing_secrets(T0 + timedelta(hours=25)) == ["whsec_" + "B" * 32]
+    assert "AAAA" not in rotated.view().model_dump_json() and "BBBB" not in repr(rotated)
+    assert Subscription.model_validate_json(rotated.to_json()) == rotated

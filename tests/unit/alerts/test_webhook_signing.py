@@ -95,3 +95,15 @@ def test_bad_secrets_rejected_without_echo(bad: str) -> None:
         validate_secret(bad)
     if len(bad) > 6:
         assert bad[6:] not in str(info.value)
+
+
+def test_rotation_signs_with_both_secrets() -> None:
+    old, new = new_secret(), new_secret()
+    ev = event()
+    body = payload_bytes(ev)
+    headers = signed_headers([new, old], ev.event_id, body, datetime.now(UTC))
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    SvixWebhook(new).verify(body, headers)
+    SvixWebhook(old).verify(body, headers)  # a receiver that has not switched yet
+    with pytest.raises(WebhookVerificationError):
+        SvixWebhook(new_secret()).verify(body, headers)

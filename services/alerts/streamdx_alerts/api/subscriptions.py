@@ -6,7 +6,8 @@
 ``GET    /v1/subscriptions/{id}``        one subscription
 ``PATCH  /v1/subscriptions/{id}``        change url, description, filters, enabled
 ``DELETE /v1/subscriptions/{id}``        delete (204); its queued deliveries are dropped
-``POST   /v1/subscriptions/{id}/rotate-secret``  new secret (generated, or given), shown once
+``POST   /v1/subscriptions/{id}/rotate-secret``  new secret (generated, or given), shown once;
+                                         the old one co-signs for 24 h
 ``GET    /v1/deliveries/dead``           recent dead-lettered deliveries (replay them with
                                          ``streamdx alerts replay``)
 =======================================  =====================================================

@@ -213,15 +213,15 @@ class Dispatcher:
             if sub is None or not sub.enabled:
                 await self._queue.dropped(did, "subscription_deleted" if sub is None else "subscription_disabled")
                 return
-            await self._attempt(delivery, sub.url, sub.secret.get_secret_value())
+            await self._attempt(delivery, sub.url, sub.signing_secrets())
         except (RedisError, OSError) as exc:  # the lease brings the delivery back
             log.warning("delivery bookkeeping failed", extra=log_fields(error_type=type(exc).__name__))
 
-    async def _attempt(self, delivery: Delivery, url: str, secret: str) -> None:
+    async def _attempt(self, delivery: Delivery, url: str, secrets: list[str]) -> None:
         breaker = await self._breakers.get_breaker(delivery.subscription_id)
         try:
             async with breaker:
-                attempt = await self._sender.send(url, secret, delivery.event)
+                attempt = await self._sender.send(url, secrets, delivery.event)
                 self._metrics.webhook_seconds.observe(attempt.duration_s)
                 self.attempts += 1
                 if attempt.outcome == "retry":

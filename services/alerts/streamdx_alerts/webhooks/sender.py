@@ -16,6 +16,7 @@ The response body is never read (only the status line and headers).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -86,8 +87,8 @@ class Sender:
         self._client = client
         self._allow_private = allow_private
 
-    async def send(self, url: str, secret: str, event: AlertEventV1) -> Attempt:
-        """POST ``event`` to ``url`` signed with ``secret``; never raises for network errors."""
+    async def send(self, url: str, secret: str | Sequence[str], event: AlertEventV1) -> Attempt:
+        """POST ``event`` to ``url`` signed with ``secret`` (one or several); never raises for network errors."""
         started = time.time()
         t0 = time.perf_counter()
         if not self._allow_private:

@@ -16,6 +16,7 @@ import binascii
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,13 +100,14 @@ def payload_bytes(event: AlertEventV1) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
-def signed_headers(secret: str, event_id: str, body: bytes, now: datetime) -> dict[str, str]:
+def signed_headers(secret: str | Sequence[str], event_id: str, body: bytes, now: datetime) -> dict[str, str]:
     """The headers of one attempt: ``webhook-id``/``-timestamp``/``-signature`` and friends.
 
     Parameters
     ----------
-    secret : str
-        The subscription's ``whsec_`` secret.
+    secret : str or sequence of str
+        The subscription's ``whsec_`` secret, or several (during a rotation): one signature
+        each, space-separated, current first.
     event_id : str
         The event id (``webhook-id`` and ``idempotency-key``).
     body : bytes
@@ -113,7 +115,8 @@ def signed_headers(secret: str, event_id: str, body: bytes, now: datetime) -> di
     now : datetime
         The attempt time (``webhook-timestamp``, whole seconds).
     """
-    signature = Webhook(secret).sign(event_id, now, body)
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    signature = " ".join(Webhook(k).sign(event_id, now, body) for k in keys)
     return {
         "webhook-id": event_id,
         "webhook-timestamp": str(int(now.timestamp())),

@@ -9,7 +9,10 @@ view (:class:`SubscriptionView`) never contains it and the in-memory record hold
 Secrets at rest: the secret is needed in clear to sign, so it is stored as is in Redis.
 Redis must therefore be protected like a secret store (network isolation, ``requirepass``/
 ACLs, no public snapshot). A secret believed exposed is replaced with
-``POST /v1/subscriptions/{id}/rotate-secret``.
+``POST /v1/subscriptions/{id}/rotate-secret``. After a rotation the previous secret keeps
+signing too for ``ROTATION_GRACE_S`` (24 h): each request then carries two signatures
+(``v1,<new> v1,<old>``, as Standard Webhooks allows), so a receiver that has not switched yet
+still verifies; an exposed secret is dropped at once by rotating twice.
 
 Layout::
 
@@ -20,9 +23,10 @@ Layout::
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -34,6 +38,7 @@ from streamdx_alerts.webhooks.signing import validate_secret
 from streamdx_alerts.webhooks.urls import validate_url
 
 __all__ = [
+    "ROTATION_GRACE_S",
     "SEVERITY_RANK",
     "Subscription",
     "SubscriptionCreate",
@@ -45,6 +50,8 @@ __all__ = [
     "new_subscription_id",
 ]
 
+#: Seconds the previous secret keeps signing after a rotation.
+ROTATION_GRACE_S = 24 * 3600
 SEVERITY_RANK: Mapping[str, int] = {"info": 0, "warning": 1, "critical": 2}
 StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
 SubscriptionId = Annotated[str, Field(pattern=r"^sub_[0-9a-f]{16}$")]
@@ -140,25 +147,43 @@ class SubscriptionCreated(SubscriptionView):
     secret: str = Field(description="Signing secret: shown this once, store it in the receiver")
 
 
+_SECRETS: set[str] = {"secret", "previous_secret", "previous_until"}
+
+
 class Subscription(SubscriptionView):
-    """The stored record (secret included, as a ``SecretStr``)."""
+    """The stored record (secrets included, as ``SecretStr``)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     secret: SecretStr
+    previous_secret: SecretStr | None = None
+    previous_until: datetime | None = None
 
     def view(self) -> SubscriptionView:
         """The public view (no secret)."""
-        return SubscriptionView.model_validate(self.model_dump(exclude={"secret"}))
+        return SubscriptionView.model_validate(self.model_dump(exclude=_SECRETS))
 
     def created_view(self) -> SubscriptionCreated:
         """The view with the secret in clear (create and rotate responses only)."""
         return SubscriptionCreated.model_validate(
-            {**self.model_dump(exclude={"secret"}), "secret": self.secret.get_secret_value()})
+            {**self.model_dump(exclude=_SECRETS), "secret": self.secret.get_secret_value()})
+
+    def signing_secrets(self, now: datetime | None = None) -> list[str]:
+        """The secrets that sign a request now: the current one, and the previous one during its grace."""
+        out = [self.secret.get_secret_value()]
+        if self.previous_secret is not None and self.previous_until is not None \
+                and (now or datetime.now(UTC)) < self.previous_until:
+            out.append(self.previous_secret.get_secret_value())
+        return out
 
     def to_json(self) -> str:
-        """JSON for Redis, secret in clear."""
-        data: dict[str, Any] = self.model_dump(mode="json", exclude={"secret"})
+        """JSON for Redis, secrets in clear."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude=_SECRETS)
         data["secret"] = self.secret.get_secret_value()
-        return SubscriptionCreated.model_validate(data).model_dump_json()
+        if self.previous_secret is not None and self.previous_until is not None:
+            data["previous_secret"] = self.previous_secret.get_secret_value()
+            data["previous_until"] = self.previous_until.isoformat()
+        return json.dumps(data, separators=(",", ":"))
 
 
 def matches(sub: SubscriptionView, event: AlertEventV1) -> bool:
@@ -253,12 +278,18 @@ class SubscriptionStore:
 
         return await self._modify(sub_id, change)
 
-    async def rotate_secret(self, sub_id: str, secret: str) -> Subscription | None:
-        """Replace the signing secret (effective for the next attempt); ``None`` if unknown."""
+    async def rotate_secret(self, sub_id: str, secret: str, grace_s: float = ROTATION_GRACE_S) -> Subscription | None:
+        """Replace the signing secret (effective for the next attempt); ``None`` if unknown.
+
+        The replaced secret keeps signing as a second signature for ``grace_s`` seconds; a
+        rotation within the grace period of the last one drops the older secret.
+        """
         new = SecretStr(validate_secret(secret))
 
         def change(sub: Subscription) -> Subscription:
-            return sub.model_copy(update={"secret": new, "updated_at": datetime.now(UTC)})
+            now = datetime.now(UTC)
+            return sub.model_copy(update={"secret": new, "previous_secret": sub.secret,
+                                          "previous_until": now + timedelta(seconds=grace_s), "updated_at": now})
 
         return await self._modify(sub_id, change)
 
