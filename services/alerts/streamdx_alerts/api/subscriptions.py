@@ -48,6 +48,7 @@ __all__ = [
     "DeadDeliveryOut",
     "RotateSecret",
     "SubscriptionsApi",
+    "bind_subscriptions_api",
     "include_subscriptions_api",
     "subscriptions_router",
 ]
@@ -78,8 +79,8 @@ class DeadDeliveryOut(BaseModel):
     failed_at: float
 
 
-def include_subscriptions_api(app: FastAPI, settings: AlertsSettings, redis: Redis) -> SubscriptionsApi:
-    """Add the subscription routes to ``app`` and their dependencies to ``app.state``.
+def include_subscriptions_api(app: FastAPI, settings: AlertsSettings, redis: Redis | None = None) -> None:
+    """Add the subscription routes to ``app`` (and their dependencies when ``redis`` is given).
 
     Parameters
     ----------
@@ -87,15 +88,21 @@ def include_subscriptions_api(app: FastAPI, settings: AlertsSettings, redis: Red
         The alerts service's app.
     settings : AlertsSettings
         ``ALERTS_ADMIN_TOKEN``, ``WEBHOOK_ALLOW_PRIVATE``, ``WEBHOOK_RECORD_TTL_S``.
-    redis : Redis
-        The shared Redis client (it may be created later, in the app's lifespan, as long as the
-        same object is passed here).
+    redis : Redis or None
+        The shared Redis client. An app that opens it in its lifespan passes ``None`` here and
+        calls :func:`bind_subscriptions_api` there.
     """
+    app.include_router(subscriptions_router())
+    if redis is not None:
+        bind_subscriptions_api(app, settings, redis)
+
+
+def bind_subscriptions_api(app: FastAPI, settings: AlertsSettings, redis: Redis) -> SubscriptionsApi:
+    """Set the routes' dependencies in ``app.state`` (and ``app.state.admin_token`` if unset)."""
     api = SubscriptionsApi(settings, SubscriptionStore(redis), DeliveryQueue(redis, settings.webhook_record_ttl_s))
     app.state.webhook_subscriptions = api
     if getattr(app.state, "admin_token", None) is None:  # read by streamdx_alerts.api.auth.require_admin
         app.state.admin_token = settings.alerts_admin_token
-    app.include_router(subscriptions_router())
     return api
 
 

@@ -13,6 +13,7 @@ and closes it when ``stop`` is set)::
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import httpx
@@ -34,6 +35,8 @@ from streamdx_alerts.webhooks.signing import USER_AGENT
 from streamdx_alerts.webhooks.subscriptions import SubscriptionStore
 
 __all__ = ["WebhookDelivery", "build_webhook_delivery", "http_client"]
+
+log = logging.getLogger("streamdx.alerts.webhooks")
 
 
 def http_client(settings: AlertsSettings) -> httpx.AsyncClient:
@@ -103,6 +106,8 @@ def build_webhook_delivery(
     client : httpx.AsyncClient or None
         HTTP client for the POSTs (default: :func:`http_client`); closed by ``run_dispatcher``.
     """
+    if settings.webhook_lease_s <= settings.webhook_timeout_s:
+        log.warning("WEBHOOK_LEASE_S is not longer than WEBHOOK_TIMEOUT_S: slow POSTs will be sent twice")
     subscriptions = SubscriptionStore(redis)
     queue = DeliveryQueue(redis, settings.webhook_record_ttl_s)
     http = client or http_client(settings)
