@@ -48,6 +48,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "compare ESR forecast models on simulated tubes"),
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
+    ("bench", "alerts"): ("streamdx_alerts.bench:main", "criterion → signed webhook POST latency"),
     ("bench", "inference"): ("streamdx_inference.ecg.bench:main", "ECG labeler beats/s on one core, batched"),
     ("train", "esr"): ("streamdx_inference.esr.training:main", "train the ESR forecast model"),
     ("train", "af"): ("streamdx_inference.ecg.training.train_af:main", "train the per-beat AF model (ONNX + INT8)"),
