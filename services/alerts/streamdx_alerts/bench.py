@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["build_parser", "main"]
 
@@ -44,7 +44,7 @@ class _Receiver:
     bad: int = 0
 
 
-def _label(s: _Stream, rr: float, cls: str) -> Any:
+def _label(s: _Stream, rr: float, cls: Literal["N", "V"]) -> Any:
     from streamdx.schemas import EcgLabelV1
 
     s.t += rr
