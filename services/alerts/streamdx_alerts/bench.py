@@ -22,7 +22,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -37,11 +37,9 @@ class _Stream:
     index: int = 0
 
 
-@dataclass
-class _Receiver:
-    secret: str = ""
-    got: dict[str, float] = field(default_factory=dict)
-    bad: int = 0
+def _raised(rx: Any) -> dict[str, float]:
+    """alert_id → arrival time of its ``raised`` webhook."""
+    return {r.event["alert_id"]: r.at for r in rx.received.values() if r.event["state"] == "raised"}
 
 
 def _label(s: _Stream, rr: float, cls: Literal["N", "V"]) -> Any:
@@ -57,28 +55,6 @@ def _label(s: _Stream, rr: float, cls: Literal["N", "V"]) -> Any:
     return m
 
 
-async def _receiver_app(rx: _Receiver) -> Any:
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
-
-    async def hook(request: Request) -> Response:
-        body = await request.body()
-        try:
-            Webhook(rx.secret).verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            rx.bad += 1
-            return Response(status_code=401)
-        data = json.loads(body)["data"]
-        if data["state"] == "raised":
-            rx.got.setdefault(data["alert_id"], time.time())
-        return Response(status_code=204)
-
-    return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
-
-
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     import numpy as np
@@ -89,8 +65,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     from streamdx.messaging.admin import all_topics, ensure_topics
     from streamdx.messaging.publisher import Publisher
     from streamdx.metrics import PublisherMetrics
+    from streamdx_alerts.webhooks.receiver import WebhookReceiver
 
-    rx = _Receiver()
+    rx = WebhookReceiver()
     rx_port, api_port, admin = free_port(), free_port(), secrets.token_urlsafe(16)
     with EmbeddedStack() as stack:
         await ensure_topics(stack.kafka_bootstrap, all_topics(), args.partitions)
@@ -101,7 +78,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             sys.executable, "-m", "streamdx.cli", "serve", "alerts", env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
-        server = uvicorn.Server(uvicorn.Config(await _receiver_app(rx), host="127.0.0.1", port=rx_port,
+        server = uvicorn.Server(uvicorn.Config(rx.app(), host="127.0.0.1", port=rx_port,
                                                log_config=None, access_log=False))
         rx_task = asyncio.create_task(server.serve())
         pub = Publisher(stack.kafka_bootstrap, PublisherMetrics(CollectorRegistry()), client_id="bench-alerts")
@@ -154,7 +131,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                     await pub.publish_many([_label(s, beat_period, "N") for s in streams])
                     next_beat += beat_period
             for _ in range(int(args.drain_s * 10)):  # bounded wait for the last webhooks
-                if set(sent) <= set(rx.got):
+                if set(sent) <= set(_raised(rx)):
                     break
                 await asyncio.sleep(0.1)
         finally:
@@ -163,13 +140,14 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             await rx_task
             proc.terminate()
             await asyncio.wait_for(proc.wait(), timeout=15)
-    lat = np.array([rx.got[a] - t for a, t in sent.items() if a in rx.got])
-    lost = [a for a in sent if a not in rx.got]
+    got = _raised(rx)
+    lat = np.array([got[a] - t for a, t in sent.items() if a in got])
+    lost = [a for a in sent if a not in got]
     q = (lambda p: float(np.percentile(lat, p))) if lat.size else (lambda p: float("nan"))
     return {
         "machine": f"{os.cpu_count()} cores", "broker": "embedded tansu (memory)",
         "streams": args.streams, "seconds": args.seconds, "background_labels_per_s": args.streams / 0.8,
-        "criteria": len(sent), "delivered": int(lat.size), "lost": len(lost), "bad_signatures": rx.bad,
+        "criteria": len(sent), "delivered": int(lat.size), "lost": len(lost), "bad_signatures": rx.rejected,
         "latency_s": {"p50": q(50), "p90": q(90), "p99": q(99), "max": float(lat.max()) if lat.size else None},
         "budget_p99_s": 1.0, "batch_timeout_ms": args.batch_timeout_ms,
     }
