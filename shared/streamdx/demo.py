@@ -7,7 +7,9 @@ Holter record for replay, follows ``ecg.beats`` and prints each stream's beats s
 against the generator's annotations and its beat labels (``ecg.labels``: class counts,
 unreadable beats, AF share). A simulated camera rig uploads frames of simulated
 ESR tubes; the demo prints the GRU's 60-minute forecasts beside the simulated truth.
-Everything is stopped at the end.
+The alerts service runs too, with a local webhook receiver subscribed to every alert: the
+demo prints, per stream, the alarms each scenario should raise beside the signed webhooks
+that arrived. Everything is stopped at the end.
 """
 
 from __future__ import annotations
@@ -35,13 +37,19 @@ from streamdx.logs import configure_logging
 from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.tail import tail
-from streamdx.metrics import DspMetrics, InferenceMetrics
+from streamdx.metrics import AlertsMetrics, DspMetrics, InferenceMetrics
 from streamdx.schemas import EcgBeatV1, EcgLabelV1, EsrForecastV1
-from streamdx.worker_service import WorkerRuntime, run_workers
+from streamdx.worker_service import WorkerRuntime, health_app, run_workers
 
 __all__ = ["build_parser", "main", "score_beats"]
 
-SCENARIOS = ("mixed", "af", "ectopy", "sinus", "brady", "noisy")
+SCENARIOS = ("mixed", "af", "ectopy", "vt", "asystole", "leadoff", "brady", "noisy")
+#: Alarms each scenario's ground truth calls for (technical alarms for the noisy one).
+EXPECTED_ALARMS: dict[str, set[str]] = {
+    "mixed": {"af_episode"}, "af": {"af_episode"}, "ectopy": set(), "sinus": set(), "vt": {"vt_run"},
+    "asystole": {"asystole"}, "leadoff": {"lead_off"}, "brady": {"bradycardia"},
+    "noisy": {"signal_unreadable", "lead_off"}, "tachy": {"tachycardia"}, "pause": {"pause"}, "flat": {"lead_off"},
+}
 
 
 def score_beats(truth: np.ndarray, found: np.ndarray, tol: int) -> dict[str, float]:
@@ -85,6 +93,29 @@ def _print_labels(labels: dict[str, dict[int, EcgLabelV1]], report: dict[str, An
         report["labels"][stream] = {"labels": len(got), **counts, "unreadable": unread, "af_percent": af}
 
 
+def _print_alerts(receiver: Any, scenarios: dict[str, str], report: dict[str, Any]) -> None:
+    """Alarms per stream as received by the subscribed webhook receiver, beside the scenario's truth."""
+    raised: dict[str, list[str]] = defaultdict(list)
+    for e in receiver.events():
+        if e["state"] == "raised":
+            raised[e["stream_id"]].append(e["kind"] + ("" if e["severity"] != "critical" else "!"))
+    print(f"\nalerts (signed webhooks received: {len(receiver.received)}, rejected {receiver.rejected}; "
+          "! = critical):")
+    print(f"  {'stream':<10} {'scenario':<9} {'expected':<30} raised")
+    report["alerts"] = {}
+    for stream, scenario in sorted(scenarios.items()):
+        expected = sorted(EXPECTED_ALARMS.get(scenario, set()))
+        got = raised.get(stream, [])
+        mark = "ok" if {k.rstrip("!") for k in got} & set(expected) or (not expected and not got) else "MISSED" \
+            if expected else "EXTRA"
+        print(f"  {stream:<10} {scenario:<9} {', '.join(expected) or '-':<30} {', '.join(got) or '-'}   [{mark}]")
+        report["alerts"][stream] = {"scenario": scenario, "expected": expected, "raised": got}
+    others = sorted(set(raised) - set(scenarios))
+    for tube in others:
+        print(f"  {tube:<20} {'ESR tube':<19} {', '.join(raised[tube])}")
+        report["alerts"][tube] = {"raised": raised[tube]}
+
+
 async def _follow_forecasts(bootstrap: str, sink: dict[str, list[EsrForecastV1]], stop: asyncio.Event) -> None:
     async for forecast in tail(bootstrap, EsrForecastV1, "demo-monitor-esr", stop):
         sink[forecast.tube_id].append(forecast)
@@ -97,6 +128,10 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     from streamdx.sim.device import create_device, stream_ecg
     from streamdx.sim.esr import esr_cohort_simulate
     from streamdx.sim.esr_device import stream_tube
+    from streamdx_alerts.main import build_alerts_service
+    from streamdx_alerts.rules import Profiles
+    from streamdx_alerts.settings import AlertsSettings
+    from streamdx_alerts.webhooks.receiver import WebhookReceiver
     from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
     from streamdx_dsp.settings import DspSettings
     from streamdx_inference.main import build_inference_workers
@@ -130,7 +165,25 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         workers = build_dsp_workers(runtime, dsp_settings) + build_inference_workers(
             WorkerRuntime(inf_settings, inf_metrics, redis, publisher), inf_settings)
         stop = asyncio.Event()
+        alerts_port, rx_port = free_port(), free_port()
+        alerts_settings = AlertsSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
+                                         batch_timeout_ms=100, alerts_admin_token=SecretStr(admin),
+                                         metrics_port=alerts_port, webhook_allow_private=True)
+        alerts_metrics = AlertsMetrics(CollectorRegistry())
+        alerts_pub = Publisher(stack.kafka_bootstrap, alerts_metrics, client_id="streamdx-demo-alerts")
+        await alerts_pub.start()
+        parts = build_alerts_service(WorkerRuntime(alerts_settings, alerts_metrics, redis, alerts_pub),
+                                     alerts_settings, Profiles(), stop)
+        workers += parts.workers
         workers_task = asyncio.create_task(run_workers(workers, stop))
+        background = [asyncio.create_task(job(stop)) for job in parts.background]
+        alerts_server = uvicorn.Server(uvicorn.Config(
+            health_app(parts.workers, background, alerts_metrics.registry, parts.routers, parts.app_state),
+            host="127.0.0.1", port=alerts_port, log_config=None, access_log=False))
+        receiver = WebhookReceiver()
+        rx_server = uvicorn.Server(uvicorn.Config(receiver.app(), host="127.0.0.1", port=rx_port, log_config=None,
+                                                  access_log=False))
+        side_servers = [asyncio.create_task(alerts_server.serve()), asyncio.create_task(rx_server.serve())]
         beats: dict[str, list[int]] = defaultdict(list)
         forecasts: dict[str, list[EsrForecastV1]] = defaultdict(list)
         labels: dict[str, dict[int, EcgLabelV1]] = defaultdict(dict)
@@ -145,6 +198,18 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                             break
                     await asyncio.sleep(0.1)
                 print(f"ingest listening on {url} (OpenAPI docs at {url}/docs)")
+                alerts_url = f"http://127.0.0.1:{alerts_port}"
+                for _ in range(200):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"{alerts_url}/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)
+                sub = await client.post(f"{alerts_url}/v1/subscriptions", headers={"Authorization": f"Bearer {admin}"},
+                                        json={"url": f"http://127.0.0.1:{rx_port}/hook", "description": "demo"})
+                sub.raise_for_status()
+                receiver.secret = sub.json()["secret"]
+                print(f"alerts API on {alerts_url} (docs {alerts_url}/docs); webhook receiver "
+                      f"http://127.0.0.1:{rx_port}/hook subscribed to every alert")
                 for _ in range(600):  # workers own their partitions before devices start
                     if all(w.ready for w in workers):
                         break
@@ -180,7 +245,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values()) + sum(
-                    len(v) for v in labels.values())
+                    len(v) for v in labels.values()) + len(receiver.received)
                 if total != last:
                     last, stable_since = total, time.monotonic()
                 elif total > 0 and time.monotonic() - stable_since > 3:
@@ -188,10 +253,13 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
         finally:
             stop.set()
-            await asyncio.gather(workers_task, follow, return_exceptions=True)
+            await asyncio.gather(workers_task, follow, *background, return_exceptions=True)
             server.should_exit = True
-            await http_task
+            alerts_server.should_exit = True
+            rx_server.should_exit = True
+            await asyncio.gather(http_task, *side_servers, return_exceptions=True)
             await publisher.stop()
+            await alerts_pub.stop()
             await redis.aclose()
 
     samples = sum(e.n_samples for e in ecgs.values())
@@ -214,6 +282,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
     _print_labels(labels, report)
+    _print_alerts(receiver, {d: e.scenario for d, e in ecgs.items()}, report)
     if args.record and report.get("replay", {}).get("streams"):
         report["replay"]["score"] = _score_replay(Path(args.record), report["replay"]["streams"].split(",")[0], beats)
     if tubes:
@@ -278,7 +347,8 @@ def _score_replay(record: Path, stream: str, beats: dict[str, list[int]]) -> dic
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamdx demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=6, help="simulated ECG devices, 1..200 (default: %(default)s)")
+    parser.add_argument("--streams", type=int, default=len(SCENARIOS),
+                        help="simulated ECG devices, 1..200, one scenario each in turn (default: %(default)s)")
     parser.add_argument("--duration", type=float, default=120.0,
                         help="seconds of ECG per device, 10..3600 (default: %(default)s)")
     parser.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = real time")

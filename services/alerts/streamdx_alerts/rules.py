@@ -128,9 +128,15 @@ class DataGapRule(_Rule):
 
 
 class EsrRule(_Rule):
-    """ESR: the 60-minute forecast of the normalised red-cell column height at or below ``max_h60``."""
+    """ESR: the 60-minute forecast of the normalised red-cell column height at or below ``max_h60``.
 
-    max_h60: float = Field(default=0.80, gt=0, lt=1.5,
+    The height-to-ESR relation depends on the tube and the camera rig: calibrate ``max_h60`` per
+    rig. The default 0.60 is where the simulated rig (``streamdx.sim.esr``: a 1 mL syringe)
+    crosses a Westergren-equivalent ESR of about 30 mm/h (cohort medians: h60 0.73 at
+    10–20 mm/h, 0.60 at 20–30, 0.53 at 30–40).
+    """
+
+    max_h60: float = Field(default=0.60, gt=0, lt=1.5,
                            description="Alert when the forecast height at 60 min is at or below this")
     use: Literal["h60", "h60_high"] = Field(
         default="h60", description="h60: the point forecast; h60_high: only when the whole interval is below")

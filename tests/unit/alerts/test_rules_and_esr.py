@@ -68,7 +68,7 @@ def _obs(minute: int, h60: float, measured: float | None = None) -> EsrObs:
 
 
 def test_esr_raised_updated_resolved_once() -> None:
-    rules = AlertRules()
+    rules = AlertRules(esr={"max_h60": 0.80})  # type: ignore[arg-type]
     state = None
     events = []
     for minute, h in [(10, 0.9), (11, 0.79), (12, 0.785), (13, 0.75), (14, 0.75), (14, 0.5), (60, 0.7)]:
