@@ -23,6 +23,7 @@ ALLOWED_FIELDS = frozenset(
         "service", "stream_id", "tube_id", "slide_id", "device_id", "seq", "topic", "partition",
         "offset", "group", "count", "duration_ms", "status", "reason", "gap", "recording_id",
         "beat_index", "bootstrap", "port", "records", "error_type", "retry_in_s", "attempt", "minute",
+        "subscription_id", "event_id",
     }
 )
 

@@ -208,7 +208,7 @@ class EcgSamplesHandler:
             )
         except ValidationError as exc:  # never raise after the core advanced
             log.warning("status outside the schema skipped",
-                        extra=log_fields(seq=msg.seq, error=exc.errors()[0]["msg"] if exc.errors() else ""))
+                        extra=log_fields(seq=msg.seq, reason=exc.errors()[0]["msg"] if exc.errors() else ""))
             return None
 
     @staticmethod

@@ -246,8 +246,9 @@ class Dispatcher:
             await self._queue.delivered(delivery.id, attempts)
             return
         self._metrics.webhook_deliveries.labels(outcome="rejected").inc()
-        log.warning("webhook rejected", extra=log_fields(status=attempt.status, reason=attempt.error,
-                                                         attempt=attempts))
+        log.warning("webhook rejected", extra=log_fields(
+            status=attempt.status, reason=attempt.error, attempt=attempts, subscription_id=delivery.subscription_id,
+            event_id=delivery.event.event_id))
         await self._dead_letter(delivery, attempts, attempt.error)
 
     async def _failed(self, delivery: Delivery, attempt: Attempt) -> None:
@@ -258,7 +259,8 @@ class Dispatcher:
             return
         delay = self._backoff.delay(attempts, attempt.retry_after_s)
         log.info("webhook attempt failed", extra=log_fields(
-            status=attempt.status, reason=attempt.error, attempt=attempts, retry_in_s=round(delay, 3)))
+            status=attempt.status, reason=attempt.error, attempt=attempts, retry_in_s=round(delay, 3),
+            subscription_id=delivery.subscription_id, event_id=delivery.event.event_id))
         await self._queue.reschedule(delivery.id, time.time() + delay, attempts, attempt.error)
 
     async def _dead_letter(self, delivery: Delivery, attempts: int, error: str) -> None:
@@ -274,5 +276,6 @@ class Dispatcher:
                                          final=error or "failed")
             return
         self._metrics.webhook_deliveries.labels(outcome="dead_letter").inc()
-        log.warning("webhook dead-lettered", extra=log_fields(reason=error, attempt=attempts))
+        log.warning("webhook dead-lettered", extra=log_fields(
+            reason=error, attempt=attempts, subscription_id=delivery.subscription_id, event_id=delivery.event.event_id))
         await self._queue.dead(delivery.id, attempts, error)
