@@ -100,7 +100,9 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             now = time.time()
             streams = [_Stream(f"bench-{i:04d}", now - 60.0) for i in range(args.streams)]
             # history: 40 sinus beats per stream so every rule has its context
-            await pub.publish_many([_label(s, 0.8, "N") for s in streams for _ in range(40)])
+            history = [_label(s, 0.8, "N") for s in streams for _ in range(40)]
+            for i in range(0, len(history), 5000):  # within the publisher's in-flight bound
+                await pub.publish_many(history[i:i + 5000])
             await asyncio.sleep(3.0)
             sent: dict[str, float] = {}
             rng = np.random.default_rng(0)

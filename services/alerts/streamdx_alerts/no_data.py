@@ -62,7 +62,8 @@ class NoDataWatchdog:
             if not await self._redis.hsetnx(OPEN_KEY, sid, f"{alert_id}|{last_seen}"):
                 continue
             ch = AlertChange(alert_id, 0, "no_data", "raised", "warning", True, last_seen, last_seen + self._timeout,
-                             None, f"{name}/no_data", f"no data from the device for {self._timeout:.0f} s",
+                             None, f"{name}/no_data",
+                             f"no ECG data for {self._timeout:.0f} s (device silent, disconnected or pipeline stalled)",
                              {"timeout_s": self._timeout})
             events.append(alert_event(sid, ch, now))
         for raw_sid, raw in (await self._redis.hgetall(OPEN_KEY)).items():

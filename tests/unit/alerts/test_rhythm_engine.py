@@ -226,3 +226,23 @@ def test_scattered_unreadable_beats_are_not_an_unreadable_span() -> None:
     b.add(40, 0.8)
     _, changes = run(b.beats)
     assert kinds(changes) == [("af_episode", "raised"), ("af_episode", "resolved")]
+
+
+def test_copy_is_independent_and_complete() -> None:
+    import copy
+
+    b = Builder().add(60, 0.8).add(150, (0.4, 1.0), af=True).add(6, 0.35, cls="V").add(1, 3.0).add(30, 0.8)
+    state, _ = run(b.beats)
+    c = state.copy()
+    assert c.to_dict() == copy.deepcopy(state).to_dict()
+    before = json.dumps(state.to_dict(), sort_keys=True)
+    c.rr.append(9.0)
+    c.brady.since = 1.0
+    c.af_episodes[0][0] = 0.0
+    next(iter(c.minutes.values()))[0] += 1.0
+    next(iter(c.hours.values()))[1] += 1.0
+    c.classes["N"] += 1
+    c.pauses[0][1] = 0.0
+    c.book.last_resolved["x"] = 1.0
+    assert json.dumps(state.to_dict(), sort_keys=True) == before
+    assert set(vars(state)) == set(vars(c))  # a new field must be added to copy() too (to_dict compares values)

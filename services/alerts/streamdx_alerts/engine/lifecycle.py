@@ -129,6 +129,15 @@ class AlertBook:
                     out.append(ch)
         return out
 
+    def copy(self) -> AlertBook:
+        """An independent copy."""
+        return AlertBook(
+            open={k: OpenAlert(a.alert_id, a.severity, a.started_at, a.seq, a.rule, dict(a.details))
+                  for k, a in self.open.items()},
+            last_resolved=dict(self.last_resolved), suppressed=dict(self.suppressed),
+            suppressed_hint=dict(self.suppressed_hint),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "open": {k: [a.alert_id, a.severity, a.started_at, a.seq, a.rule, a.details] for k, a in self.open.items()},

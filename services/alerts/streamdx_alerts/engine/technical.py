@@ -74,6 +74,13 @@ class TechnicalState:
         """Signal time (s since the epoch) of an absolute sample index."""
         return self.t_end - (self.end_sample - sample) / self.fs
 
+    def copy(self) -> TechnicalState:
+        """An independent copy (cheaper than deepcopy)."""
+        new = copy.copy(self)
+        new.lost = [list(x) for x in self.lost]
+        new.book = self.book.copy()
+        return new
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "book"}
         d["book"] = self.book.to_dict()
@@ -115,7 +122,7 @@ def technical_step(
     state : TechnicalState
     changes : list of AlertChange
     """
-    st = copy.deepcopy(state) if state is not None else TechnicalState()
+    st = state.copy() if state is not None else TechnicalState()
     out: list[AlertChange] = []
 
     def emit(ch: AlertChange | None) -> None:
