@@ -37,6 +37,29 @@ class _Stream:
     index: int = 0
 
 
+def _stages(text: str) -> dict[str, Any]:
+    """Per consumer group of the alerts service: batches and mean batch time (s), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, Any] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "streamdx_batch_seconds":
+            for smp in fam.samples:
+                g = out.setdefault(smp.labels.get("group", "?"), {})
+                if smp.name.endswith("_count"):
+                    g["batches"] = int(smp.value)
+                elif smp.name.endswith("_sum"):
+                    g["seconds"] = round(smp.value, 3)
+        elif fam.name == "streamdx_webhook_event_to_post_seconds":
+            for smp in fam.samples:
+                if smp.name.endswith(("_count", "_sum")):
+                    out.setdefault("webhook event→POST", {})[smp.name.rsplit("_", 1)[1]] = round(smp.value, 3)
+    for g in out.values():
+        if g.get("batches") and "seconds" in g:
+            g["mean_batch_s"] = round(g["seconds"] / g["batches"], 4)
+    return out
+
+
 def _raised(rx: Any) -> dict[str, float]:
     """alert_id → arrival time of its ``raised`` webhook."""
     return {r.event["alert_id"]: r.at for r in rx.received.values() if r.event["state"] == "raised"}
@@ -136,6 +159,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 if set(sent) <= set(_raised(rx)):
                     break
                 await asyncio.sleep(0.1)
+            async with httpx.AsyncClient(timeout=10) as c:
+                stages = _stages((await c.get(f"http://127.0.0.1:{api_port}/metrics")).text)
         finally:
             await pub.stop()
             server.should_exit = True
@@ -151,7 +176,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
         "streams": args.streams, "seconds": args.seconds, "background_labels_per_s": args.streams / 0.8,
         "criteria": len(sent), "delivered": int(lat.size), "lost": len(lost), "bad_signatures": rx.rejected,
         "latency_s": {"p50": q(50), "p90": q(90), "p99": q(99), "max": float(lat.max()) if lat.size else None},
-        "budget_p99_s": 1.0, "batch_timeout_ms": args.batch_timeout_ms,
+        "budget_p99_s": 1.0, "batch_timeout_ms": args.batch_timeout_ms, "stages": stages,
     }
 
 
@@ -180,5 +205,7 @@ def main(argv: Sequence[str]) -> int:
     print(f"  p50 {lat['p50']:.3f} s   p90 {lat['p90']:.3f} s   p99 {lat['p99']:.3f} s   max {lat['max']} s   "
           f"(budget p99 ≤ {result['budget_p99_s']} s)")
     print(f"  delivered {result['delivered']}, lost {result['lost']}, bad signatures {result['bad_signatures']}")
+    for name, st in result["stages"].items():
+        print(f"  stage {name:<22} {json.dumps(st)}")
     print(f"report: {args.out}")
     return 0 if result["lost"] == 0 and result["bad_signatures"] == 0 else 1
