@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		echo "note: the browser tests (tests/browser) are skipped without Chromium: sudo apt-get install chromium"
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q
