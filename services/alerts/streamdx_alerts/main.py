@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from streamdx.messaging.worker import StreamWorker
 from streamdx.metrics import AlertsMetrics
-from streamdx.schemas import EcgLabelV1, EcgStatusV1, EsrForecastV1, Topic
+from streamdx.schemas import AlertEventV1, EcgLabelV1, EcgStatusV1, EsrForecastV1, Topic
 from streamdx.settings import service_parser
 from streamdx.state_store import StateStore
 from streamdx.worker_service import ServiceParts, WorkerRuntime, serve_workers
@@ -31,6 +31,8 @@ def build_alerts_service(
     rt: WorkerRuntime[AlertsMetrics], settings: AlertsSettings, profiles: Profiles, stop: asyncio.Event | None = None
 ) -> ServiceParts:
     """The alerts service's workers, background tasks and routers on shared dependencies."""
+    from streamdx_alerts.alert_log import AlertLog, RecordAlerts
+    from streamdx_alerts.api.alerts import alerts_router
     from streamdx_alerts.api.subscriptions import SubscriptionsApi, subscriptions_router
     from streamdx_alerts.webhooks.service import build_webhook_delivery
 
@@ -55,13 +57,17 @@ def build_alerts_service(
     ]
     delivery = build_webhook_delivery(settings, rt.redis, rt.publisher, m, stop=stop)
     workers.append(delivery.worker)
+    alert_log = AlertLog(rt.redis, max_alerts=settings.alerts_log_max, ttl_s=settings.alerts_log_ttl_s)
+    workers.append(worker(Topic.ALERTS_EVENTS, settings.alerts_log_group, AlertEventV1, None,
+                          handler=RecordAlerts(alert_log, stop=stop)))
     watchdog = NoDataWatchdog(rt.redis, rt.publisher, profiles, m, settings.no_data_timeout_s)
     return ServiceParts(
         workers=workers,
         background=[delivery.run_dispatcher, watchdog.run],
-        routers=[subscriptions_router(), streams_router],
+        routers=[subscriptions_router(), streams_router, alerts_router()],
         app_state={
             "admin_token": settings.alerts_admin_token,
+            "alert_log": alert_log,
             "summary_source": SummarySource(StateStore(rt.redis, rhythm_store_group), profiles),
             "webhook_subscriptions": SubscriptionsApi(settings, delivery.subscriptions, delivery.queue),
         },

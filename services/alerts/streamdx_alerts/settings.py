@@ -23,6 +23,12 @@ class AlertsSettings(WorkerSettings):
                                      description="Consumer group of the signal-status (technical alarm) engine")
     alerts_esr_group: str = Field(default="alerts-esr", description="Consumer group of the ESR threshold rule")
     alerts_delivery_group: str = Field(default="alerts-webhooks", description="Consumer group of webhook delivery")
+    alerts_log_group: str = Field(default="alerts-log",
+                                  description="Consumer group of the alert log (alerts.events → Redis, /v1/alerts)")
+    alerts_log_max: int = Field(default=100_000, ge=10, le=10_000_000,
+                                description="Alerts kept in the alert log at most (the oldest resolved go first)")
+    alerts_log_ttl_s: int = Field(default=0, ge=0, le=3650 * 24 * 3600,
+                                  description="Seconds an alert is kept after its last event (0: until trimmed)")
     no_data_timeout_s: float = Field(default=30.0, gt=0, le=86_400,
                                      description="Wall-clock seconds without data before a no_data alarm")
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Timeout of one webhook POST (s)")
