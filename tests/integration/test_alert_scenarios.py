@@ -112,10 +112,14 @@ async def rig(stack: StackInfo) -> AsyncIterator[Rig]:
                                                         "stream_ids": []})
             assert r.status_code == 201, r.text
             secret_holder.secret = r.json()["secret"]
+            sub_id = r.json()["id"]
         await secret_holder.start()
         try:
             yield Rig(base, secret_holder, pub, tag)
         finally:
+            # the delivery queue lives in the suite's shared Redis: leave nothing for later tests' dispatchers
+            async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+                assert (await c.delete(f"/v1/subscriptions/{sub_id}")).status_code == 204
             await secret_holder.stop()
             await pub.stop()
 
