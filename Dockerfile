@@ -6,9 +6,11 @@
 #   docker build --build-arg SERVICE=dsp       -t streamdx-dsp .
 #   docker build --build-arg SERVICE=inference -t streamdx-inference .
 #   docker build --build-arg SERVICE=alerts    -t streamdx-alerts .
+#   docker build --build-arg SERVICE=web       -t streamdx-web .
 #
 # or build once and choose the service at run time (`docker run IMAGE dsp`); the images differ
-# only in their default CMD and health-check port, the installed code is the same.
+# only in their default CMD and health-check port, the installed code is the same (the web
+# image also carries WeasyPrint's system libraries and fonts, see service-web below).
 # An unknown SERVICE fails the build ("service-<name>" stage not found).
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -67,8 +69,8 @@ ENTRYPOINT ["streamdx", "serve"]
 # An exec-form CMD cannot expand a build argument, so each service gets its own small stage and
 # the final stage is picked by SERVICE below (BuildKit builds only the stages it needs).
 # HEALTH_PORT is read only by the HEALTHCHECK above (ingest serves /healthz on INGEST_PORT, the
-# workers on METRICS_PORT); the services themselves do not read it. Every image carries the
-# models of the runtime stage; only inference loads them (alerts, dsp and ingest ignore them).
+# workers on METRICS_PORT, web on WEB_PORT); the services themselves do not read it. Every image
+# carries the models of the runtime stage; only inference loads them (the others ignore them).
 FROM runtime AS service-ingest
 ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
 CMD ["ingest"]
@@ -88,6 +90,26 @@ FROM runtime AS service-alerts
 ENV HEALTH_PORT=8001 METRICS_HOST=0.0.0.0 METRICS_PORT=8001
 EXPOSE 8001
 CMD ["alerts"]
+
+# web: the operator console (pages, /healthz; no /metrics) on WEB_PORT. Its PDF reports use
+# WeasyPrint, which loads Pango, HarfBuzz and fontconfig at run time (cffi dlopen; the wheel does
+# not bundle them) and needs at least one font, so this stage alone adds them with apt (as root,
+# then back to 10001). Evaluation runs go to WEB_RUNS_DIR: created here owned by 10001 so that a
+# Docker named volume mounted there starts writable; on Kubernetes it is an emptyDir.
+FROM runtime AS service-web
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends \
+        libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libharfbuzz-subset0 libcairo2 \
+        libfontconfig1 fontconfig fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/* \
+ && python -c "import weasyprint" \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/streamdx/web-runs
+USER 10001:10001
+ENV HEALTH_PORT=8080 WEB_HOST=0.0.0.0 WEB_PORT=8080 \
+    WEB_RUNS_DIR=/var/lib/streamdx/web-runs WEB_DATA_ROOT=/var/lib/streamdx/data
+EXPOSE 8080
+CMD ["web"]
 
 # -------------------------------------------------------------------------------------- final
 FROM service-${SERVICE} AS final

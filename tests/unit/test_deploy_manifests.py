@@ -25,14 +25,32 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-SERVICES = ("ingest", "dsp", "inference", "alerts")
-#: the port of /healthz, /readyz and /metrics per service: its settings default (INGEST_PORT, METRICS_PORT)
-PORTS = {"ingest": 8000, "dsp": 9101, "inference": 9102, "alerts": 8001}
-#: services with an HTTP API behind a ClusterIP Service (on the same port as /healthz)
-API_SERVICES = ("ingest", "alerts")
-#: secret → the one service that reads it (from the `streamdx-secrets` Secret / the compose .env)
-SECRET_OWNERS = {"INGEST_ADMIN_TOKEN": "ingest", "ALERTS_ADMIN_TOKEN": "alerts"}
-SECRETS = tuple(SECRET_OWNERS)
+SERVICES = ("ingest", "dsp", "inference", "alerts", "web")
+#: the port of /healthz (and /readyz, /metrics where served) per service: its settings default
+#: (INGEST_PORT, METRICS_PORT, WEB_PORT)
+PORTS = {"ingest": 8000, "dsp": 9101, "inference": 9102, "alerts": 8001, "web": 8080}
+#: the readiness endpoint: /readyz, except the web console, which serves /healthz only
+READY_PATH = {"web": "/healthz"}
+#: services that serve Prometheus /metrics (scraped; prometheus.io annotations on their pods)
+METRICS_SERVICES = ("ingest", "dsp", "inference", "alerts")
+#: services with an HTTP API or pages behind a ClusterIP Service (on the same port as /healthz)
+API_SERVICES = ("ingest", "alerts", "web")
+#: the placeholder image of each service's container (overlays map it with `images:`): the web
+#: console has its own Dockerfile stage (WeasyPrint's system libraries), the others share one image
+IMAGES = {"web": "streamdx-web"}
+#: secret → the services that read it (from the `streamdx-secrets` Secret / the compose .env);
+#: the console calls the ingest and alerts APIs with their admin tokens
+SECRET_READERS = {
+    "INGEST_ADMIN_TOKEN": {"ingest", "web"},
+    "ALERTS_ADMIN_TOKEN": {"alerts", "web"},
+    "WEB_SESSION_SECRET": {"web"},
+}
+SECRETS = tuple(SECRET_READERS)
+#: where the web console writes its evaluation runs (WEB_RUNS_DIR; a volume: read-only root fs)
+WEB_RUNS_DIR = "/var/lib/streamdx/web-runs"
+#: WeasyPrint's system libraries (loaded with cffi at run time) and a font, in the web image only
+WEASYPRINT_PACKAGES = {"libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz0b", "libharfbuzz-subset0",
+                       "libcairo2", "libfontconfig1", "fontconfig", "fonts-dejavu-core"}
 #: Deployments whose replica count KEDA owns (components/keda): every Kafka worker
 KEDA_TARGETS = {"streamdx-dsp", "streamdx-inference", "streamdx-alerts"}
 #: (Deployment, consumer group, topic) of every Kafka worker; groups are the settings' defaults
@@ -268,7 +286,7 @@ def test_prometheus_scrapes_exactly_the_services() -> None:
         for sc in job["static_configs"]
         for target in sc["targets"]
     }
-    assert targets == {f"{service}:{PORTS[service]}" for service in SERVICES}
+    assert targets == {f"{service}:{PORTS[service]}" for service in METRICS_SERVICES}
 
 
 # ------------------------------------------------------------------------------ Kubernetes
@@ -299,7 +317,8 @@ def _assert_hardened_pod(name: str, pod: dict[str, Any], *, probes: bool) -> Non
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         assert mounts.get("/tmp") in tmp_volumes, f"{where}: /tmp must be an emptyDir"
         if probes:
-            for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+            ready = READY_PATH.get(c["name"], "/readyz")
+            for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", ready)):
                 assert c.get(probe, {}).get("httpGet", {}).get("path") == path, f"{where}: {probe}"
             ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
             port = c["livenessProbe"]["httpGet"]["port"]
@@ -316,6 +335,12 @@ def test_base_has_the_service_deployments_hardened() -> None:
         (container,) = pod["containers"]
         assert container["name"] == service
         assert container["args"] == [service], "the image's ENTRYPOINT is `streamdx serve`"
+        assert container["image"] == IMAGES.get(service, "streamdx"), f"{service}: placeholder image"
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        if service in METRICS_SERVICES:
+            assert annotations.get("prometheus.io/port") == str(PORTS[service]), service
+        else:
+            assert not any(k.startswith("prometheus.io/") for k in annotations), f"{service} serves no /metrics"
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         if service == "ingest":
             assert env.get("INGEST_HOST") == "0.0.0.0", "ingest binds 127.0.0.1 unless told otherwise"
@@ -342,7 +367,10 @@ def test_secrets_are_referenced_never_committed() -> None:
         for e in c.get("env", [])
         if "secretKeyRef" in e.get("valueFrom", {})
     }
-    assert refs == {(f"streamdx-{owner}", secret) for secret, owner in SECRET_OWNERS.items()}
+    assert refs == {(f"streamdx-{reader}", secret) for secret, readers in SECRET_READERS.items() for reader in readers}
+    for secret, readers in SECRET_READERS.items():
+        for reader in readers:
+            assert secret in _settings_env(reader), f"streamdx_{reader}.settings does not read {secret}"
     examples = sorted(K8S.glob("overlays/*/secrets.env.example"))
     assert len(examples) == 3
     for example in examples:
@@ -370,6 +398,9 @@ def test_base_service_hpa_pdbs() -> None:
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert "replicas" not in by_kind["Deployment"]["streamdx-ingest"]["spec"], "the HPA owns ingest replicas"
     assert set(by_kind["PodDisruptionBudget"]) == {f"streamdx-{s}" for s in SERVICES}
+    for name, pdb in by_kind["PodDisruptionBudget"].items():
+        assert pdb["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name}, name
+        assert pdb["spec"].get("maxUnavailable") == 1, f"{name}: single-replica overlays must still drain"
     assert "Namespace" not in by_kind and all("namespace" not in d["metadata"] for d in objects)
 
 
@@ -413,6 +444,80 @@ def test_keda_consumer_groups_are_the_workers_groups() -> None:
         owners = [s for s, svc in compose.items() if name in svc.get("environment", {})]
         for owner in owners:
             assert compose[owner]["environment"][name] == value, f"compose {owner}: {name}"
+
+
+def test_web_console_deployment() -> None:
+    """The console: one replica (its evaluation runs live in the pod), pages and /healthz on
+    WEB_PORT, the ingest and alerts APIs at their Services, a writable runs dir on a read-only
+    root fs, no Kafka consumer group (it follows topics without one) so no KEDA, no /metrics."""
+    deployment = _base_workloads("Deployment")["streamdx-web"]
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["WEB_HOST"] == "0.0.0.0", "the console binds 127.0.0.1 unless told otherwise"
+    assert int(env["WEB_PORT"]) == PORTS["web"] == _settings_default("web", "WEB_PORT")
+    assert env["WEB_COOKIE_SECURE"] == "true", "Secure session cookies: TLS in front (README)"
+    assert env["INGEST_URL"] == f"http://streamdx-ingest:{PORTS['ingest']}"
+    assert env["ALERTS_URL"] == f"http://streamdx-alerts:{PORTS['alerts']}"
+    assert not set(env) & set(GROUP_ENV), "the console runs no consumer group"
+    # writable paths: /tmp and the runs dir are emptyDirs (readOnlyRootFilesystem)
+    assert env["WEB_RUNS_DIR"] == WEB_RUNS_DIR
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    runs = mounts[WEB_RUNS_DIR]
+    assert not runs.get("readOnly") and "emptyDir" in volumes[runs["name"]], "WEB_RUNS_DIR must be writable"
+    assert runs["name"] != mounts["/tmp"]["name"]
+    data_root = env["WEB_DATA_ROOT"]
+    assert data_root.startswith("/"), "relative to WORKDIR /tmp otherwise"
+    if data_root in mounts:  # an overlay may mount datasets there: read, never written
+        assert mounts[data_root].get("readOnly") is True, data_root
+    assert "streamdx-web" not in KEDA_TARGETS and not any(d == "streamdx-web" for d, _, _ in CONSUMERS)
+    # docker compose: its own image, loopback port, a volume for the runs, after ingest and alerts
+    compose = _compose_services()
+    svc = compose["web"]
+    assert svc["build"]["args"]["SERVICE"] == "web"
+    shared = compose["ingest"]["image"]
+    assert svc["image"] != shared and "streamdx-web" in svc["image"], "two stages must not share one tag"
+    cenv = svc["environment"]
+    assert (cenv["WEB_HOST"], int(cenv["WEB_PORT"]), cenv["WEB_COOKIE_SECURE"]) == ("0.0.0.0", PORTS["web"], "true")
+    assert cenv["INGEST_URL"] == f"http://ingest:{PORTS['ingest']}"
+    assert cenv["ALERTS_URL"] == f"http://alerts:{PORTS['alerts']}"
+    assert cenv["WEB_RUNS_DIR"] == WEB_RUNS_DIR
+    named = set(_load(ROOT / "docker-compose.yml")[0]["volumes"])
+    (runs_volume,) = [v for v in svc["volumes"] if v.split(":")[1] == WEB_RUNS_DIR]
+    assert runs_volume.split(":")[0] in named and not runs_volume.endswith(":ro"), runs_volume
+    for dependency in ("ingest", "alerts"):
+        assert svc["depends_on"][dependency]["condition"] == "service_healthy", dependency
+    # the image: the runs dir exists, owned by 10001 (a named volume starts with its owner)
+    stage = _dockerfile_stages()["service-web"]
+    assert _dockerfile_env(stage)["WEB_RUNS_DIR"] == WEB_RUNS_DIR
+    assert any(re.search(rf"install -d -o 10001 -g 10001 .*{re.escape(WEB_RUNS_DIR)}", i) for i in stage)
+
+
+def test_dockerfile_web_stage_has_weasyprint_libraries() -> None:
+    """WeasyPrint dlopens Pango/HarfBuzz/fontconfig and needs a font: apt in the web stage only,
+    without recommends, lists removed, checked by importing it, then back to UID 10001."""
+    stages = _dockerfile_stages()
+    stage = stages["service-web"]
+    (apt,) = [i for i in stage if "apt-get install" in i]
+    assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
+    installed = set(re.findall(r"\b(?:lib[\w.+-]+|fontconfig|fonts-[\w-]+)", apt.split("apt-get install", 1)[1]))
+    assert installed >= WEASYPRINT_PACKAGES, sorted(WEASYPRINT_PACKAGES - installed)
+    assert "import weasyprint" in apt, "the build fails when a library is missing"
+    for name, instructions in stages.items():
+        if name != "service-web":
+            assert not any("apt-get" in i for i in instructions), f"{name}: system packages only in service-web"
+
+
+def test_dockerfile_service_stages_run_as_10001() -> None:
+    """A stage that switches to root (apt) must switch back: every service image runs as 10001."""
+    stages = _dockerfile_stages()
+    runtime_users = [i.split()[1] for i in stages["runtime"] if i.split()[0].upper() == "USER"]
+    assert runtime_users[-1] == "10001:10001"
+    for service in SERVICES:
+        users = [i.split()[1] for i in stages[f"service-{service}"] if i.split()[0].upper() == "USER"]
+        assert (users or runtime_users)[-1] == "10001:10001", f"service-{service} ends as {users[-1]}"
 
 
 def test_jetson_overlay_targets_gpu_arm64() -> None:
@@ -506,7 +611,11 @@ def test_rendered_overlay_stays_hardened(overlay: str, tmp_path: Path) -> None:
         pod = d["spec"]["template"]["spec"]
         _assert_hardened_pod(name, pod, probes=True)
         image = pod["containers"][0]["image"]
-        assert image != "streamdx" and ":" in image, f"{name}: overlay must pin the image, got {image}"
+        placeholders = {"streamdx", *IMAGES.values()}
+        assert image not in placeholders and ":" in image, f"{name}: overlay must pin the image, got {image}"
+        if name == "streamdx-web":
+            assert image.split(":")[0].endswith("streamdx-web"), f"{name}: runs the web image, got {image}"
+            assert d["spec"]["replicas"] == 1, "evaluation runs live in one pod"
         refs = [e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0].get("env", []) if "valueFrom" in e]
         assert all(r == secret for r in refs), f"{name}: {refs} != generated {secret}"
     job = next(d for d in docs if d["kind"] == "Job")
@@ -540,6 +649,7 @@ def test_compose_services_hardened_and_ordered() -> None:
     assert services["topics-init"]["entrypoint"] == ["streamdx", "topics", "create"]
     assert services["ingest"]["environment"]["INGEST_HOST"] == "0.0.0.0"
     assert services["alerts"]["ports"] == ["127.0.0.1:8001:8001"], "the alerts API is published on loopback only"
+    assert services["web"]["ports"] == ["127.0.0.1:8080:8080"], "the console is published on loopback only"
     for name in SERVICES:
         svc = services[name]
         assert svc["command"] == [name]
@@ -550,17 +660,18 @@ def test_compose_services_hardened_and_ordered() -> None:
         assert any(t.startswith("/tmp") for t in svc["tmpfs"]), name
         assert svc["healthcheck"]["test"], name
         assert int(svc["environment"]["HEALTH_PORT"]) == PORTS[name]
+        assert f"{READY_PATH.get(name, '/readyz')}'" in " ".join(svc["healthcheck"]["test"]), f"{name}: health path"
         depends = svc["depends_on"]
         assert depends["kafka"]["condition"] == "service_healthy"
         assert depends["redis"]["condition"] == "service_healthy"
         assert depends["topics-init"]["condition"] == "service_completed_successfully"
     # secrets: only interpolated from the git-ignored .env, only into the service that uses them
-    owners = {**SECRET_OWNERS, "GF_SECURITY_ADMIN_PASSWORD": "grafana"}
+    readers = {**SECRET_READERS, "GF_SECURITY_ADMIN_PASSWORD": {"grafana"}}
     for name, svc in services.items():
         env = svc.get("environment", {})
         assert "env_file" not in svc, f"{name}: pass secrets one by one, not a whole env file"
-        for secret, owner in owners.items():
-            if name == owner:
+        for secret, owners in readers.items():
+            if name in owners:
                 assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", env[secret]), f"{name}: {secret} must be ${{VAR:?}}"
             else:
                 assert secret not in env, f"{name} must not receive {secret}"
