@@ -290,7 +290,8 @@ class EvalJobs:
             raw = (self.run_dir(run_id) / "output.log").read_bytes()[-64_000:]
         except OSError:
             return ""
-        text = [seg.rsplit("\r", 1)[-1] for seg in raw.decode("utf-8", "replace").split("\n")]
+        text = [next((p for p in reversed(seg.split("\r")) if p.strip()), "")
+                for seg in raw.decode("utf-8", "replace").split("\n")]
         return "\n".join([t for t in text if t.strip()][-lines:])
 
     def list(self, limit: int = 200) -> list[Run]:
