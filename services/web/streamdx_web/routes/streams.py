@@ -88,6 +88,8 @@ async def stream_page(request: Request, user: User, deps: Annotated[Deps, Depend
             notice = "The time asked for (at=…) is not a time in epoch seconds; showing the live strip."
         else:
             frozen = window(v, at_s) if v is not None else None
+            if frozen is not None:
+                frozen["at"] = at_s
             if frozen is None:
                 notice = (f"The signal around {at_t:%Y-%m-%d %H:%M:%S} UTC is no longer in this console's memory "
                           f"(it keeps the last {deps.live.window_s:.0f} s of each live stream); showing the live "

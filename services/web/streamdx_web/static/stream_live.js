@@ -27,6 +27,7 @@
   let yLo = -1, yHi = 1.5;
   let dataDirty = false, hrDirty = false;
   let frozen = false;
+  let markAt = null;             // ?at= time, marked on the frozen strip
 
   const setStatus = (text) => { if (status) status.textContent = text; };
   const fmtTime = (t) => new Date(t * 1000).toLocaleTimeString([], {hour12: false});
@@ -79,6 +80,20 @@
       ctx.fill();
       ctx.fillText(b[2] && b[3] === "ok" ? letter(b) + "·AF" : letter(b), cx, top + 12 * dpr);
       n++;
+    }
+    if (markAt !== null && markAt >= lo && markAt <= hi) {   // ?at=: the time asked for (an alarm)
+      const x = u.valToPos(markAt, "x", true);
+      ctx.strokeStyle = "#c62828";
+      ctx.lineWidth = 2 * dpr;
+      ctx.setLineDash([6 * dpr, 4 * dpr]);
+      ctx.beginPath();
+      ctx.moveTo(x, top + 18 * dpr);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = "#c62828";
+      ctx.textAlign = "left";
+      ctx.fillText("event", x + 4 * dpr, top + height - 6 * dpr);
     }
     ctx.restore();
     window.__beatsDrawn = n;
@@ -214,6 +229,7 @@
   if (frozenEl) {   // ?at=: a stored strip, no live updates
     frozen = true;
     const d = JSON.parse(frozenEl.textContent);
+    markAt = typeof d.at === "number" ? d.at : null;
     apply(d);
     edge = d.frozen[1];
     strip.batch(() => {
