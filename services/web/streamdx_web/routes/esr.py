@@ -28,7 +28,15 @@ _CHARTS_KEPT = 256
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.esr_charts = OrderedDict()  # (tube_id, version) → (height svg, history svg)
-    yield
+    warm = asyncio.create_task(asyncio.to_thread(_warm_up))  # the first tube page need not import matplotlib
+    try:
+        yield
+    finally:
+        await asyncio.gather(warm, return_exceptions=True)
+
+
+def _warm_up() -> None:
+    height_chart_svg({0: 1.0, 1: 0.99}, ForecastPoint(1, 0.6, 0.5, 0.7), simulated=False)
 
 
 router = APIRouter(tags=["esr"], lifespan=_lifespan)
