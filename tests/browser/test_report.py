@@ -41,6 +41,7 @@ async def test_holter_report_page_and_pdf(stack: StackInfo, mitdb: Path, tmp_pat
         assert stream.endswith(":MLII")
         # the report list links the streams of the live cache
         await page.goto(f"{console.base}/reports")
+        await screenshot(page, "reports")
         await page.click(f"table.reports >> text={stream}")
         await page.wait_for_url(f"{console.base}/reports/{stream}")
         deadline = time.monotonic() + 30

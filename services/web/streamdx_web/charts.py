@@ -18,6 +18,7 @@ import matplotlib
 import numpy as np
 import numpy.typing as npt
 from matplotlib.backends.backend_svg import FigureCanvasSVG
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 __all__ = ["CLASS_COLORS", "data_uri", "hr_trend_svg", "strip_svg"]
@@ -110,12 +111,14 @@ def strip_svg(t: npt.NDArray[np.float64], mv: npt.NDArray[np.float32], beats: Se
         ax = fig.add_axes((0, 0, 1, 1))
         ax.set_xlim(0, seconds)
         ax.set_ylim(lo, hi)
-        for x in np.arange(0, seconds + 1e-9, 0.04):
-            major = abs(x / 0.2 - round(x / 0.2)) < 1e-6
-            ax.axvline(x, color="#f2a7a7" if major else "#fbe0e0", lw=0.6 if major else 0.3, zorder=0)
-        for y in np.arange(lo, hi + 1e-9, 0.1):
-            major = abs(y / 0.5 - round(y / 0.5)) < 1e-6
-            ax.axhline(y, color="#f2a7a7" if major else "#fbe0e0", lw=0.6 if major else 0.3, zorder=0)
+        minor: list[list[tuple[float, float]]] = []
+        major: list[list[tuple[float, float]]] = []
+        for k, x in enumerate(np.arange(0, seconds + 1e-9, 0.04)):
+            (major if k % 5 == 0 else minor).append([(x, lo), (x, hi)])
+        for k, y in enumerate(np.arange(lo, hi + 1e-9, 0.1)):
+            (major if k % 5 == 0 else minor).append([(0, y), (seconds, y)])
+        ax.add_collection(LineCollection(minor, colors="#fbe0e0", linewidths=0.3, zorder=0))
+        ax.add_collection(LineCollection(major, colors="#f2a7a7", linewidths=0.6, zorder=1))
         if t.size:
             ax.plot(t - t_start, mv, color="#14202e", lw=0.7, zorder=2)
         for bt, key in beats:
