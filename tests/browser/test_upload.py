@@ -31,7 +31,7 @@ async def test_upload_mitdb_100_shows_labelled_beats(stack: StackInfo, mitdb: Pa
         await page.goto(f"{console.base}/upload")
         await page.set_input_files("input[name=files]", [str(f) for f in files])
         await screenshot(page, "upload")
-        took = await upload_and_wait(page, console.base, files)
+        took = await upload_and_wait(page, console.base, files, progress_shot="recording_progress")
         print(f"upload → labelled waveform: {took:.1f} s for {SECONDS:.0f} s × 2 leads")
         assert "The .atr annotation file was ignored" in await page.inner_text("main")
         # beat marks on the overview (lead MLII): every R peak of the recording, within a few % of the reference

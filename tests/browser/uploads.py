@@ -32,7 +32,8 @@ def cut_record(mitdb: Path, name: str, seconds: float, out: Path, *, with_atr: b
     return files, beats
 
 
-async def upload_and_wait(page: Any, base: str, files: list[Path], timeout_s: float = 75.0) -> float:
+async def upload_and_wait(page: Any, base: str, files: list[Path], timeout_s: float = 75.0,
+                          progress_shot: str | None = None) -> float:
     """Upload ``files`` through the form and wait until the recording page shows the waveform;
     returns the seconds it took."""
     t0 = time.monotonic()
@@ -40,6 +41,10 @@ async def upload_and_wait(page: Any, base: str, files: list[Path], timeout_s: fl
     await page.set_input_files("input[name=files]", [str(f) for f in files])
     await page.click("form.upload button[type=submit]")
     await page.wait_for_url(lambda url: "/recordings/" in url, timeout=30_000)
+    if progress_shot is not None and await page.locator("#status .progress").count():
+        from tests.browser.harness import screenshot
+
+        await screenshot(page, progress_shot)
     await page.wait_for_function(
         "() => window.StreamDxRecording && window.StreamDxRecording.overview.data[0].length > 0",
         timeout=timeout_s * 1000, polling=250)
