@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import re
@@ -49,11 +48,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
-from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
 from streamdx.schemas.alerts import AlertEventV1, AlertKind, AlertState, Severity
+from streamdx_alerts.redis_retry import until_redis_answers
 from streamdx_alerts.rules import SEVERITY_RANK
 
 __all__ = [
@@ -529,22 +528,10 @@ class RecordAlerts:
         self.ignored = 0
 
     async def __call__(self, event: AlertEventV1, state: None) -> Handled[None]:
-        delay = self._backoff[0]
-        while True:
-            try:
-                changed = await self._log.record(event)
-                break
-            except (RedisError, OSError) as exc:
-                if self._stop is not None and self._stop.is_set():
-                    raise
-                log.warning("alert log unavailable, retrying",
-                            extra=log_fields(error_type=type(exc).__name__, retry_in_s=delay))
-                if self._stop is None:
-                    await asyncio.sleep(delay)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                delay = min(delay * 2, self._backoff[1])
+        async def record() -> bool:
+            return await self._log.record(event)
+
+        changed = await until_redis_answers(record, what="alert log", backoff_s=self._backoff, stop=self._stop)
         if changed:
             self.recorded += 1
         else:

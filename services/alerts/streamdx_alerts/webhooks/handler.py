@@ -15,15 +15,12 @@ partition queues the event again (idempotently).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
-from streamdx.logs import log_fields
 from streamdx.messaging.worker import Handled
 from streamdx.schemas.alerts import AlertEventV1
+from streamdx_alerts.redis_retry import until_redis_answers
 from streamdx_alerts.webhooks.queue import DeliveryQueue
 from streamdx_alerts.webhooks.subscriptions import SubscriptionStore
 
@@ -59,23 +56,11 @@ class QueueDeliveries:
         self.queued = 0
 
     async def __call__(self, event: AlertEventV1, state: None) -> Handled[None]:
-        delay = self._backoff[0]
-        while True:
-            try:
-                subs = await self._subs.matching(event)
-                new = await self._queue.enqueue(event, [s.id for s in subs])
-                break
-            except (RedisError, OSError) as exc:
-                if self._stop is not None and self._stop.is_set():
-                    raise
-                log.warning("delivery queue unavailable, retrying",
-                            extra=log_fields(error_type=type(exc).__name__, retry_in_s=delay))
-                if self._stop is None:
-                    await asyncio.sleep(delay)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), timeout=delay)
-                delay = min(delay * 2, self._backoff[1])
+        async def enqueue() -> int:
+            subs = await self._subs.matching(event)
+            return await self._queue.enqueue(event, [s.id for s in subs])
+
+        new = await until_redis_answers(enqueue, what="delivery queue", backoff_s=self._backoff, stop=self._stop)
         if new:
             self.queued += new
             self._wake()
