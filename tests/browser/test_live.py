@@ -123,9 +123,9 @@ async def test_strip_updates_live(stack: StackInfo) -> None:
             print(f"\nlive strip: {updates_per_s:.1f} redraws/s, {deltas_per_s:.1f} SSE deltas/s, "
                   f"strip advanced {e1 - e0:.2f} s in 3 s")
             assert updates_per_s >= 10, updates_per_s
-            # 10 chunks/s are published; the embedded broker (tansu) answers a follower's fetch
-            # every ~250 ms, so they reach the console ~4 times a second in 2-3 chunk batches
-            assert deltas_per_s >= 3, deltas_per_s
+            # 10 chunks/s are published; the console's followers fetch with a 50-ms broker wait,
+            # so new data reaches the strip about 10 times a second (8 leaves room for a busy CI)
+            assert deltas_per_s >= 8, deltas_per_s
             assert 2.0 < e1 - e0 < 4.0  # real time: the strip moves with the clock
             beats = await page.evaluate("window.__beatsDrawn")
             assert beats >= 6, beats  # ~70 bpm over 10 s
