@@ -47,6 +47,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "cinc2017"): ("streamdx_inference.ecg.evaluation.cinc_eval:main", "rhythm class of CinC 2017 recordings"),
     ("eval", "episodes"): ("streamdx_alerts.evaluation.episodes_eval:main",
                            "AF episodes of DSP + models + rhythm engine (EC57 episode/duration Se, +P)"),
+    ("eval", "slides"): ("streamdx_inference.slides.evaluation:main",
+                         "whole-slide glomerulus detection P/R/F1 at IoU 0.5 (tiles → ONNX → merge)"),
     ("eval", "esr"): ("streamdx_inference.esr.evaluation:main", "compare ESR forecast models on simulated tubes"),
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
