@@ -58,6 +58,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("train", "af"): ("streamdx_inference.ecg.training.train_af:main", "train the per-beat AF model (ONNX + INT8)"),
     ("train", "beats"): ("streamdx_inference.ecg.training.train_beats:main", "train the AAMI beat-class model"),
     ("train", "quality"): ("streamdx_inference.ecg.training.train_quality:main", "train the signal-quality gate"),
+    ("train", "kaggle-beats"): ("streamdx_inference.ecg.training.train_kaggle_beats:main",
+                                "train the single-beat Kaggle-layout CNN (MITDB, intra-patient; ONNX + INT8)"),
     ("train", "slides"): ("streamdx_inference.slides.training:main",
                           "train the small glomerulus detector on generated slides (ONNX, YOLOv8 layout)"),
 }

@@ -93,8 +93,11 @@ async def test_upload_mitdb_100_shows_labelled_beats(stack: StackInfo, mitdb: Pa
 
 
 def _kaggle_csv(rows: int = 3) -> bytes:
+    """Single beats in the Kaggle layout with one value outside [0, 1] in row 2 (classified when valid:
+    see test_kaggle_upload.py)."""
     rng = np.random.default_rng(0)
     lines = [",".join(f"{v:.6e}" for v in [*rng.random(187), 0.0]) for _ in range(rows)]
+    lines[1] = lines[1].replace(lines[1].split(",")[4], "1.7", 1)
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -118,7 +121,7 @@ async def test_bad_uploads_get_a_message(stack: StackInfo, mitdb: Path, tmp_path
         ([txt], 415, ".txt is not a recording format the console accepts"),
         ([truncated / "100.hea", truncated / "100.dat"], 422, "the .dat file is truncated"),
         ([non_ecg], 422, "the time column gives 1 Hz, outside the supported 125–1000 Hz"),
-        ([kaggle], 422, "single-beat Kaggle layout"),
+        ([kaggle], 422, "1 row is not a Kaggle-layout beat: row 2. Row 2: value 5 is 1.7, outside [0, 1]"),
         ([huge], 413, "the console accepts at most 64.0 KiB per upload (413 Payload Too Large)"),
         ([files[0]], 422, "upload either a WFDB .hea and .dat pair"),
         ([ok_csv], 503, "The ingest service (http://127.0.0.1:9) is unreachable"),  # no pipeline here

@@ -20,7 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from streamdx_web.deps import Deps
 from streamdx_web.live import LiveCache, follow_topics
-from streamdx_web.routes import alerts, auth, esr, evaluation, pages, reports, streams, upload
+from streamdx_web.routes import alerts, auth, esr, evaluation, kaggle, pages, reports, streams, upload
 from streamdx_web.security import LoginRequired, csrf_token
 from streamdx_web.settings import WebSettings
 from streamdx_web.users import UserStore
@@ -32,7 +32,7 @@ log = logging.getLogger("streamdx.web")
 
 #: Every page router (one module per resource); each protects its routes with ``require_user``.
 ROUTERS = [auth.router, pages.router, streams.router, evaluation.router, upload.router, esr.router, reports.router,
-           alerts.router]
+           alerts.router, kaggle.router]
 
 
 def templates() -> Jinja2Templates:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from streamdx.settings import ServiceSettings
+from streamdx_inference.settings import default_models_dir
 
 __all__ = ["WebSettings"]
 
@@ -30,3 +33,6 @@ class WebSettings(ServiceSettings):
     web_runs_dir: str = Field(default="reports/web-runs", description="Where evaluation runs and their reports go")
     web_data_root: str = Field(default="../shared/data",
                                description="Folder whose subfolders the evaluation page offers as datasets")
+    models_dir: Path = Field(default_factory=default_models_dir,
+                             description="Directory of the ONNX models (the console runs ecg_kaggle_beats for "
+                                         "single-beat Kaggle CSVs); MODELS_DIR as for the inference service")

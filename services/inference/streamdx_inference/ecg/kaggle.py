@@ -98,9 +98,13 @@ __all__ = [
     "SEGMENT_PERIODS",
     "WINDOW_S",
     "evaluate_kaggle",
+    "extraction_info",
     "kaggle_beats",
+    "kaggle_splits",
     "main",
     "print_kaggle_report",
+    "score_kaggle",
+    "train_kaggle_net",
     "window_segments",
 ]
 
@@ -371,62 +375,46 @@ def _multiclass(y: npt.NDArray[np.str_], pred: npt.NDArray[np.str_]) -> dict[str
     return {"accuracy": acc, "macro_f1": macro, "confusion": conf, "labels": list(CLASSES)}
 
 
-def evaluate_kaggle(
-    data_dir: Path,
+def kaggle_splits(
+    y: npt.NDArray[np.str_], seed: int = 0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], np.random.Generator]:
+    """The protocol's split of labelled beats: 80/20 by beat stratified by class (test = the 20 %),
+    then 10 % of the 80 % (stratified) for validation.
+
+    Returns ``(train_idx, val_idx, test_idx, rng)``; ``rng`` is the seeded generator after the
+    split (the N subsampling of :func:`train_kaggle_net` draws from it).
+    """
+    rng = np.random.default_rng(seed)
+    fit_idx, test_idx = _stratified_split(y, 0.2, rng)
+    tr_pos, val_pos = _stratified_split(y[fit_idx], 0.1, rng)
+    return fit_idx[tr_pos], fit_idx[val_pos], test_idx, rng
+
+
+def train_kaggle_net(
+    X: npt.NDArray[np.float32],
+    y: npt.NDArray[np.str_],
+    train_idx: npt.NDArray[np.int64],
+    val_idx: npt.NDArray[np.int64],
+    rng: np.random.Generator,
     *,
     epochs: int = 40,
     seed: int = 0,
     progress: bool = True,
     max_train_n: int | None = 40000,
-    records: Sequence[str] | None = None,
-    peaks: str = "paper",
-) -> dict[str, Any]:
-    """Train and score the beat-class model on Kaggle-style MITDB beats, random split (intra-patient).
+) -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.int64], dict[str, Any]]:
+    """Train Kachuee's CNN on ``X[train_idx]`` with model selection on ``X[val_idx]`` (best
+    validation binary F1, patience 6 epochs).
 
-    Parameters
-    ----------
-    data_dir : Path
-        MITDB-format WFDB folder (``.hea``/``.dat``/``.atr``).
-    epochs : int, default 40
-        Largest number of training epochs (training stops earlier when the validation
-        binary F1 has not improved for 6 epochs).
-    seed : int, default 0
-        Seed of the split, the N subsampling, the weight initialisation and the batches.
-    progress : bool, default True
-        Show progress bars (extraction, epochs).
-    max_train_n : int or None, default 40000
-        Largest number of class-N beats in the training part (None: all); the validation
-        and test parts are never subsampled.
-    records : sequence of str, optional
-        Records to use (default: all of ``data_dir``).
-    peaks : {"paper", "annotations"}, default "paper"
-        Beat anchors of :func:`kaggle_beats`.
-
-    Returns
-    -------
-    dict
-        ``protocol``, ``split``, ``n_train``, ``n_val``, ``n_test``, ``classes`` (per AAMI
-        class ``se``/``ppv`` in percent, plus ``tp``/``fn``/``fp``), ``binary``
-        (:func:`~streamdx_inference.ecg.scoring.binary_report` of abnormal = not N, score
-        1 - P(N)), ``multiclass`` (``accuracy``, ``macro_f1``, ``confusion`` rows = reference,
-        columns = predicted, in ``CLASSES`` order), ``counts``, ``model``, ``extraction``
-        and ``seconds``.
+    Returns ``(net, bias, train_idx, info)``: the network with the best epoch's weights, the
+    prior correction added to its logits (``log`` of the N sampling ratio on the N logit), the
+    training indices after the N subsampling, and ``epochs_run``, ``best_epoch``,
+    ``val_binary_f1``, ``history``.
     """
     import torch
     from tqdm import tqdm
 
-    t0 = time.perf_counter()
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-
-    X, y, _ = kaggle_beats(Path(data_dir), records, progress=progress, peaks=peaks)
-    if X.shape[0] == 0:
-        raise ValueError(f"no labelled beats in {data_dir}")
-    fit_idx, test_idx = _stratified_split(y, 0.2, rng)
-    tr_pos, val_pos = _stratified_split(y[fit_idx], 0.1, rng)
-    train_idx, val_idx = fit_idx[tr_pos], fit_idx[val_pos]
-
     # Subsample N in the training part only; remember the ratio for the prior correction.
     bias = np.zeros(len(CLASSES), np.float32)
     n_idx = train_idx[y[train_idx] == "N"]
@@ -472,11 +460,71 @@ def evaluate_kaggle(
                 break
     if best_state is not None:
         net.load_state_dict(best_state)
+    info = {"epochs_run": len(history), "best_epoch": best_epoch, "val_binary_f1": best_f1, "history": history}
+    return net, bias, train_idx, info
 
-    prob = _predict(net, X[test_idx], bias)
-    yte = y[test_idx]
+
+def score_kaggle(y: npt.NDArray[np.str_], prob: npt.NDArray[np.float64]) -> dict[str, Any]:
+    """The protocol's scores of class probabilities ``prob`` (columns in :data:`CLASSES` order)
+    against reference classes ``y``: ``classes`` (per-class Se/+P), ``binary`` (abnormal = not
+    N, score 1 - P(N)) and ``multiclass`` (accuracy, macro F1, confusion)."""
     pred = np.asarray(CLASSES)[prob.argmax(axis=1)]
-    per_class = class_report(yte, pred, CLASSES)["classes"]
+    return {
+        "classes": class_report(y, pred, CLASSES)["classes"],
+        "binary": binary_report(y != "N", pred != "N", score=1.0 - prob[:, CLASSES.index("N")]),
+        "multiclass": _multiclass(y, pred),
+    }
+
+
+def evaluate_kaggle(
+    data_dir: Path,
+    *,
+    epochs: int = 40,
+    seed: int = 0,
+    progress: bool = True,
+    max_train_n: int | None = 40000,
+    records: Sequence[str] | None = None,
+    peaks: str = "paper",
+) -> dict[str, Any]:
+    """Train and score the beat-class model on Kaggle-style MITDB beats, random split (intra-patient).
+
+    Parameters
+    ----------
+    data_dir : Path
+        MITDB-format WFDB folder (``.hea``/``.dat``/``.atr``).
+    epochs : int, default 40
+        Largest number of training epochs (training stops earlier when the validation
+        binary F1 has not improved for 6 epochs).
+    seed : int, default 0
+        Seed of the split, the N subsampling, the weight initialisation and the batches.
+    progress : bool, default True
+        Show progress bars (extraction, epochs).
+    max_train_n : int or None, default 40000
+        Largest number of class-N beats in the training part (None: all); the validation
+        and test parts are never subsampled.
+    records : sequence of str, optional
+        Records to use (default: all of ``data_dir``).
+    peaks : {"paper", "annotations"}, default "paper"
+        Beat anchors of :func:`kaggle_beats`.
+
+    Returns
+    -------
+    dict
+        ``protocol``, ``split``, ``n_train``, ``n_val``, ``n_test``, ``classes`` (per AAMI
+        class ``se``/``ppv`` in percent, plus ``tp``/``fn``/``fp``), ``binary``
+        (:func:`~streamdx_inference.ecg.scoring.binary_report` of abnormal = not N, score
+        1 - P(N)), ``multiclass`` (``accuracy``, ``macro_f1``, ``confusion`` rows = reference,
+        columns = predicted, in ``CLASSES`` order), ``counts``, ``model``, ``extraction``
+        and ``seconds``.
+    """
+    t0 = time.perf_counter()
+    X, y, _ = kaggle_beats(Path(data_dir), records, progress=progress, peaks=peaks)
+    if X.shape[0] == 0:
+        raise ValueError(f"no labelled beats in {data_dir}")
+    train_idx, val_idx, test_idx, rng = kaggle_splits(y, seed)
+    net, bias, train_idx, info = train_kaggle_net(X, y, train_idx, val_idx, rng, epochs=epochs, seed=seed,
+                                                  progress=progress, max_train_n=max_train_n)  # fmt: skip
+    prob = _predict(net, X[test_idx], bias)
     counts = {part: {c: int(np.sum(y[idx] == c)) for c in CLASSES}
               for part, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx))}  # fmt: skip
     return {
@@ -485,32 +533,35 @@ def evaluate_kaggle(
         "n_train": int(train_idx.size),
         "n_val": int(val_idx.size),
         "n_test": int(test_idx.size),
-        "classes": per_class,
-        "binary": binary_report(yte != "N", pred != "N", score=1.0 - prob[:, CLASSES.index("N")]),
-        "multiclass": _multiclass(yte, pred),
+        **score_kaggle(y[test_idx], prob),
         "counts": counts,
         "model": {
             "name": "Kachuee 2018 residual 1-D CNN",
             "parameters": int(sum(p.numel() for p in net.parameters())),
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "val_binary_f1": best_f1,
+            "epochs_run": info["epochs_run"],
+            "best_epoch": info["best_epoch"],
+            "val_binary_f1": info["val_binary_f1"],
             "max_train_n": max_train_n,
             "n_prior_log_ratio": float(bias[CLASSES.index("N")]),
-            "history": history,
+            "history": info["history"],
             "seed": seed,
         },
-        "extraction": {
-            "peaks": peaks,
-            "fs": FS_KAGGLE,
-            "beat_len": BEAT_LEN,
-            "window_s": WINDOW_S,
-            "peak_threshold": PEAK_THRESHOLD,
-            "segment_periods": SEGMENT_PERIODS,
-            "match_s": MATCH_S,
-            "n_beats": int(y.size),
-        },
+        "extraction": extraction_info(peaks, int(y.size)),
         "seconds": time.perf_counter() - t0,
+    }
+
+
+def extraction_info(peaks: str, n_beats: int) -> dict[str, Any]:
+    """The extraction settings of :func:`kaggle_beats` (for reports and model metadata)."""
+    return {
+        "peaks": peaks,
+        "fs": FS_KAGGLE,
+        "beat_len": BEAT_LEN,
+        "window_s": WINDOW_S,
+        "peak_threshold": PEAK_THRESHOLD,
+        "segment_periods": SEGMENT_PERIODS,
+        "match_s": MATCH_S,
+        "n_beats": n_beats,
     }
 
 

@@ -8,8 +8,14 @@ the ingest endpoint — because the console must know the streams the replay wil
 lead, :func:`~streamdx_ingest.replay.replay_stream_ids`) and :meth:`LiveCache.retain` them *before*
 the first chunk is published, or the live cache would keep only the last 30 s. Every problem is a
 message on the upload page (never a 500): too large (413, checked while the body streams in), not a
-supported format, a CSV in the single-beat Kaggle layout (see :func:`kaggle_layout`), whatever the
-parser or ingest refuses, ingest unreachable.
+supported format, whatever the parser or ingest refuses, ingest unreachable.
+
+A header-less CSV of single beats in the Kaggle heartbeat layout (187 values per row, optional
+class column; :func:`streamdx_web.kaggle_beats.kaggle_candidate`) is not a recording: it is
+parsed and checked by :func:`~streamdx_web.kaggle_beats.parse_kaggle_csv` (bad rows are named in
+the message), classified in a thread by the ``ecg_kaggle_beats`` model (trained intra-patient on
+MITDB by ``streamdx train kaggle-beats``) and shown at ``/upload/kaggle/{id}``
+(:mod:`streamdx_web.routes.kaggle`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -41,6 +48,14 @@ from streamdx_ingest.recordings import (
 )
 from streamdx_ingest.replay import replay_stream_ids
 from streamdx_web.deps import Deps, get_deps
+from streamdx_web.kaggle_beats import (
+    MAX_ROWS,
+    KaggleCsvError,
+    classify_and_store,
+    kaggle_candidate,
+    parse_kaggle_csv,
+    recent_results,
+)
 from streamdx_web.live import StreamView
 from streamdx_web.recordings import (
     UploadMeta,
@@ -55,7 +70,7 @@ from streamdx_web.recordings import (
 )
 from streamdx_web.security import User, check_csrf
 
-__all__ = ["KAGGLE_DETAIL", "KAGGLE_MESSAGE", "kaggle_layout", "router"]
+__all__ = ["KAGGLE_FORMAT", "kaggle_layout", "router"]
 
 log = logging.getLogger("streamdx.web")
 
@@ -71,18 +86,10 @@ _SETTLE_S = 6.0
 #: A replayed recording that yields no beat at all in this long is shown as it is (non-ECG input).
 _NO_BEATS_S = 25.0
 
-KAGGLE_MESSAGE = (
-    "This CSV is in the single-beat Kaggle layout (MIT-BIH heartbeat set: one beat per row, 187 values at "
-    "125 Hz scaled to [0, 1], optional label column), which StreamDx does not classify."
-)
-KAGGLE_DETAIL = (
-    "Why: the shipped beat model reads the DSP's beats of a continuous recording — the beat in mV around its "
-    "R peak, the RR intervals before and after it and the stream's running template — and a lone, min-max "
-    "scaled, zero-padded Kaggle row carries none of these; no model trained on that layout is shipped (the "
-    "seed's Kaggle protocol trains and scores its own model inside the evaluation: streamdx eval beats "
-    "--protocol kaggle, on the Evaluation page). Predictions from a conversion would be made up. "
-    "Upload the continuous recording instead: a WFDB .hea + .dat pair, an EDF file, or a CSV with a header "
-    "row, values in mV and a time column in seconds (or its sampling frequency)."
+KAGGLE_FORMAT = (
+    "The single-beat Kaggle layout (MIT-BIH heartbeat CSVs): no header row, one beat per row, 187 values at 125 Hz "
+    "from the R peak, min–max scaled to [0, 1] and zero-padded, optionally a 188th column with the class 0–4 "
+    "(N, S, V, F, Q). At most " + f"{MAX_ROWS:,}".replace(",", " ") + " beats per file."
 )
 
 
@@ -160,9 +167,13 @@ async def _upload_page(request: Request, deps: Deps, *, error: str | None = None
         uploads = await recent_uploads(deps.redis)
     except Exception:  # Redis down: the form still works
         uploads = []
+    try:
+        beat_files = await asyncio.to_thread(recent_results, Path(deps.settings.web_runs_dir))
+    except OSError:
+        beat_files = []
     return deps.templates.TemplateResponse(request, "upload.html", {
-        "error": error, "detail": detail, "uploads": uploads,
-        "max_bytes": _fmt_bytes(deps.settings.web_max_upload_bytes),
+        "error": error, "detail": detail, "uploads": uploads, "beat_files": beat_files,
+        "max_bytes": _fmt_bytes(deps.settings.web_max_upload_bytes), "max_rows": f"{MAX_ROWS:,}".replace(",", " "),
     }, status_code=status)  # fmt: skip
 
 
@@ -249,8 +260,8 @@ async def upload(request: Request, user: User, deps: Annotated[Deps, Depends(get
         except ValueError:
             return await _upload_page(request, deps, status=422,
                                       error=f"Sampling frequency {fs_text!r} is not a number.")
-    if list(blobs) == [".csv"] and kaggle_layout(blobs[".csv"]):
-        return await _upload_page(request, deps, status=422, error=KAGGLE_MESSAGE, detail=KAGGLE_DETAIL)
+    if list(blobs) == [".csv"] and kaggle_candidate(blobs[".csv"]):
+        return await _kaggle_upload(request, deps, user, blobs.pop(".csv"))
     try:
         rec, fmt = await asyncio.to_thread(_parse, blobs, fs)
     except RecordingError as exc:
@@ -303,6 +314,32 @@ async def upload(request: Request, user: User, deps: Annotated[Deps, Depends(get
     await save_meta(deps.redis, meta, new=True)
     log.info("recording uploaded", extra=log_fields(recording_id=meta.recording_id, device_id=device_id))
     return RedirectResponse(f"/recordings/{meta.recording_id}", status_code=303)
+
+
+async def _kaggle_upload(request: Request, deps: Deps, user: str, data: bytes) -> Response:
+    """A single-beat Kaggle CSV: check every row, classify them all in a thread, show the result."""
+    try:
+        parsed = await asyncio.to_thread(parse_kaggle_csv, data)
+    except KaggleCsvError as exc:
+        return await _upload_page(request, deps, status=422, detail=KAGGLE_FORMAT,
+                                  error=f"This single-beat (Kaggle layout) CSV cannot be classified. {exc}")
+    except MemoryError:
+        return await _upload_page(request, deps, status=413, error="The CSV is too large to read.")
+    del data
+    try:
+        rid = await asyncio.to_thread(classify_and_store, parsed, deps.settings.models_dir,
+                                      Path(deps.settings.web_runs_dir), user)  # fmt: skip
+    except FileNotFoundError:
+        return await _upload_page(request, deps, status=503, error=(
+            "The single-beat model (ecg_kaggle_beats) is not installed in MODELS_DIR "
+            f"({deps.settings.models_dir}); an administrator can build it with `streamdx train kaggle-beats`."))
+    except OSError as exc:
+        log.warning("kaggle result not stored", extra=log_fields(error_type=type(exc).__name__))
+        return await _upload_page(request, deps, status=507, error=(
+            "The classification could not be stored in WEB_RUNS_DIR (disk full or not writable); "
+            "nothing was kept. Try again later or tell the administrator."))
+    log.info("single-beat csv classified", extra=log_fields(recording_id=rid, count=int(parsed.beats.shape[0])))
+    return RedirectResponse(f"/upload/kaggle/{rid}", status_code=303)
 
 
 async def _revoke(deps: Deps, device_id: str) -> None:
