@@ -72,7 +72,11 @@ ENTRYPOINT ["streamdx", "serve"]
 # workers on METRICS_PORT, web on WEB_PORT); the services themselves do not read it. Every image
 # carries the models of the runtime stage; only inference loads them (the others ignore them).
 FROM runtime AS service-ingest
-ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000
+# slide uploads are spooled here while they are tiled (a volume: they can be GBs, /tmp is small)
+USER root
+RUN install -d -o 10001 -g 10001 -m 0750 /var/lib/streamdx/slides-spool
+USER 10001:10001
+ENV HEALTH_PORT=8000 INGEST_HOST=0.0.0.0 INGEST_PORT=8000 SLIDES_SPOOL_DIR=/var/lib/streamdx/slides-spool
 CMD ["ingest"]
 
 FROM runtime AS service-dsp

@@ -54,19 +54,23 @@ WEASYPRINT_PACKAGES = {"libpango-1.0-0", "libpangoft2-1.0-0", "libharfbuzz0b", "
 #: Deployments whose replica count KEDA owns (components/keda): every Kafka worker
 KEDA_TARGETS = {"streamdx-dsp", "streamdx-inference", "streamdx-alerts"}
 #: (Deployment, consumer group, topic) of every Kafka worker; groups are the settings' defaults
-#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP, INFERENCE_ECG_GROUP, ALERTS_*_GROUP)
+#: (DSP_GROUP, DSP_ESR_GROUP, INFERENCE_ESR_GROUP, INFERENCE_ECG_GROUP, INFERENCE_SLIDES_GROUP,
+#: INFERENCE_SLIDES_MERGE_GROUP, ALERTS_*_GROUP)
 CONSUMERS = {
     ("streamdx-dsp", "dsp", "ecg.samples"),
     ("streamdx-dsp", "dsp-esr", "esr.frames"),
     ("streamdx-inference", "inference-esr", "esr.heights"),
     ("streamdx-inference", "inference-ecg", "ecg.beats"),
+    ("streamdx-inference", "inference-slides", "slides.tiles"),
+    ("streamdx-inference", "inference-slides-merge", "slides.detections"),
     ("streamdx-alerts", "alerts-rhythm", "ecg.labels"),
     ("streamdx-alerts", "alerts-status", "ecg.status"),
     ("streamdx-alerts", "alerts-esr", "esr.forecasts"),
     ("streamdx-alerts", "alerts-webhooks", "alerts.events"),
 }
 GROUP_ENV = {"DSP_GROUP": "dsp", "DSP_ESR_GROUP": "dsp-esr", "INFERENCE_ESR_GROUP": "inference-esr",
-             "INFERENCE_ECG_GROUP": "inference-ecg", "ALERTS_RHYTHM_GROUP": "alerts-rhythm",
+             "INFERENCE_ECG_GROUP": "inference-ecg", "INFERENCE_SLIDES_GROUP": "inference-slides",
+             "INFERENCE_SLIDES_MERGE_GROUP": "inference-slides-merge", "ALERTS_RHYTHM_GROUP": "alerts-rhythm",
              "ALERTS_STATUS_GROUP": "alerts-status", "ALERTS_ESR_GROUP": "alerts-esr",
              "ALERTS_DELIVERY_GROUP": "alerts-webhooks"}
 MODELS_DIR = "/opt/streamdx/models"

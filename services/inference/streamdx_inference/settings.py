@@ -25,3 +25,19 @@ class InferenceSettings(WorkerSettings):
                                   description="Run the INT8 (QDQ) ECG models (model.int8.onnx; TensorRT on Jetson)")
     onnx_providers: str = Field(default="CPUExecutionProvider",
                                 description="onnxruntime providers, comma-separated, in order of preference")
+    inference_slides_group: str = Field(default="inference-slides",
+                                        description="Consumer group of the slide tile detector (slides.tiles)")
+    inference_slides_merge_group: str = Field(
+        default="inference-slides-merge",
+        description="Consumer group of the per-slide aggregator (slides.detections → merged result in Redis)",
+    )
+    slides_model_dir: Path | None = Field(
+        default=None,
+        description="Directory of the slide detector (model.onnx + model.json; unset: MODELS_DIR/slides_glomeruli; "
+        "when it has no model.onnx the detector worker is not started)",
+    )
+    slides_batch_tiles: int = Field(
+        default=8, ge=1, le=256,
+        description="Tiles per consumed batch of the detector (each tile is a ~0.1–1 MB record)",
+    )
+    slides_merge_iou: float = Field(default=0.5, gt=0, lt=1, description="IoU of the cross-tile box fusion")

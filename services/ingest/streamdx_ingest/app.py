@@ -34,6 +34,7 @@ from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import IngestMetrics, render_metrics
 from streamdx.schemas.ecg import StreamId
 from streamdx.schemas.esr import MAX_FRAME_BYTES
+from streamdx.slide_records import SlideRecords
 from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict
 from streamdx_ingest.chunks import (
     ChunkAck,
@@ -55,8 +56,10 @@ from streamdx_ingest.recordings import (
     recording_parse_wfdb,
 )
 from streamdx_ingest.replay import RecordingStatus, ReplayManager
+from streamdx_ingest.routes import slides as slide_routes
 from streamdx_ingest.sequencer import Sequencer, StreamBusy
 from streamdx_ingest.settings import IngestSettings
+from streamdx_ingest.slide_jobs import SlideJobs
 from streamdx_ingest.tubes import FrameError, TubeConflict, TubeIn, TubeRegistry, TubeUnknown
 
 __all__ = ["IngestDeps", "create_app"]
@@ -172,6 +175,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         tubes = TubeRegistry(redis, publisher, sequencer, settings.stream_lock_wait_s)
         app.state.deps = IngestDeps(settings, redis, publisher, metrics, DeviceRegistry(redis), acceptor, replays,
                                     tubes)
+        slide_jobs = SlideJobs(publisher, SlideRecords(redis), slide_routes.tiling_config(settings))
+        app.state.slides = slide_routes.SlidesDeps(settings, SlideRecords(redis), slide_jobs, DeviceRegistry(redis))
         stop = asyncio.Event()
         connecting = asyncio.create_task(_connect_publisher(publisher, stop))
         try:
@@ -180,19 +185,23 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             stop.set()
             await connecting
             await replays.shutdown()
+            await slide_jobs.shutdown()
             await publisher.stop()
             await redis.aclose()
 
     app = FastAPI(
         title="StreamDx ingest",
         version="1.0.0",
-        description="Device ECG chunks (HTTP, WebSocket), Holter recording upload, device keys.",
+        description="Device ECG chunks (HTTP, WebSocket), Holter recording upload, ESR frames, whole-slide "
+        "uploads, device keys.",
         lifespan=lifespan,
     )
 
     def limit_for(path: str) -> int:
         if path.startswith("/v1/recordings"):
             return settings.max_upload_bytes
+        if path.startswith(slide_routes.SLIDES_PREFIX):
+            return settings.slides_max_upload_bytes + slide_routes.MULTIPART_SLACK
         if path.startswith("/v1/tubes/"):
             return MAX_FRAME_BYTES + 64 * 1024  # the frame plus multipart framing
         return settings.max_chunk_bytes
@@ -341,6 +350,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         if not await d.devices.revoke(device_id):
             raise HTTPException(404, "no such device")
         return Response(status_code=204)
+
+    app.include_router(slide_routes.router)
 
     # -- operations ---------------------------------------------------------------------
     @app.get("/healthz")

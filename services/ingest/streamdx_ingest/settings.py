@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 
 from streamdx.settings import ServiceSettings
@@ -34,3 +37,29 @@ class IngestSettings(ServiceSettings):
     )
     stream_lock_wait_s: float = Field(default=2.0, gt=0, description="Wait for a stream's lock before 429")
     replay_batch_chunks: int = Field(default=64, ge=1, le=10_000, description="Replay chunks per broker batch")
+    slides_spool_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "streamdx-slides",
+        description="Folder of uploaded slides while they are tiled (removed after tiling; needs room for "
+        "the largest upload plus ~10 % for its tiles)",
+    )
+    slides_max_upload_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest slide upload (413 beyond)")
+    slides_max_side_px: int = Field(default=300_000, ge=1, description="Longest accepted slide side in pixels (422)")
+    slides_max_decoded_pixels: int = Field(
+        default=400_000_000, ge=1,
+        description="Most pixels of a slide decoded whole (PNG, JPEG, non-pyramidal TIFF; 422 beyond)",
+    )
+    slides_tile_width: int = Field(default=1600, ge=64, le=4096, description="Tile width in slide pixels")
+    slides_tile_height: int = Field(default=1200, ge=64, le=4096, description="Tile height in slide pixels")
+    slides_tile_overlap: float = Field(default=1 / 3, ge=0, le=0.9, description="Tile overlap (fraction of a tile)")
+    slides_min_tissue: float = Field(
+        default=0.02, ge=0, le=1,
+        description="Least stained-tissue fraction of a published tile (the tiling rule of the evaluation; "
+        "background tiles are skipped)",
+    )
+    slides_max_tile_bytes: int = Field(
+        default=700_000, ge=10_000, le=1_500_000,
+        description="Byte budget of one tile JPEG (quality lowered until it fits; ~4/3 of it as base64 must "
+        "stay under the broker's message limit, 1 MiB by default)",
+    )
+    slides_publish_batch: int = Field(default=16, ge=1, le=256, description="Tiles per broker batch")
+    slides_tiling_threads: int = Field(default=2, ge=1, le=32, description="Threads reading and encoding tiles")

@@ -1,4 +1,10 @@
-"""Whole-slide image schemas: tiles → glomerulus detections."""
+"""Whole-slide image schemas: tiles → glomerulus detections.
+
+Coordinates are pixels of the slide level the tiles were cut from (``level``; 0 = full
+resolution); ``downsample`` is that level's size relative to level 0 and ``mpp`` its
+resolution in µm per pixel (``None`` when the file does not state one). Every tile and every
+detection message carries the slide's geometry, so a consumer needs no other lookup.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,12 @@ class SlideTileV1(Message):
     height: int = Field(ge=1, le=4096)
     media_type: Literal["image/jpeg", "image/png"]
     image: str = Field(description="base64 of the encoded tile")
-    tiles_total: int = Field(ge=1)
+    tiles_total: int = Field(ge=1, description="Tiles of the slide published in all (its tissue tiles)")
+    slide_width: int = Field(ge=1, description="Width of the slide level in pixels")
+    slide_height: int = Field(ge=1, description="Height of the slide level in pixels")
+    level: int = Field(default=0, ge=0, description="Slide level the tiles were cut from (0 = full resolution)")
+    downsample: float = Field(default=1.0, ge=1.0, description="Level size relative to level 0")
+    mpp: float | None = Field(default=None, gt=0, description="µm per pixel of the level, if known")
 
     def key(self) -> str:
         return self.slide_id
@@ -54,10 +65,18 @@ class SlideDetectionsV1(Message):
     VERSION: ClassVar[int] = 1
 
     slide_id: SlideId
-    x: int = Field(ge=0)
-    y: int = Field(ge=0)
+    x: int = Field(ge=0, description="Left edge of the tile in slide pixels")
+    y: int = Field(ge=0, description="Top edge of the tile in slide pixels")
+    width: int = Field(ge=1, le=4096, description="Tile width in pixels")
+    height: int = Field(ge=1, le=4096, description="Tile height in pixels")
     detections: list[Detection]
     model: str = Field(max_length=100)
+    tiles_total: int = Field(ge=1, description="Tiles of the slide in all (copied from the tile)")
+    slide_width: int = Field(ge=1)
+    slide_height: int = Field(ge=1)
+    level: int = Field(default=0, ge=0)
+    downsample: float = Field(default=1.0, ge=1.0)
+    mpp: float | None = Field(default=None, gt=0)
 
     def key(self) -> str:
         return self.slide_id

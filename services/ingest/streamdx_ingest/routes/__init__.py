@@ -1,0 +1,1 @@
+"""HTTP routers of the ingest service that live outside ``app.py`` (included by ``create_app``)."""
