@@ -223,7 +223,8 @@ def _draw_pen(rng: np.random.Generator, ink: F32, tissue: F32, mpp: float) -> F3
     px_low = mpp * _LOW
     colour = rng.choice(3)
     od = [np.array([0.9, 0.25, 0.75]), np.array([1.0, 0.55, 0.12]), np.array([0.8, 0.8, 0.8])][colour]
-    if rng.random() < 0.55:
+    area_mm2 = ink.size * px_low ** 2 / 1e6
+    if rng.random() < 0.55 * min(1.0, area_mm2 / 25.0):
         for _ in range(int(rng.integers(1, 3))):
             # a dot or short stroke near the tissue outline (pathologists circle or tick regions)
             outside = np.argwhere((tissue < -0.05) & (tissue > -0.35))
@@ -231,10 +232,10 @@ def _draw_pen(rng: np.random.Generator, ink: F32, tissue: F32, mpp: float) -> F3
                 break
             y, x = outside[rng.integers(len(outside))]
             n = int(rng.integers(3, 12))
-            pts = np.stack([x + np.cumsum(rng.normal(0, 300 / px_low, n)),
-                            y + np.cumsum(rng.normal(0, 300 / px_low, n))], axis=1)
+            pts = np.stack([x + np.cumsum(rng.normal(0, 200 / px_low, n)),
+                            y + np.cumsum(rng.normal(0, 200 / px_low, n))], axis=1)
             cv2.polylines(ink, [pts.astype(np.int32)], False, float(rng.uniform(0.5, 1.2)),
-                          max(1, int(rng.uniform(120, 350) / px_low)))
+                          max(1, int(rng.uniform(100, 300) / px_low)))
     return od.astype(np.float32)
 
 

@@ -7,9 +7,10 @@ column and row are shifted to end exactly at the slide edge (no padding, no tile
 slide); a slide smaller than a tile gives one tile of the slide's size.
 
 A tile is *tissue* when at least ``min_fraction`` of its pixels are stained: a pixel counts when
-its colour saturation (max − min of R, G, B) is ≥ 20 grey levels and it is not near-white
-(mean < 235). Glass, dust and grey or black pen marks stay below that; PAS / H&E tissue is well
-above it.
+its colour saturation (max − min of R, G, B) is ≥ 20 grey levels, it is not near-white
+(mean < 235) and its hue is not that of marker ink (green: G the largest channel; blue: G > R
+and B > R + 50). Glass, dust, grey/black/green/blue pen marks stay out; PAS and H&E (pink to
+purple: G the smallest channel) and brown DAB stay in.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def tissue_mask(rgb: npt.NDArray[np.uint8], *, step: int = 1) -> npt.NDArray[np.
     mn = a.min(axis=2)
     sat = mx.astype(np.int16) - mn.astype(np.int16)
     mean = a.mean(axis=2, dtype=np.float32)
-    return (sat >= _MIN_SATURATION) & (mean < _MAX_BRIGHTNESS)
+    r, g, b = (a[..., k].astype(np.int16) for k in range(3))
+    ink = ((g >= r) & (g >= b)) | ((g > r) & (b > r + 50))
+    return (sat >= _MIN_SATURATION) & (mean < _MAX_BRIGHTNESS) & ~ink
 
 
 def tissue_fraction(tile_rgb: npt.NDArray[np.uint8]) -> float:
