@@ -230,9 +230,31 @@ def _to_rgb(arr: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     raise SlideError(422, f"unsupported image layout {arr.shape}; use RGB or grey")
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _check_complete(path: Path) -> None:
+    """422 unless a PNG ends with its IEND chunk and a JPEG with its EOI marker.
+
+    Checked on the bytes, not left to Pillow: a library imported in the same process may set
+    Pillow's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` (WeasyPrint does), after which a
+    truncated file would decode with its missing rows filled in.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip(b"\x00")
+    if head.startswith(b"\x89PNG") and not tail.endswith(_PNG_END):
+        raise SlideError(422, "the PNG file is truncated: it does not end with its IEND chunk")
+    if head.startswith(b"\xff\xd8\xff") and not tail.endswith(b"\xff\xd9"):
+        raise SlideError(422, "the JPEG file is truncated: it does not end with its end-of-image marker")
+
+
 def _open_pil(path: Path, max_side: int, max_pixels: int, mpp: float | None) -> _ArraySource:
     from PIL import Image
 
+    _check_complete(path)
     Image.MAX_IMAGE_PIXELS = None  # our own limit is checked before decoding
     try:
         with Image.open(path) as img:

@@ -4,6 +4,7 @@ coordinates, the merge state codec and the merge handler's idempotency (fake rec
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -112,3 +113,25 @@ async def test_merge_handler_is_idempotent_and_finishes_once() -> None:
     assert n == 2 and result.count == 2 and result.density_per_mm2 == pytest.approx(1.0)
     late = await handler(_dets(1067, 0), done.state)
     assert late.state == done.state and len(records.results) == 1
+
+
+@pytest.mark.parametrize("fmt", [".png", ".jpg"])
+def test_truncated_image_refused_even_when_pillow_is_told_to_load_truncated_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """WeasyPrint (imported by the web console in the same test process) sets Pillow's global
+    LOAD_TRUNCATED_IMAGES; a truncated upload must still be a 422."""
+    from PIL import ImageFile
+
+    from streamdx_ingest.slide_reader import slide_open
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(fmt, img)
+    assert ok
+    path = tmp_path / f"cut{fmt}"
+    path.write_bytes(buf.tobytes()[: len(buf) * 2 // 3])
+    with pytest.raises(SlideError) as exc:
+        slide_open(path)
+    assert exc.value.status == 422 and "truncated" in str(exc.value)
