@@ -13,8 +13,10 @@ folder (``annotations.json`` / ``--annotations``). Without ``--data`` the genera
 slides are used (written once to ``~/.cache/streamdx/slides``, see
 :func:`~streamdx_inference.slides.render.generate_slides`).
 
-The report (``--out``) holds precision, recall and F1 at the operating threshold (chosen for
-recall ≥ ``--target-recall``, or ``--threshold``), the PR curve, average precision, the same
+The report (``--out``) holds precision, recall and F1 at the operating threshold (the model's
+``conf_threshold``, chosen on validation slides; or ``--threshold``; or, with
+``--choose-threshold``, chosen on the scored slides for recall ≥ ``--target-recall`` —
+optimistic), the PR curve, average precision, the same
 figures at the model's own confidence threshold, per-slide counts and timings.
 """
 
@@ -76,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-recall", type=float, default=0.95,
                    help="operating threshold: best F1 among thresholds with at least this recall")
     p.add_argument("--threshold", type=float, default=None,
-                   help="fixed operating threshold instead of choosing one on the data")
+                   help="fixed operating threshold (default: the model's conf_threshold from model.json, chosen "
+                        "on validation slides the test never sees)")
+    p.add_argument("--choose-threshold", action="store_true",
+                   help="choose the operating threshold on the scored slides themselves (best F1 with recall >= "
+                        "--target-recall): optimistic, labelled so in the report")
     p.add_argument("--conf", type=float, default=0.05,
                    help="detector confidence floor for the PR curve (overrides model.json's conf_threshold)")
     p.add_argument("--tile", type=int, nargs=2, default=(1600, 1200), metavar=("W", "H"), help="tile size, pixels")
@@ -169,6 +175,7 @@ def evaluate_slides(
     slides: Sequence[tuple[Path, FloatArray]],
     detect: Callable[[list[npt.NDArray[np.uint8]]], list[tuple[Any, Any]]], *,
     iou: float = 0.5, target_recall: float = 0.95, threshold: float | None = None, model_threshold: float | None = None,
+    threshold_source: str | None = None,
     tile: tuple[int, int] = (1600, 1200), overlap: float = 1 / 3, min_tissue: float = 0.02, batch: int = 8,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -200,7 +207,7 @@ def evaluate_slides(
         source = f"chosen on these slides: best F1 with recall ≥ {target_recall}"
     else:
         t, reached = float(threshold), bool(operating_point(curve, threshold)["recall"] >= target_recall)
-        source = "given"
+        source = threshold_source or "given"
     op = operating_point(curve, t)
     for ps in per_slide:
         s, tp = ps.pop("_scores"), ps.pop("_tp")
@@ -254,9 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         slides = find_slides(args.data, args.annotations) if args.data else _generated(args)
         if args.limit:
             slides = slides[: args.limit]
+        threshold = args.threshold if args.threshold is not None else None if args.choose_threshold else model_conf
+        source = ("--threshold" if args.threshold is not None else
+                  None if args.choose_threshold else "model.json conf_threshold (chosen on validation slides)")
         report = evaluate_slides(
-            slides, det.detect, iou=args.iou, target_recall=args.target_recall, threshold=args.threshold,
-            model_threshold=model_conf, tile=(args.tile[0], args.tile[1]), overlap=args.overlap,
+            slides, det.detect, iou=args.iou, target_recall=args.target_recall, threshold=threshold,
+            model_threshold=model_conf, threshold_source=source, tile=(args.tile[0], args.tile[1]),
+            overlap=args.overlap,
             min_tissue=args.min_tissue, batch=det.batch_size,
             progress=lambda m: print(m, file=sys.stderr, flush=True))
     except (DetectorError, SlideReadError, AnnotationError, FileNotFoundError, ValueError) as e:
