@@ -28,7 +28,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("demo", ""): ("streamdx.demo:main", "run the whole pipeline locally with simulated devices"),
     ("serve", "ingest"): ("streamdx_ingest.main:main", "run the ingest HTTP/WebSocket service"),
     ("serve", "dsp"): ("streamdx_dsp.main:main", "run the signal-processing service (ECG beats, ESR heights)"),
-    ("serve", "inference"): ("streamdx_inference.main:main", "run the model service (ECG labels, ESR forecasts)"),
+    ("serve", "inference"): ("streamdx_inference.main:main", "run the model service (ECG labels, ESR, slides)"),
     ("serve", "web"): ("streamdx_web.main:main", "run the web console (live streams, alerts, reports)"),
     ("web", "add-user"): ("streamdx_web.users_cli:main", "create a console operator account or set its password"),
     ("serve", "alerts"): ("streamdx_alerts.main:main", "run the alerts service (rhythm alarms, webhooks, summaries)"),
