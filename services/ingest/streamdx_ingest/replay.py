@@ -32,6 +32,7 @@ from streamdx.logs import log_fields
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.schemas import EcgSamplesV1
 from streamdx_ingest.acceptance import ChunkAcceptor
+from streamdx_ingest.background import BackgroundJobs
 from streamdx_ingest.recordings import Recording
 from streamdx_ingest.sequencer import Decision, StreamBusy
 
@@ -121,7 +122,7 @@ class ReplayManager:
         self._acceptor = acceptor
         self._redis = redis
         self._batch = batch_chunks
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._jobs = BackgroundJobs()
 
     async def start(
         self, rec: Recording, *, device_id: str, stream_base: str, chunk_s: float, speed: float
@@ -145,9 +146,7 @@ class ReplayManager:
             "samples_published": 0, "error": "",
         })
         await self._redis.expire(key, PROGRESS_TTL_S)
-        task = asyncio.create_task(self._run(rec, plan), name=f"replay-{plan.recording_id}")
-        self._tasks[plan.recording_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(plan.recording_id, None))
+        self._jobs.start(plan.recording_id, self._run(rec, plan), name=f"replay-{plan.recording_id}")
         return plan
 
     async def status(self, recording_id: str, device_id: str) -> RecordingStatus | None:
@@ -162,14 +161,10 @@ class ReplayManager:
         return _status_from_hash(recording_id, fields)
 
     async def wait(self, recording_id: str) -> None:
-        task = self._tasks.get(recording_id)
-        if task is not None:
-            await asyncio.shield(task)
+        await self._jobs.wait(recording_id)
 
     async def shutdown(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._jobs.shutdown()
 
     async def _run(self, rec: Recording, plan: ReplayPlan) -> None:
         key = f"sdx:recording:{plan.recording_id}"

@@ -26,6 +26,7 @@ from streamdx.messaging.publisher import Publisher
 from streamdx.schemas import SlideTileV1
 from streamdx.slide_records import SlideRecords
 from streamdx_inference.slides.tiling import is_tissue_tile, tile_grid
+from streamdx_ingest.background import BackgroundJobs
 from streamdx_ingest.slide_reader import SlideSource, remove_quietly
 from streamdx_ingest.slide_tiles import tile_jpeg
 
@@ -66,25 +67,19 @@ class SlideJobs:
         self._publisher = publisher
         self._records = records
         self._config = config
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._jobs = BackgroundJobs()
 
     def start(self, slide_id: str, source: SlideSource, spool: Path, cleanup: Sequence[Path]) -> None:
         """Tile ``source`` in the background; ``cleanup`` (upload, unpacked zip) is removed at the end."""
-        task = asyncio.create_task(self._run(slide_id, source, spool, tuple(cleanup)), name=f"slide-{slide_id}")
-        self._tasks[slide_id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(slide_id, None))
+        self._jobs.start(slide_id, self._run(slide_id, source, spool, tuple(cleanup)), name=f"slide-{slide_id}")
 
     async def wait(self, slide_id: str) -> None:
         """Wait for the job of ``slide_id`` (no-op when none runs)."""
-        task = self._tasks.get(slide_id)
-        if task is not None:
-            await asyncio.shield(task)
+        await self._jobs.wait(slide_id)
 
     async def shutdown(self) -> None:
         """Cancel every job (each marks its slide failed and removes its files)."""
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._jobs.shutdown()
 
     async def _run(self, slide_id: str, source: SlideSource, spool: Path, cleanup: tuple[Path, ...]) -> None:
         tiles_file = spool / f"{slide_id}.tiles"
