@@ -32,6 +32,7 @@ from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1, Message, SignalQuality
 from streamdx.schemas.ecg import MAX_LOST_INTERVALS, MAX_STATUS_R_SAMPLES
 from streamdx_dsp.core import (
+    DEFAULT_WINDOW,
     Beat,
     BeatWindow,
     EcgStreamState,
@@ -89,11 +90,16 @@ class DspStateCodec:
 
     ``v2`` adds the lost-signal detector's state (``loss``) to the JSON; a ``v1`` blob
     (written before it existed) still loads, with a fresh detector at ``next_sample``
-    (a flat run in progress at that moment is then measured from the restart).
+    (a flat run in progress at that moment is then measured from the restart). A core
+    blob of another core format version (written by an older DSP) restarts the core at
+    ``next_sample`` with ``after_gap`` on the next beat; the beat index and clock go on.
     """
 
     VERSION = 2
     READABLE = (1, 2)
+
+    def __init__(self, window: BeatWindow = DEFAULT_WINDOW) -> None:
+        self._window: BeatWindow = window
 
     def dumps(self, state: DspStreamState) -> bytes:
         meta = {
@@ -118,7 +124,18 @@ class DspStateCodec:
         meta = json.loads(blob[4 : 4 + n])
         if meta.get("v") not in self.READABLE:
             raise ValueError(f"dsp state v{meta.get('v')} is not one of v{self.READABLE}")
-        core = ecg_state_loads(blob[4 + n :])
+        gap = bool(meta["gap_pending"])
+        try:
+            core = ecg_state_loads(blob[4 + n :])
+        except ValueError as exc:
+            if "unsupported ECG state version" not in str(exc):
+                raise
+            # a core state written by another DSP version (an upgrade): keep the stream's
+            # bookkeeping (beat index, clock) and restart the core at the next sample, like
+            # after a sequence gap, so no beat index is reused
+            log.warning("dsp core state of another version, core restarted", extra=log_fields(version=str(exc)))
+            core = ecg_stream_init(float(meta["fs"]), start_sample=int(meta["next_sample"]), window=self._window)
+            gap = True
         loss = meta.get("loss")
         return DspStreamState(
             core=core,
@@ -128,7 +145,7 @@ class DspStateCodec:
             next_sample=int(meta["next_sample"]),
             anchor_sample=int(meta["anchor_sample"]),
             anchor_epoch_s=float(meta["anchor_epoch_s"]),
-            gap_pending=bool(meta["gap_pending"]),
+            gap_pending=gap,
             finished=bool(meta["finished"]),
             loss=signal_loss_from_dict(loss) if loss is not None else None,
         )
@@ -137,7 +154,7 @@ class DspStateCodec:
 class EcgSamplesHandler:
     """Typed async handler for ``ecg.samples`` (metrics injected)."""
 
-    def __init__(self, metrics: DspMetrics, window: BeatWindow = "rr") -> None:
+    def __init__(self, metrics: DspMetrics, window: BeatWindow = DEFAULT_WINDOW) -> None:
         self._metrics = metrics
         self._window: BeatWindow = window
 
@@ -207,8 +224,10 @@ class EcgSamplesHandler:
                 final=msg.final,
             )
         except ValidationError as exc:  # never raise after the core advanced
-            log.warning("status outside the schema skipped",
-                        extra=log_fields(seq=msg.seq, reason=exc.errors()[0]["msg"] if exc.errors() else ""))
+            log.warning(
+                "status outside the schema skipped",
+                extra=log_fields(seq=msg.seq, reason=exc.errors()[0]["msg"] if exc.errors() else ""),
+            )
             return None
 
     @staticmethod

@@ -27,7 +27,8 @@ def build_dsp_workers(rt: WorkerRuntime[DspMetrics], settings: DspSettings) -> l
     """The dsp service's workers on the shared runtime."""
     ecg: StreamWorker[EcgSamplesV1, Any] = StreamWorker(
         topic=Topic.ECG_SAMPLES, group=settings.dsp_group, model=EcgSamplesV1,
-        handler=EcgSamplesHandler(rt.metrics, settings.dsp_beat_window), codec=DspStateCodec(), publisher=rt.publisher,
+        handler=EcgSamplesHandler(rt.metrics, settings.dsp_beat_window),
+        codec=DspStateCodec(settings.dsp_beat_window), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
         batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
     )

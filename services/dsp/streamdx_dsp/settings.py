@@ -6,6 +6,7 @@ from pydantic import Field
 
 from streamdx.settings import WorkerSettings
 from streamdx_dsp.core.segmentation import BeatWindow
+from streamdx_dsp.core.stream import DEFAULT_WINDOW
 
 __all__ = ["DspSettings"]
 
@@ -15,7 +16,7 @@ class DspSettings(WorkerSettings):
     dsp_group: str = Field(default="dsp", description="Consumer group of the ECG worker")
     dsp_esr_group: str = Field(default="dsp-esr", description="Consumer group of the ESR boundary worker")
     dsp_beat_window: BeatWindow = Field(
-        default="rr",
-        description="Beat window: rr (R-RR_prev/3 .. R+2RR_next/3) or fixed (0.28 s before / 0.56 s after R); "
-        "the ECG models must be trained on the same window",
+        default=DEFAULT_WINDOW,
+        description="Beat window: fixed (0.28 s before / 0.56 s after R; beats leave ~0.6 s after their R) or rr "
+        "(R-RR_prev/3 .. R+2RR_next/3; beats wait for the next R); the ECG models must be trained on the same window",
     )

@@ -99,7 +99,7 @@ def beat_arrays(
     for i, b in enumerate(beats):
         waves[i] = b.waveform_mv()
     rp = np.fromiter((b.rr_prev_s for b in beats), np.float64, n)
-    rn = np.fromiter((b.rr_next_s for b in beats), np.float64, n)
+    rn = np.fromiter((np.nan if b.rr_next_s is None else b.rr_next_s for b in beats), np.float64, n)
     q = np.array([(b.quality.flat, b.quality.saturated, b.quality.hf_noise, b.quality.baseline_excursion_mv,
                    b.quality.score) for b in beats], np.float32).reshape(n, 5)  # fmt: skip
     reset = np.fromiter((b.after_gap for b in beats), np.bool_, n)

@@ -109,11 +109,22 @@ class EcgBeatV1(Message):
     fs: float = Field(ge=FS_MIN, le=FS_MAX)
     waveform: str = Field(description=f"base64 float32, {BEAT_LENGTH} samples (mV), R at {BEAT_R_INDEX}")
     window: Literal["rr", "fixed"] = Field(
-        default="rr", description="Beat window: rr = R-RR_prev/3 .. R+2RR_next/3; fixed = R-0.28 s .. R+0.56 s"
+        default="rr",
+        description="Beat window: rr = R-RR_prev/3 .. R+2RR_next/3 (leaves at the next R); fixed = R-0.28 s .. "
+        "R+0.56 s (leaves ~0.6 s after R)",
     )
     rr_prev_s: float = Field(gt=0)
-    rr_next_s: float = Field(gt=0)
-    rr_local_mean_s: float = Field(gt=0)
+    rr_next_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="RR interval to the next beat (s); null for the fixed window, whose beats leave before the "
+        "next R peak (the next beat's rr_prev_s is this interval)",
+    )
+    rr_local_mean_s: float = Field(
+        gt=0,
+        description="Mean of the last 8 RR intervals (ending with rr_next_s for the "
+        "rr window, with rr_prev_s for the fixed window)",
+    )
     rr_irregularity: float = Field(ge=0)
     quality: SignalQuality
     after_gap: bool = Field(default=False, description="First beat after a sequence gap / detector reset")
@@ -213,11 +224,13 @@ class EcgStatusV1(Message):
     horizon_sample: int = Field(ge=0, description="R-peak decisions are final for samples before this index")
     last_r_sample: int = Field(ge=-1, description="Last R peak accepted by the detector (-1: none yet)")
     lost: list[tuple[int, int]] = Field(
-        default_factory=list, max_length=MAX_LOST_INTERVALS,
+        default_factory=list,
+        max_length=MAX_LOST_INTERVALS,
         description="Lost-signal intervals [a, b) (absolute samples) that end in or overlap this chunk",
     )
     r_samples: list[int] = Field(
-        default_factory=list, max_length=MAX_STATUS_R_SAMPLES,
+        default_factory=list,
+        max_length=MAX_STATUS_R_SAMPLES,
         description="R peaks of the beats published for this chunk (absolute samples, ascending)",
     )
     gap_s: float = Field(default=0.0, ge=0, description="Data missing just before this chunk (s)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 import zlib
 
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from streamdx_dsp.core import (
     BEAT_LENGTH,
+    DEFAULT_WINDOW,
+    FIXED_POST_S,
     Beat,
     ecg_state_dumps,
     ecg_state_loads,
@@ -23,8 +26,10 @@ from streamdx_dsp.core import (
 )
 
 
-def run_stream(x: np.ndarray, fs: float, cuts: list[int] | None = None, chunk: int | None = None) -> list[Beat]:
-    state = ecg_stream_init(fs)
+def run_stream(
+    x: np.ndarray, fs: float, cuts: list[int] | None = None, chunk: int | None = None, window: str = DEFAULT_WINDOW
+) -> list[Beat]:
+    state = ecg_stream_init(fs, window=window)  # type: ignore[arg-type]
     beats: list[Beat] = []
     if cuts is None:
         step = chunk or int(fs)
@@ -39,6 +44,14 @@ def run_stream(x: np.ndarray, fs: float, cuts: list[int] | None = None, chunk: i
     return beats
 
 
+def emitted(r_true: np.ndarray, n: int, fs: float, window: str = DEFAULT_WINDOW) -> np.ndarray:
+    """The true R peaks the core emits: all but the first, and the last too unless the window
+    is RR-based (it needs the next R) or the fixed window would run past the end."""
+    if window == "rr":
+        return r_true[1:-1]
+    return r_true[1:][r_true[1:] + math.ceil(FIXED_POST_S * fs) + 1 <= n]
+
+
 def assert_same_beats(a: list[Beat], b: list[Beat]) -> None:
     assert [x.r_sample for x in a] == [x.r_sample for x in b]
     for x, y in zip(a, b, strict=True):
@@ -47,13 +60,13 @@ def assert_same_beats(a: list[Beat], b: list[Beat]) -> None:
         assert x.quality == y.quality
 
 
+@pytest.mark.parametrize("window", ["fixed", "rr"])
 @pytest.mark.parametrize("fs", [125.0, 250.0, 360.0, 500.0, 1000.0])
-def test_detects_synthetic_beats_at_any_fs(fs: float) -> None:
+def test_detects_synthetic_beats_at_any_fs(fs: float, window: str) -> None:
     x, r_true = synth_ecg(fs, 60.0, hr_bpm=75, seed=int(fs))
-    beats = run_stream(x, fs)
+    beats = run_stream(x, fs, window=window)
     det = np.array([b.r_sample for b in beats])
-    # every beat but the first and the last is emitted
-    inner = r_true[1:-1]
+    inner = emitted(r_true, x.size, fs, window)
     assert len(det) == len(inner), (len(det), len(inner))
     err_ms = np.abs(det - inner) / fs * 1000.0
     assert err_ms.max() <= 25.0, err_ms.max()
@@ -62,14 +75,20 @@ def test_detects_synthetic_beats_at_any_fs(fs: float) -> None:
         assert not b.waveform.flags.writeable
         # the R peak sits at index 100 (within the resampling of the +-25 ms error)
         assert abs(int(np.argmax(b.waveform)) - 100) <= 10
-        assert 0.5 < b.rr_prev_s < 1.2 and 0.5 < b.rr_next_s < 1.2
+        assert 0.5 < b.rr_prev_s < 1.2
+        if window == "rr":
+            assert b.rr_next_s is not None and 0.5 < b.rr_next_s < 1.2
+        else:
+            assert b.rr_next_s is None
         assert 0.6 < b.rr_local_mean_s < 1.0
         assert 0.0 <= b.rr_irregularity < 0.3
         assert not b.quality.flat and not b.quality.saturated
         assert b.quality.score > 0.8
     # RR values are consistent with the R samples
     for a, b in itertools.pairwise(beats):
-        assert b.r_sample - a.r_sample == round(a.rr_next_s * fs) == round(b.rr_prev_s * fs)
+        assert b.r_sample - a.r_sample == round(b.rr_prev_s * fs)
+        if window == "rr":
+            assert a.rr_next_s is not None and b.r_sample - a.r_sample == round(a.rr_next_s * fs)
 
 
 def test_start_sample_offsets_r_sample() -> None:
@@ -93,7 +112,7 @@ def test_flat_start_then_ecg_detects_exactly_the_beats(fs: float) -> None:
     rng = np.random.default_rng(0)
     y = np.concatenate((pad, x)) + 0.002 * rng.standard_normal(pad.size + x.size)
     det = np.array([b.r_sample for b in run_stream(y, fs)]) - pad.size
-    inner = r_true[1:-1]
+    inner = emitted(r_true + pad.size, y.size, fs) - pad.size
     assert det.size == inner.size
     assert np.abs(det - inner).max() <= 0.025 * fs
 

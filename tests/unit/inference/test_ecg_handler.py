@@ -19,7 +19,7 @@ from streamdx.messaging.worker import Handled, HandlerRejected, KeyBatch
 from streamdx.metrics import InferenceMetrics
 from streamdx.schemas import EcgBeatV1, EcgLabelV1, SignalQuality
 from streamdx.sim import ecg_synthesize
-from streamdx_dsp.core import Beat
+from streamdx_dsp.core import DEFAULT_WINDOW, Beat
 from streamdx_inference.ecg.datasets import beats_of_signal
 from streamdx_inference.ecg.labeler import EcgLabeler
 from streamdx_inference.ecg_handler import EcgBeatsHandler, EcgLabelStateCodec, EcgLabelStreamState
@@ -29,7 +29,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def beat_messages(
-    stream: str, beats: Sequence[Beat], fs: float, window: Literal["rr", "fixed"] = "rr"
+    stream: str, beats: Sequence[Beat], fs: float, window: Literal["rr", "fixed"] = DEFAULT_WINDOW
 ) -> list[EcgBeatV1]:
     """The DSP's beats as ``ecg.beats`` messages (as the dsp handler publishes them)."""
     return [
@@ -54,7 +54,7 @@ def labeler() -> EcgLabeler:
 @pytest.fixture(scope="module")
 def beats() -> list[EcgBeatV1]:
     ecg = ecg_synthesize(60, 250.0, seed=21, scenario="ectopy")
-    out = beat_messages("h-1", beats_of_signal(ecg.signal_mv, 250.0, "rr"), 250.0)
+    out = beat_messages("h-1", beats_of_signal(ecg.signal_mv, 250.0, DEFAULT_WINDOW), 250.0)
     assert len(out) >= 50
     return out
 

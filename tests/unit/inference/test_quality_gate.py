@@ -18,7 +18,7 @@ import pytest
 
 from streamdx.sim import ecg_synthesize
 from streamdx.sim.ecg import Artefact, RhythmSegment, Scenario, named_scenario
-from streamdx_dsp.core import Beat
+from streamdx_dsp.core import DEFAULT_WINDOW, Beat
 from streamdx_inference.ecg.datasets import beats_of_signal
 from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState
 from streamdx_inference.settings import default_models_dir
@@ -130,7 +130,8 @@ def test_non_ecg_signals_do_reach_the_gate() -> None:
     """The property above is not vacuous: the DSP core finds 'beats' in periodic non-ECG input."""
     fs = 250.0
     rng = np.random.default_rng(5)
-    found = {k: len(beats_of_signal(_non_ecg(k, fs, rng), fs, "rr")) for k in ("sine-1hz", "square-1.2hz")}
+    kinds = ("sine-7hz", "square-1.2hz", "sawtooth-1hz")
+    found = {k: len(beats_of_signal(_non_ecg(k, fs, rng), fs, DEFAULT_WINDOW)) for k in kinds}
     assert all(n >= 20 for n in found.values()), found
 
 

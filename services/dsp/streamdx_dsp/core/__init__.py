@@ -52,20 +52,27 @@ from streamdx_dsp.core.signal_loss import (
 )
 from streamdx_dsp.core.state_codec import STATE_FORMAT_VERSION, ecg_state_dumps, ecg_state_loads
 from streamdx_dsp.core.stream import (
-    DEFAULT_BLOCK_S,
+    DEFAULT_WINDOW,
     Beat,
     EcgStreamState,
     ecg_stream_flush,
     ecg_stream_horizon,
     ecg_stream_init,
     ecg_stream_process,
+    ecg_stream_unemitted,
 )
 from streamdx_dsp.core.wavelet_denoise import ecg_wavelet_denoise, ecg_wavelet_stream, ecg_wavelet_stream_init
+from streamdx_dsp.core.wavelet_stream import (
+    WaveletStream,
+    ecg_wavelet_reference,
+    ecg_wavelet_stream_v2,
+    ecg_wavelet_stream_v2_init,
+)
 
 __all__ = [
     "BEAT_LENGTH",
     "BEAT_WINDOWS",
-    "DEFAULT_BLOCK_S",
+    "DEFAULT_WINDOW",
     "FIXED_POST_S",
     "FIXED_PRE_S",
     "LOST_RUN_S",
@@ -79,6 +86,7 @@ __all__ = [
     "RPeakParams",
     "RPeakState",
     "SignalLossState",
+    "WaveletStream",
     "beat_window_span",
     "ecg_bandpass",
     "ecg_bandpass_init",
@@ -101,9 +109,13 @@ __all__ = [
     "ecg_stream_horizon",
     "ecg_stream_init",
     "ecg_stream_process",
+    "ecg_stream_unemitted",
     "ecg_wavelet_denoise",
+    "ecg_wavelet_reference",
     "ecg_wavelet_stream",
     "ecg_wavelet_stream_init",
+    "ecg_wavelet_stream_v2",
+    "ecg_wavelet_stream_v2_init",
     "lost_runs",
     "merge_intervals",
     "signal_loss_close",

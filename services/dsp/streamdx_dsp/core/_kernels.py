@@ -1,9 +1,10 @@
 """Compiled (numba) kernels of the streaming ECG core.
 
-The per-block pipeline is dominated by call overhead when written as many small numpy
-operations (a 4-s block at 360 Hz is only 1440 samples), so its inner loops are
-compiled with numba: wavelet shrinkage, IIR filters, detector features and candidates,
-quality statistics, beat resampling and window statistics. Each kernel reproduces the
+The per-chunk pipeline is dominated by call overhead when written as many small numpy
+operations (a 1-s chunk at 360 Hz is only 360 samples), so its inner loops are
+compiled with numba: IIR filters, quality statistics, detector features, candidates and
+decisions, beat resampling and window statistics (the bounded-delay denoiser's kernels are
+in :mod:`._wavelet_kernels`, the fused per-chunk step in :mod:`._stream_kernels`). Each kernel reproduces the
 arithmetic of the numpy/scipy/PyWavelets formulation it replaces (up to rounding in
 the last bits), see the stage modules for the definitions.
 
@@ -26,18 +27,18 @@ import numpy as np
 
 __all__ = [
     "beat_rows",
+    "beat_rows_fixed",
     "beat_windows",
-    "condition_block",
+    "condition_stream",
     "detector_candidates",
     "detector_decide",
     "dwt_denoise",
-    "ingest",
     "lfilter_tf",
+    "offset_input",
     "qrs_candidates",
     "qrs_features",
     "quality_bins",
     "sos_filter_tapped",
-    "stream_block",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -325,7 +326,7 @@ def lfilter_tf(b, a, x, zi):
 
 @_jit
 def qrs_features(y, b, a, zi, f_tail, sq_tail, fs):
-    """5-15 Hz filter, five-point derivative, absolute slope, moving-window integral.
+    """QRS band-pass (5-10 Hz), five-point derivative, absolute slope, moving-window integral.
 
     ``zi``, ``f_tail`` (last 4 filtered samples) and ``sq_tail`` (last ``mwi - 1``
     absolute slopes) are updated in place. Returns ``(mwi, |slope|)``, both (len(y),).
@@ -643,50 +644,106 @@ def quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip):
 
 
 @_jit
-def condition_block(
-    buf,
-    pos,
-    block,
-    overlap,
-    lo,
-    hi,
-    level,
-    sos,
-    bp_zi,
-    n_tap,
-    flat_min,
-    clip_min,
-    min_ptp,
-    qbin,
-    h_ecg,
-    h_bins,
-    b,
-    a,
-    rp_zi,
-    f_tail,
-    sq_tail,
-    fs,
-):
-    """One block of the stream: shrinkage, band-pass, quality bins, history, detector features.
+def condition_stream(
+    den, raw, ahead, run, rail, sos, bp_zi, n_tap, b, a, rp_zi, f_tail, sq_tail, fs,
+    flat_min, clip_min, min_ptp, qbin, h_ecg, h_bins,
+):  # fmt: skip
+    """Band-pass, quality bins, history and detector features of newly denoised samples.
 
-    ``buf[pos:pos + block + 2 * overlap]`` is the block with its context. Updates in
-    place the band-pass state ``bp_zi``, the history ``h_ecg`` (float32) and ``h_bins``
-    (both shifted left by one block, the new block appended) and the detector
-    memories ``rp_zi``, ``f_tail``, ``sq_tail``. Returns ``(mwi, |slope|)`` of the block.
+    ``den`` (denoised, a multiple of ``qbin``) and ``raw`` (the input aligned with it) are
+    followed by ``ahead`` (the next ``len(ahead)`` input samples). ``run`` = (value,
+    length) of the run of identical input samples ending before ``raw``; ``rail`` the
+    input samples before ``raw`` (fixed length) for the clipping test. A sample's run
+    length counts its run backwards without limit and at most ``len(ahead)`` samples
+    forwards, so it does not depend on how the stream was cut. Updates in place the
+    band-pass state, the history (shifted left, the new samples appended), ``run``,
+    ``rail`` and the detector memories. Returns ``(mwi, |slope|)``.
     """
-    span = block + 2 * overlap
-    ctx = np.empty(span)
-    for i in range(span):
-        ctx[i] = buf[pos + i]
-    den = dwt_denoise(ctx, lo, hi, level, overlap, block)
+    m = den.size
+    look = ahead.size
     y, hp, f = _filter_chain(den, sos, bp_zi, n_tap, b, a, rp_zi)
-    qb = quality_bins(ctx, den, y, hp, overlap, flat_min, clip_min, min_ptp, qbin)
-    m = h_ecg.size
-    for i in range(m - block):
-        h_ecg[i] = h_ecg[i + block]
-    for i in range(block):
-        h_ecg[m - block + i] = y[i]
-    nbq = block // qbin
+    nbq = m // qbin
+    qb = np.zeros((6, nbq), np.float32)
+    for k in range(nbq):
+        s0 = 0.0
+        s1 = 0.0
+        lo = den[k * qbin] - hp[k * qbin]
+        hi = lo
+        for j in range(k * qbin, (k + 1) * qbin):
+            dd = raw[j] - den[j]
+            s0 += dd * dd
+            s1 += y[j] * y[j]
+            base = den[j] - hp[j]
+            if base < lo:
+                lo = base
+            if base > hi:
+                hi = base
+        qb[0, k] = s0
+        qb[1, k] = s1
+        qb[2, k] = lo
+        qb[3, k] = hi
+    # run lengths of identical input samples (backward unbounded, forward <= look)
+    ext = np.empty(m + look)
+    _copy1(ext[:m], raw)
+    _copy1(ext[m:], ahead)
+    fwd = np.zeros(m + look, np.int64)
+    for j in range(m + look - 2, -1, -1):
+        if ext[j + 1] == ext[j]:
+            fwd[j] = fwd[j + 1] + 1
+    prev = run[0]
+    back = run[1]
+    nr = rail.size
+    any_clip = False
+    lengths = np.empty(m)
+    for j in range(m):
+        if back > 0 and raw[j] == prev:
+            back += 1.0
+        else:
+            back = 1.0
+        prev = raw[j]
+        lengths[j] = back + min(fwd[j], look)
+        if lengths[j] >= clip_min:
+            any_clip = True
+    run[0] = prev
+    run[1] = back
+    if any_clip or (lengths.size and lengths.max() >= flat_min):
+        for j in range(m):
+            lc = lengths[j]
+            k = j // qbin
+            if lc >= flat_min:
+                qb[4, k] += 1.0
+            if lc >= clip_min:
+                # rail: the extreme of the input over [j - len(rail), j + look]
+                hx = ext[j]
+                lx = ext[j]
+                for q in range(j + 1, j + look + 1):
+                    if ext[q] > hx:
+                        hx = ext[q]
+                    if ext[q] < lx:
+                        lx = ext[q]
+                for q in range(j - nr, j):
+                    v = rail[nr + q] if q < 0 else ext[q]
+                    if v > hx:
+                        hx = v
+                    if v < lx:
+                        lx = v
+                if hx - lx > min_ptp and (raw[j] >= hx or raw[j] <= lx):
+                    qb[5, k] += 1.0
+    # rail history: the last nr input samples
+    if m >= nr:
+        for q in range(nr):
+            rail[q] = raw[m - nr + q]
+    else:
+        for q in range(nr - m):
+            rail[q] = rail[q + m]
+        for q in range(m):
+            rail[nr - m + q] = raw[q]
+    # history
+    hm = h_ecg.size
+    for i in range(hm - m):
+        h_ecg[i] = h_ecg[i + m]
+    for i in range(m):
+        h_ecg[hm - m + i] = y[i]
     mb = h_bins.shape[1]
     for r in range(6):
         for i in range(mb - nbq):
@@ -694,6 +751,51 @@ def condition_block(
         for i in range(nbq):
             h_bins[r, mb - nbq + i] = qb[r, i]
     return _slope_mwi(f, f_tail, sq_tail, fs)
+
+
+@_jit
+def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs):
+    """Numeric part of fixed-window beat emission for the R peaks ``r`` (time order).
+
+    ``prev_r`` is the R peak before ``r[0]`` (RR_prev of the first). ``rr`` (last
+    ``rr_n`` valid intervals in samples, oldest first) is updated in place with each
+    beat's RR_prev. Returns ``(waves, values, rr_n)`` with ``values`` columns
+    ``rr_prev_s, rr_local_mean_s, rr_irregularity, flat, saturated, hf_noise,
+    baseline_excursion_mv, score``; the local mean and irregularity (RMSSD / mean) are
+    over the last ``len(rr)`` intervals ending with RR_prev.
+    """
+    n = r.size
+    waves, stats = beat_windows(x, x_start, bins, qbin, r, np.full(n, pre), np.full(n, post), u, v)
+    values = np.zeros((n, 8))
+    cap = rr.size
+    for k in range(n):
+        rp = r[k] - (prev_r if k == 0 else r[k - 1])
+        for i in range(cap - 1):
+            rr[i] = rr[i + 1]
+        rr[cap - 1] = rp
+        rr_n = min(rr_n + 1, cap)
+        tot = 0
+        for i in range(cap - rr_n, cap):
+            tot += rr[i]
+        mean = tot / rr_n / fs
+        irr = 0.0
+        if rr_n >= 2 and mean > 0.0:
+            ss = 0
+            for i in range(cap - rr_n, cap - 1):
+                d = rr[i + 1] - rr[i]
+                ss += d * d
+            irr = math.sqrt(ss / (rr_n - 1)) / fs / mean
+        e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats[k]
+        flat, saturated, hf_noise, excursion, score = quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip)
+        values[k, 0] = rp / fs
+        values[k, 1] = mean
+        values[k, 2] = irr
+        values[k, 3] = 1.0 if flat else 0.0
+        values[k, 4] = 1.0 if saturated else 0.0
+        values[k, 5] = hf_noise
+        values[k, 6] = excursion
+        values[k, 7] = score
+    return waves, values, rr_n
 
 
 @_jit
@@ -850,8 +952,19 @@ def detector_candidates(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_h
 
 
 @_jit
+def _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra):
+    """First search-back time after ``last_r``: ``min(sb_k RR_avg, RR_avg + sb_extra)`` later."""
+    tot = 0
+    for i in range(r0, rn):
+        tot += rrl[i]
+    rr_avg = tot / (rn - r0)
+    return last_r + int(min(sb_k * rr_avg, rr_avg + sb_extra))
+
+
+@_jit
 def detector_decide(
     cands,
+    clock,
     spk,
     npk,
     last_r,
@@ -859,11 +972,15 @@ def detector_decide(
     rr,
     rr_n,
     sb,
+    sb_next,
     c,
     refr,
     twave,
     min_amp,
     sb_k,
+    sb_extra,
+    sb_step,
+    sb_age,
     twave_slope,
     twave_height,
     decay,
@@ -871,12 +988,18 @@ def detector_decide(
 ):
     """Pan-Tompkins decisions over candidates in time order (see ``rpeaks._decide``).
 
-    ``rr`` (last ``rr_n`` valid, oldest first) is updated in place. Returns
-    ``(r_peaks, spk, npk, last_r, last_slope, rr_n, sb)``.
+    Search-back happens at fixed times ``sb_next`` (absolute candidate positions): the
+    first ``min(sb_k RR_avg, RR_avg + sb_extra)`` after the last QRS, then every
+    ``sb_step`` while it finds nothing; it picks the largest rejected candidate tested
+    before that time whose R lies at most ``sb_age`` before it. It runs before the first
+    candidate at or after ``sb_next`` and, at the end, when ``clock`` (the first position
+    not yet tested) has passed it, so the decisions do not depend on how the signal was
+    cut into blocks. ``rr`` (last ``rr_n`` valid, oldest first) is updated in place.
+    Returns ``(r_peaks, spk, npk, last_r, last_slope, rr_n, sb, sb_next)``.
     """
     nc = cands.shape[0]
     cap = rr.size
-    rrl = np.zeros(cap + sb.shape[0] + 2 * nc + 1, np.int64)
+    rrl = np.zeros(cap + sb.shape[0] + 2 * nc + 64, np.int64)
     r0 = 0
     rn = 0
     for i in range(cap - rr_n, cap):
@@ -886,56 +1009,62 @@ def detector_decide(
     pn = sb.shape[0]
     for q in range(pn):
         _copy1(pool[q], sb[q])
-    out = np.empty(sb.shape[0] + 2 * nc + 1, np.int64)
+    out = np.empty(sb.shape[0] + 2 * nc + 64, np.int64)
     no = 0
-    for ci in range(nc):
+    for ci in range(nc + 1):
+        t_now = clock if ci == nc else int(cands[ci, 0])
+        # search-back events due before this candidate (or before the clock)
+        while last_r >= 0 and rn > r0 and no < out.size:
+            if sb_next < 0:
+                sb_next = _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra)
+            if t_now < sb_next:
+                break
+            thr2 = 0.5 * (npk + c * (spk - npk))
+            best = -1
+            best_h = thr2
+            for q in range(pn):
+                d = pool[q, 2] - last_r
+                if (
+                    pool[q, 0] < sb_next
+                    and sb_next - pool[q, 2] <= sb_age
+                    and pool[q, 1] > best_h
+                    and d > refr
+                    and pool[q, 4] >= min_amp
+                    and (d > twave or pool[q, 3] >= 0.5 * last_slope)
+                ):
+                    best = q
+                    best_h = pool[q, 1]
+            if best < 0:
+                # nothing to take: decay SPK if a candidate was rejected in the last step
+                for q in range(pn):
+                    if sb_next - sb_step <= pool[q, 0] < sb_next:
+                        spk = npk + decay * (spk - npk)
+                        break
+                sb_next += sb_step
+                continue
+            spk = 0.25 * best_h + 0.75 * spk
+            rbest = int(pool[best, 2])
+            rrl[rn] = rbest - last_r
+            rn += 1
+            if rn - r0 > cap:
+                r0 += 1
+            last_r = rbest
+            last_slope = pool[best, 3]
+            out[no] = rbest
+            no += 1
+            sb_next = -1
+            k = 0
+            for q in range(pn):
+                if pool[q, 2] > last_r:
+                    _copy1(pool[k], pool[q])
+                    k += 1
+            pn = k
+        if ci == nc:
+            break
         h = cands[ci, 1]
         r = int(cands[ci, 2])
         s = cands[ci, 3]
         amp = cands[ci, 4]
-        if last_r >= 0 and rn > r0:
-            tot = 0
-            for i in range(r0, rn):
-                tot += rrl[i]
-            rr_avg = tot / (rn - r0)
-            while r - last_r > sb_k * rr_avg and pn > 0:
-                thr2 = 0.5 * (npk + c * (spk - npk))
-                best = -1
-                best_h = thr2
-                for q in range(pn):
-                    d = pool[q, 2] - last_r
-                    if (
-                        pool[q, 1] > best_h
-                        and d > refr
-                        and pool[q, 4] >= min_amp
-                        and r - pool[q, 2] > refr
-                        and (d > twave or pool[q, 3] >= 0.5 * last_slope)
-                    ):
-                        best = q
-                        best_h = pool[q, 1]
-                if best < 0:
-                    spk = npk + decay * (spk - npk)
-                    break
-                spk = 0.25 * best_h + 0.75 * spk
-                rbest = int(pool[best, 2])
-                rrl[rn] = rbest - last_r
-                rn += 1
-                if rn - r0 > cap:
-                    r0 += 1
-                last_r = rbest
-                last_slope = pool[best, 3]
-                out[no] = rbest
-                no += 1
-                k = 0
-                for q in range(pn):
-                    if pool[q, 2] > last_r:
-                        _copy1(pool[k], pool[q])
-                        k += 1
-                pn = k
-                tot = 0
-                for i in range(r0, rn):
-                    tot += rrl[i]
-                rr_avg = tot / (rn - r0)
         if last_r >= 0 and r - last_r < refr:
             continue
         thr = npk + c * (spk - npk)
@@ -956,6 +1085,7 @@ def detector_decide(
                 out[no] = r
                 no += 1
                 pn = 0
+                sb_next = -1
         else:
             npk = 0.125 * h + 0.875 * npk
             _copy1(pool[pn], cands[ci])
@@ -964,130 +1094,31 @@ def detector_decide(
             for q in range(sb_max):
                 _copy1(pool[q], pool[pn - sb_max + q])
             pn = sb_max
-    cnt = rn - r0
+        if rn - r0 > 2 * cap or rn >= rrl.size - 2:
+            # keep the RR list short (only the last ``cap`` are used)
+            for i in range(cap):
+                rrl[i] = rrl[rn - cap + i]
+            r0 = 0
+            rn = cap
+    cnt = min(rn - r0, cap)
     for i in range(cap):
         rr[i] = 0
     for i in range(cnt):
-        rr[cap - cnt + i] = rrl[r0 + i]
-    return out[:no].copy(), spk, npk, last_r, last_slope, cnt, pool[:pn].copy()
+        rr[cap - cnt + i] = rrl[rn - cnt + i]
+    return out[:no].copy(), spk, npk, last_r, last_slope, cnt, pool[:pn].copy(), sb_next
 
 
 @_jit
-def ingest(buffer, x, offset):
-    """Append ``x - offset`` (as float32) to ``buffer``; ``(buffer, False)`` if ``x`` is not all finite."""
-    n0 = buffer.size
-    n = x.size
-    for i in range(n):
-        if not math.isfinite(x[i]):
-            return buffer, False
-    out = np.empty(n0 + n, np.float32)
-    _copy1(out[:n0], buffer)
-    for i in range(n):
-        out[n0 + i] = np.float32(x[i] - offset)
-    return out, True
+def offset_input(x, offset):
+    """``x - offset`` rounded to float32 (as float64), and whether every sample of ``x`` is finite.
 
-
-@_jit
-def stream_block(
-    buf,
-    pos,
-    block,
-    overlap,
-    lo,
-    hi,
-    level,
-    sos,
-    bp_zi,
-    n_tap,
-    flat_min,
-    clip_min,
-    min_ptp,
-    qbin,
-    h_ecg,
-    h_bins,
-    h_start,
-    b,
-    a,
-    rp_zi,
-    f_tail,
-    sq_tail,
-    fs,
-    feat,
-    feat_start,
-    cand_next,
-    w,
-    mw,
-    rb,
-    final,
-    spk,
-    npk,
-    last_r,
-    last_slope,
-    rr,
-    rr_n,
-    sb,
-    c,
-    refr,
-    twave,
-    min_amp,
-    sb_k,
-    twave_slope,
-    twave_height,
-    decay,
-    sb_max,
-):
-    """One block of a stream whose detector has learned: :func:`condition_block`, then
-    :func:`detector_candidates` and :func:`detector_decide` in one call.
-
-    ``h_start`` is the absolute index of ``h_ecg[0]`` *after* the block was appended;
-    ``final`` as for :func:`detector_candidates` (the stream passes False).
-    Returns ``(feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope,
-    rr_n, sb)``; the arrays passed are updated in place as by those kernels.
+    One compiled pass for the finiteness check and the offset removal of a chunk.
     """
-    mwi, adv = condition_block(
-        buf,
-        pos,
-        block,
-        overlap,
-        lo,
-        hi,
-        level,
-        sos,
-        bp_zi,
-        n_tap,
-        flat_min,
-        clip_min,
-        min_ptp,
-        qbin,
-        h_ecg,
-        h_bins,
-        b,
-        a,
-        rp_zi,
-        f_tail,
-        sq_tail,
-        fs,
-    )
-    feat, feat_start, cand_next, cands = detector_candidates(
-        feat, mwi, adv, feat_start, cand_next, w, mw, final, h_ecg, h_start, rb
-    )
-    r_peaks, spk, npk, last_r, last_slope, rr_n, sb = detector_decide(
-        cands,
-        spk,
-        npk,
-        last_r,
-        last_slope,
-        rr,
-        rr_n,
-        sb,
-        c,
-        refr,
-        twave,
-        min_amp,
-        sb_k,
-        twave_slope,
-        twave_height,
-        decay,
-        sb_max,
-    )
-    return feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope, rr_n, sb
+    n = x.size
+    out = np.empty(n)
+    for i in range(n):
+        v = x[i]
+        if not math.isfinite(v):
+            return out, False
+        out[i] = np.float64(np.float32(v - offset))
+    return out, True

@@ -5,7 +5,7 @@ mains / EMG content above 50 Hz. The filter is a causal IIR Butterworth in
 second-order sections whose delay line (``zi``) is carried from chunk to chunk, so
 filtering a signal in pieces gives the same output as filtering it in one go.
 
-The same machinery builds the 5-15 Hz QRS-emphasis filter of the Pan-Tompkins
+The same machinery builds the 5-10 Hz QRS-emphasis filter of the Pan-Tompkins
 detector (Pan & Tompkins 1985, IEEE Trans Biomed Eng 32(3):230-236).
 """
 

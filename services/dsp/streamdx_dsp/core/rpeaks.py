@@ -10,11 +10,14 @@ References
   using the MIT/BIH arrhythmia database", IEEE Trans Biomed Eng 33(12):1157-1165, 1986
   (threshold coefficient and peak-level estimators).
 
-Pipeline (per block, in compiled kernels, see :mod:`streamdx_dsp.core._kernels`;
+Pipeline (per chunk, in compiled kernels, see :mod:`streamdx_dsp.core._kernels`;
 the decision logic loops over candidate peaks, a few per second):
 
-1. QRS-emphasis band-pass 5-15 Hz (Butterworth, carried ``zi``) of the conditioned
-   signal (already wavelet-denoised and 0.5-50 Hz band-passed).
+1. QRS-emphasis band-pass 5-10 Hz (Butterworth, carried ``zi``) of the conditioned
+   signal (already wavelet-denoised and 0.5-50 Hz band-passed). The band is narrower
+   than Pan & Tompkins' 5-15 Hz: muscle noise (NSTDB ``ma``) has most of its energy
+   above 10 Hz; on MITDB + ``ma`` at 6 dB it raised the gross F1 from 94.8 to 96.5 with
+   the clean F1 unchanged (99.77 -> 99.74, ``streamdx eval rpeaks``).
 2. Five-point derivative ``(2x[n] + x[n-1] - x[n-3] - 2x[n-4]) fs/8`` and its
    absolute value. Pan & Tompkins square the slope; Hamilton & Tompkins use the
    absolute value, which halves the dynamic range (in dB) between large ectopic beats
@@ -22,29 +25,35 @@ the decision logic loops over candidate peaks, a few per second):
    first 5 min excluded) squaring left 909 missed beats, the absolute value 138.
 3. Moving-window integration over 150 ms.
 4. Candidate peaks: samples of the integrated signal that are strictly larger than
-   the preceding ``w`` = 200 ms and not smaller than the following 200 ms (a
-   point-wise rule, hence independent of chunking). Each candidate carries its
-   height, the R location (largest absolute value of the conditioned signal in the
-   250 ms ending at the candidate), the maximal slope in the integration window and
-   the QRS peak-to-peak amplitude.
+   the preceding ``w`` = 250 ms and not smaller than the following 250 ms (a
+   point-wise rule, hence independent of chunking; 250 rather than 200 ms halves the
+   false candidates in muscle noise). Each candidate carries its height, the R location
+   (largest absolute value of the conditioned signal in the 250 ms ending at the
+   candidate), the maximal slope in the integration window and the QRS peak-to-peak
+   amplitude.
 5. Decisions, Pan-Tompkins style: ``THR = NPK + c (SPK - NPK)`` with ``c = 0.25``;
    a candidate above ``THR`` is a QRS unless it falls in the 200 ms refractory
    period or is a T wave: within 360 ms of the previous QRS, with less than half its
    slope *and* less than half the signal level SPK (the height condition keeps
    early, wide ventricular beats, whose slope is low but whose energy is high).
    Levels update as ``SPK <- 0.125 h + 0.875 SPK`` (``NPK`` alike for noise peaks).
-   When a candidate lies more than 1.66 x mean RR (last 8 intervals) after the last
-   QRS, the largest rejected candidate in between above ``THR/2`` (outside the
-   refractory period, not T-wave-like) is taken (search-back,
-   ``SPK <- 0.25 h + 0.75 SPK``); if there is none, SPK decays towards NPK
-   (``SPK <- NPK + 0.75 (SPK - NPK)``) so that the detector recovers after an
-   artefact inflated SPK. Levels are initialised from the first 2 s
-   (``SPK = max/3``, ``NPK = mean/2``); that learning period restarts while it holds
-   no candidate of QRS amplitude (flat or disconnected lead at stream start). A candidate whose conditioned QRS
-   peak-to-peak amplitude is below 0.05 mV is never a QRS (a flat line gives no beat).
+6. Search-back at bounded times (so that a recovered beat is never late by more
+   than ``SEARCHBACK_AGE_S`` + the look-ahead): first ``min(1.66 RR_avg, RR_avg +
+   0.35 s)`` after the last QRS (RR_avg over the last 8 intervals), then every 0.2 s
+   while it finds nothing; it takes the largest rejected candidate above ``THR/2``
+   tested before that time whose R lies at most 0.5 s before it (outside the
+   refractory period, not T-wave-like; ``SPK <- 0.25 h + 0.75 SPK``). When it finds
+   nothing and a candidate was rejected during the last step, SPK decays towards NPK
+   (``SPK <- NPK + 0.75 (SPK - NPK)``) so that the detector recovers after an artefact
+   inflated SPK. The times are sample positions, so the decisions do not depend on how
+   the signal was cut.
+7. Levels are initialised from a 1-s learning period (``SPK = max/3``, ``NPK =
+   mean/2``); it restarts (on the next 1-s window) while it holds no candidate of QRS
+   amplitude (flat or disconnected lead at stream start). A candidate whose conditioned
+   QRS peak-to-peak amplitude is below 0.05 mV is never a QRS (a flat line gives no beat).
 
 Decisions are taken only when the ``w`` samples after a candidate are known, so the
-detector adds ``w`` = 200 ms of look-ahead to the conditioning delays.
+detector adds ``w`` = 250 ms of look-ahead to the conditioning delays.
 """
 
 from __future__ import annotations
@@ -70,6 +79,18 @@ __all__ = [
 ]
 
 _CAND_FIELDS = 5  # t, height, r, slope, amplitude
+#: Candidate neighbourhood ``w`` (s): a candidate is the largest integrated value within +-w.
+CANDIDATE_HALF_WINDOW_S = 0.25
+#: QRS-emphasis band (Hz) of the detector's features.
+QRS_BAND_HZ = (5.0, 10.0)
+#: Learning period (s) that initialises the signal and noise levels.
+LEARN_S = 1.0
+#: Search-back is first tried ``min(1.66 RR_avg, RR_avg + SEARCHBACK_EXTRA_S)`` after the last QRS,
+SEARCHBACK_EXTRA_S = 0.35
+#: then every ``SEARCHBACK_STEP_S`` while it finds nothing,
+SEARCHBACK_STEP_S = 0.2
+#: and takes only candidates whose R lies at most ``SEARCHBACK_AGE_S`` before that time.
+SEARCHBACK_AGE_S = 0.5
 _SB_MAX = 64
 #: Largest number of rejected candidates kept for search-back.
 SEARCHBACK_POOL_MAX = _SB_MAX
@@ -86,7 +107,7 @@ class RPeakParams:
     mwi : int
         Moving-window integration length (150 ms).
     half_window : int
-        Candidate neighbourhood ``w`` (200 ms), also the look-ahead.
+        Candidate neighbourhood ``w`` (250 ms), also the look-ahead.
     refractory : int
         Refractory period (200 ms).
     twave : int
@@ -94,7 +115,7 @@ class RPeakParams:
     r_back : int
         R search window before the integrated peak (250 ms).
     learn : int
-        Learning period (2 s).
+        Learning period (1 s).
     threshold_coef : float
         ``c`` in ``THR = NPK + c (SPK - NPK)``.
     searchback_rr : float
@@ -121,6 +142,9 @@ class RPeakParams:
     twave_slope: float = 0.5
     twave_height: float = 0.5
     decay: float = 0.75
+    sb_extra: int = 0
+    sb_step: int = 0
+    sb_age: int = 0
 
 
 def ecg_rpeak_params(fs: float) -> RPeakParams:
@@ -133,20 +157,24 @@ def _rpeak_params(fs: float) -> RPeakParams:
     return RPeakParams(
         fs=float(fs),
         mwi=max(2, round(0.150 * fs)),
-        half_window=max(2, round(0.200 * fs)),
+        half_window=max(2, round(CANDIDATE_HALF_WINDOW_S * fs)),
         refractory=round(0.200 * fs),
         twave=round(0.360 * fs),
         r_back=round(0.250 * fs),
-        learn=round(2.0 * fs),
+        learn=round(LEARN_S * fs),
+        sb_extra=round(SEARCHBACK_EXTRA_S * fs),
+        sb_step=max(1, round(SEARCHBACK_STEP_S * fs)),
+        sb_age=round(SEARCHBACK_AGE_S * fs),
     )
 
 
 @lru_cache(maxsize=16)
 def qrs_filter_ba(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Transfer function ``(b, a)`` of the 5-15 Hz QRS filter at ``fs`` (Hz); cached, do not modify."""
-    # 4-pole band-pass 5-15 Hz: well conditioned as a single transfer function at
-    # 125-1000 Hz (filtered by the compiled kernels, transposed direct form II).
-    b, a = signal.sos2tf(ecg_bandpass_sos(fs, 5.0, 15.0, 2))
+    """Transfer function ``(b, a)`` of the 5-10 Hz QRS filter at ``fs`` (Hz); cached, do not modify."""
+    # 4-pole band-pass 5-10 Hz: well conditioned as a single transfer function at
+    # 125-1000 Hz (largest pole radius 0.978 at 1000 Hz; lfilter and sosfilt agree to 3e-11
+    # relative), filtered by the compiled kernels in transposed direct form II.
+    b, a = signal.sos2tf(ecg_bandpass_sos(fs, QRS_BAND_HZ[0], QRS_BAND_HZ[1], 2))
     return b, a
 
 
@@ -157,7 +185,7 @@ class RPeakState:
     Attributes
     ----------
     zi : ndarray (4,)
-        5-15 Hz filter state (transposed direct form II).
+        5-10 Hz filter state (transposed direct form II).
     f_tail : ndarray (4,)
         Last 4 filtered samples (derivative memory).
     sq_tail : ndarray (mwi - 1,)
@@ -189,6 +217,8 @@ class RPeakState:
         Number of valid ``rr`` entries.
     sb : ndarray (k, 5)
         Rejected candidates since the last QRS (search-back pool).
+    sb_next : int
+        Absolute candidate position of the next search-back (-1: not yet set).
     """
 
     zi: npt.NDArray[np.float64]
@@ -209,6 +239,7 @@ class RPeakState:
     rr: npt.NDArray[np.int64]
     rr_n: int
     sb: npt.NDArray[np.float64]
+    sb_next: int = -1
 
 
 def ecg_rpeaks_init(params: RPeakParams) -> RPeakState:
@@ -251,11 +282,12 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
 
     Compiled (:func:`streamdx_dsp.core._kernels.detector_decide`): candidates above
     ``THR`` outside the refractory period and not T-wave-like are QRS; search-back
-    over the rejected candidates at 1.66 mean RR (see the module docstring).
+    over the rejected candidates at bounded times (see the module docstring).
     """
     rr = state.rr.copy()
-    r_peaks, spk, npk, last_r, last_slope, rr_n, sb = detector_decide(
-        np.ascontiguousarray(cands),
+    r_peaks, spk, npk, last_r, last_slope, rr_n, sb, sb_next = detector_decide(
+        np.ascontiguousarray(cands, dtype=np.float64).reshape(-1, _CAND_FIELDS),
+        state.cand_next,
         state.spk,
         state.npk,
         state.last_r,
@@ -263,11 +295,15 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
         rr,
         state.rr_n,
         np.ascontiguousarray(state.sb, dtype=np.float64).reshape(-1, _CAND_FIELDS),
+        state.sb_next,
         p.threshold_coef,
         p.refractory,
         p.twave,
         p.min_qrs_mv,
         p.searchback_rr,
+        p.sb_extra,
+        p.sb_step,
+        p.sb_age,
         p.twave_slope,
         p.twave_height,
         p.decay,
@@ -275,7 +311,7 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
     )
     state.spk, state.npk = float(spk), float(npk)
     state.last_r, state.last_slope = int(last_r), float(last_slope)
-    state.rr, state.rr_n, state.sb = rr, int(rr_n), sb
+    state.rr, state.rr_n, state.sb, state.sb_next = rr, int(rr_n), sb, int(sb_next)
     out.extend(r_peaks.tolist())
 
 
@@ -337,6 +373,16 @@ def ecg_rpeaks_advance(
     return value as for :func:`ecg_rpeaks`.
     """
     p = params
+    out: list[int] = []
+    if not state.learned and mwi.size and not final:
+        # split at the end of the learning window so that its decision (learned, or learn
+        # again) is taken at the same sample whatever the block boundaries
+        block_start = state.feat_start + state.feat.shape[1]
+        cut = state.learn_start + p.learn - block_start
+        if 0 < cut < mwi.size:
+            state, first = ecg_rpeaks_advance(state, mwi[:cut], adv[:cut], y_hist, y_start, params)
+            state, rest = ecg_rpeaks_advance(state, mwi[cut:], adv[cut:], y_hist, y_start, params)
+            return state, first + rest
     if mwi.size:
         block_start = state.feat_start + state.feat.shape[1]
         if not state.learned:
@@ -360,13 +406,12 @@ def ecg_rpeaks_advance(
         y_start,
         p.r_back,
     )
-    out: list[int] = []
     if not state.learned:
         state.queue = np.vstack((state.queue, cands))
         horizon = state.feat_start + state.feat.shape[1]
         if not final and horizon >= state.learn_start + p.learn and not (state.queue[:, 4] >= p.min_qrs_mv).any():
-            # nothing QRS-like yet (flat or disconnected lead): learn again on the next 2 s
-            state.learn_start = horizon
+            # nothing QRS-like yet (flat or disconnected lead): learn again on the next window
+            state.learn_start += p.learn
             state.learn_max = state.learn_sum = 0.0
             state.queue = np.zeros((0, _CAND_FIELDS))
             return state, out
@@ -378,6 +423,5 @@ def ecg_rpeaks_advance(
             state.queue = np.zeros((0, _CAND_FIELDS))
         else:
             return state, out
-    if cands.shape[0]:
-        _decide(state, cands, p, out)
+    _decide(state, cands, p, out)
     return state, out

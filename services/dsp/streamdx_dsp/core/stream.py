@@ -2,63 +2,65 @@
 
 Per stream (one ECG lead at ``fs`` Hz, 125-1000 Hz)::
 
-    raw chunk (mV) -> DC offset removal -> db4/level-5 wavelet shrinkage (fixed
-    overlapping blocks) -> 0.5-50 Hz Butterworth band-pass (carried zi)
-    -> Pan-Tompkins-family R-peak detector -> 300-sample beats + RR features + SQI
+    raw chunk (mV) -> DC offset removal -> bounded-delay db4/level-5 wavelet shrinkage
+    -> 0.5-50 Hz Butterworth band-pass (carried zi) -> Pan-Tompkins-family R-peak
+    detector -> 300-sample beats + RR features + SQI
 
-Every stage works on fixed blocks of ``block`` samples on a grid anchored at the
-stream start, so the output (R samples, waveforms, features) does not depend on how
-the input is cut into chunks. All state lives in :class:`EcgStreamState`, a plain
-dataclass serialised by :mod:`streamdx_dsp.core.state_codec`.
+Every stage is a function of the sample position only (never of the chunk
+boundaries): the same signal in any chunking gives the same beats. All state lives in
+:class:`EcgStreamState`, a plain dataclass serialised by
+:mod:`streamdx_dsp.core.state_codec`.
 
-Latency (input sample -> earliest decision on it): the wavelet stage holds a sample
-until the block containing it and ``overlap`` = 256 samples of right context have
-arrived, i.e. between ``overlap`` and ``block + overlap - 1`` samples; the detector
-adds ``w`` = 200 ms of look-ahead; a beat is emitted when the *next* R peak is
-accepted (so after its RR_next interval plus those delays). Default
-``block_s = 4.0`` (capped at 2048 samples):
+Latency, the time from a beat's R peak to its emission, in samples at any fs:
 
-=======  =============  ============================
-fs (Hz)  block          wavelet delay
-=======  =============  ============================
-125      512 (4.10 s)   256-767 samples, 2.05-6.14 s
-250      1024 (4.10 s)  1.02-5.12 s
-360      1440 (4.00 s)  256-1695 samples, 0.71-4.71 s
-500      2016 (4.03 s)  0.51-4.54 s
-1000     2048 (2.05 s)  0.26-2.30 s
-=======  =============  ============================
+- wavelet shrinkage (:mod:`streamdx_dsp.core.wavelet_stream`): 29-44 samples
+  (0.08-0.12 s at 360 Hz) between an input sample and its denoised value;
+- detector: a candidate is decided ``w`` = 250 ms after its integrated peak, which
+  lies at most 250 ms after R (the R search window); a beat missed at first can only be
+  recovered by search-back at most 0.5 s after its R (``SEARCHBACK_AGE_S``);
+- beat window: the fixed window (default) needs the conditioned signal up to
+  R + 0.56 s, so a beat leaves at about R + 0.56 s + the wavelet delay, as soon as its
+  window is complete and its detection is final. It carries ``rr_prev`` and RR features
+  of the intervals up to it; its ``rr_next`` is unknown (``None``): the next beat's
+  ``rr_prev`` is that interval. The RR-based window (seed 003, ``window="rr"``) waits for
+  the next R peak instead (``R - RR_prev/3 .. R + 2 RR_next/3``).
 
-A smaller ``block_s`` lowers the delay at the cost of throughput (fixed per-block
-overhead of roughly 0.1 ms). State size (``ecg_state_dumps``): about 26 KB at 360 Hz,
-51 KB at 1000 Hz.
+``streamdx bench dsp`` measures the delays (``beat_delay_s``). State size
+(``ecg_state_dumps``, noisy signal): 27 KB (fixed window) / 31 KB (RR window) at 360 Hz,
+43 / 54 KB at 1000 Hz.
 
-Implementation: each block runs through compiled numba kernels
-(:mod:`streamdx_dsp.core._kernels`; wavelet shrinkage, filters, quality statistics,
-detector features, candidates and decisions in one call, then the beats of the block
-at once); Python only builds the :class:`Beat` objects. The kernels are compiled (or
-loaded from the on-disk cache) by the first :func:`ecg_stream_init` of a process, so
-no data block waits for the compiler.
+Implementation: the denoiser, the band-pass / quality / detector-feature stage and the
+detector decisions are compiled numba kernels, called once per chunk (per 1024
+conditioned samples for long chunks); Python builds the :class:`Beat` objects. The
+kernels are compiled (or loaded from the on-disk cache) by the first
+:func:`ecg_stream_init` of a process, so no data block waits for the compiler.
 
 Beat rules:
 
 - the first R peak of a stream is not emitted as a beat (it has no RR_prev); it is
   the RR_prev reference of the second;
-- a beat is emitted once the next R peak is known (RR_next); the last R peak of a
-  finished stream is therefore not emitted either;
-- for the window ``[R - RR_prev/3, R + 2 RR_next/3)`` the intervals are capped at
-  ``RR_CAP_S`` = 2 s (pauses longer than 2 s give a window of -0.67 s..+1.33 s); the
-  reported ``rr_prev_s``/``rr_next_s`` are never capped.
+- fixed window: a beat is emitted once the conditioned signal reaches the end of its
+  window; at the end of a finite stream, R peaks whose window extends past the last
+  sample are not emitted;
+- RR window: a beat is emitted once the next R peak is known (RR_next); the last R
+  peak of a finished stream is therefore not emitted either; the intervals of the
+  window ``[R - RR_prev/3, R + 2 RR_next/3)`` are capped at ``RR_CAP_S`` = 2 s (pauses
+  longer than 2 s give a window of -0.67 s..+1.33 s); the reported
+  ``rr_prev_s``/``rr_next_s`` are never capped.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_dsp.core._kernels import beat_rows, beat_windows, condition_block, ingest, stream_block
+from streamdx_dsp.core._kernels import beat_rows, beat_rows_fixed, beat_windows, condition_stream, offset_input
+from streamdx_dsp.core._stream_kernels import stream_step
 from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass_init, ecg_bandpass_sos
 from streamdx_dsp.core.offset import OffsetState, ecg_offset_init
 from streamdx_dsp.core.quality import MIN_PTP_MV, QUALITY_BIN, BeatQuality, quality_run_lengths
@@ -73,17 +75,23 @@ from streamdx_dsp.core.rpeaks import (
 )
 from streamdx_dsp.core.rr_features import RR_LOCAL_N
 from streamdx_dsp.core.segmentation import BEAT_LENGTH, SEGMENT_U, SEGMENT_V, BeatWindow, beat_window_span
-from streamdx_dsp.core.wavelet_denoise import (
-    DWT_LEVEL,
-    DWT_OVERLAP,
-    WaveletStreamState,
-    dwt_filters,
-    ecg_wavelet_block_size,
-    ecg_wavelet_stream_init,
+from streamdx_dsp.core.wavelet_denoise import dwt_filters
+from streamdx_dsp.core.wavelet_stream import (
+    H2,
+    L2,
+    LAM_FAC,
+    LOOK,
+    P2,
+    PAD,
+    R2,
+    SIGMA_BLOCK,
+    WaveletStream,
+    ecg_wavelet_stream_v2,
+    ecg_wavelet_stream_v2_init,
 )
 
 __all__ = [
-    "DEFAULT_BLOCK_S",
+    "DEFAULT_WINDOW",
     "FS_MAX",
     "FS_MIN",
     "RR_CAP_S",
@@ -94,17 +102,25 @@ __all__ = [
     "ecg_stream_horizon",
     "ecg_stream_init",
     "ecg_stream_process",
+    "ecg_stream_unemitted",
 ]
 
 FS_MIN = 125.0
 FS_MAX = 1000.0
 RR_CAP_S = 2.0
-#: Default processing block (s); see the module docstring for the latency it implies.
-DEFAULT_BLOCK_S = 4.0
-_BLOCK_MAX_SAMPLES = 2048
+#: Default beat window: the causal fixed span (beats leave ~0.6 s after their R peak).
+DEFAULT_WINDOW: BeatWindow = "fixed"
+#: Longest run of conditioned samples processed at once (long chunks are cut).
+_SUB = 1024
+#: Longest input piece of one fused step (its conditioned output stays below ``_SUB``).
+_PIECE_IN = 960
+#: Input kept for the clipping test (s).
+_RAIL_S = 1.0
 #: History kept beyond 4/3 RR_CAP: detector look-back (R search 0.25 s + look-ahead 0.2 s)
 #: and slack for search-back decisions.
 _HISTORY_EXTRA_S = 1.2
+#: History of a fixed-window stream beyond the last processed run (s).
+_HISTORY_FIXED_S = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,12 +133,17 @@ class Beat:
         Absolute sample index of the R peak since the stream start
         (``start_sample`` + index in the stream).
     waveform : ndarray of float32, shape (300,)
-        Conditioned ECG (mV): 100 samples over ``[R - RR_prev/3, R)``, 200 over
-        ``[R, R + 2 RR_next/3)``; R at index 100.
-    rr_prev_s, rr_next_s : float
-        RR intervals before and after the beat (s).
+        Conditioned ECG (mV), R at index 100: fixed window, 100 samples over
+        ``[R - 0.28 s, R)`` and 200 over ``[R, R + 0.56 s)``; RR window, over
+        ``[R - RR_prev/3, R)`` and ``[R, R + 2 RR_next/3)``.
+    rr_prev_s : float
+        RR interval before the beat (s).
+    rr_next_s : float or None
+        RR interval after the beat (s); ``None`` for the fixed window (the beat leaves
+        before the next R peak; the next beat's ``rr_prev_s`` is this interval).
     rr_local_mean_s : float
-        Mean of the last 8 RR intervals ending with ``rr_next_s`` (s).
+        Mean of the last 8 RR intervals ending with ``rr_next_s`` (RR window) or with
+        ``rr_prev_s`` (fixed window) (s).
     rr_irregularity : float
         RMSSD / mean of those intervals (unitless).
     quality : BeatQuality
@@ -132,7 +153,7 @@ class Beat:
     r_sample: int
     waveform: npt.NDArray[np.float32]
     rr_prev_s: float
-    rr_next_s: float
+    rr_next_s: float | None
     rr_local_mean_s: float
     rr_irregularity: float
     quality: BeatQuality
@@ -167,10 +188,6 @@ class EcgStreamState:
         Sampling frequency (Hz).
     start_sample : int
         Absolute index of the stream's first sample (added to ``Beat.r_sample``).
-    block : int
-        Processing block (samples).
-    overlap : int
-        Wavelet context on each side of a block (samples).
     n_in : int
         Number of samples received.
     finished : bool
@@ -178,8 +195,14 @@ class EcgStreamState:
     offset, wavelet, bandpass, detector : stage states
     history : SignalHistory
         Recent conditioned signal.
+    run : ndarray of float64, shape (2,)
+        Value and length of the run of identical input samples ending at the last
+        conditioned sample (flat-line and clipping tests).
+    rail : ndarray of float32
+        The input samples (offset removed) before the next conditioned one (clipping test).
     last_r : int
-        Last accepted R peak (absolute index in the stream, -1: none), not yet emitted.
+        RR window: last accepted R peak (absolute index in the stream, -1: none), not yet
+        emitted. Fixed window: last R peak taken off ``pending`` (the RR_prev reference).
     last_rr_prev : int
         Its RR_prev in samples (-1 for the first R peak of the stream).
     frozen : bool
@@ -194,19 +217,21 @@ class EcgStreamState:
     fixed_pre, fixed_post : float
         Window formula arguments of a fixed-span beat window (samples), 0 for the
         RR-based window (see :func:`~streamdx_dsp.core.segmentation.beat_window_span`).
+    pending : ndarray of int64
+        Fixed window: accepted R peaks whose window is not complete yet.
     """
 
     fs: float
     start_sample: int
-    block: int
-    overlap: int
     n_in: int
     finished: bool
     offset: OffsetState
-    wavelet: WaveletStreamState
+    wavelet: WaveletStream
     bandpass: BandpassState
     detector: RPeakState
     history: SignalHistory
+    run: npt.NDArray[np.float64]
+    rail: npt.NDArray[np.float32]
     last_r: int
     last_rr_prev: int
     frozen: bool
@@ -216,6 +241,7 @@ class EcgStreamState:
     rr_n: int
     fixed_pre: float = 0.0
     fixed_post: float = 0.0
+    pending: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def window(self) -> BeatWindow:
@@ -223,12 +249,11 @@ class EcgStreamState:
         return "fixed" if self.fixed_pre > 0.0 else "rr"
 
 
-def _block_size(fs: float, block_s: float) -> int:
-    return ecg_wavelet_block_size(fs, min(block_s, _BLOCK_MAX_SAMPLES / fs))
-
-
-def _history_len(fs: float, block: int) -> int:
-    n = math.ceil((4.0 * RR_CAP_S / 3.0 + _HISTORY_EXTRA_S) * fs) + block
+def _history_len(fs: float, window: BeatWindow) -> int:
+    if window == "fixed":  # 0.28 s before R, decisions at most ~0.9 s after it
+        n = math.ceil(_HISTORY_FIXED_S * fs) + _SUB
+    else:
+        n = math.ceil((4.0 * RR_CAP_S / 3.0 + _HISTORY_EXTRA_S) * fs) + _SUB
     return QUALITY_BIN * math.ceil(n / QUALITY_BIN)
 
 
@@ -238,8 +263,8 @@ _WARM = False
 def _warm_up() -> None:
     """Compile (or load from the numba cache) every kernel of the stream path, once per process.
 
-    Done by the first :func:`ecg_stream_init` so that the first data block of a stream
-    does not stall on just-in-time compilation (seconds without a warm cache).
+    Done by the first :func:`ecg_stream_init` of a process so that the first data block of
+    a stream does not stall on just-in-time compilation (seconds without a warm cache).
     """
     global _WARM
     if _WARM:
@@ -248,14 +273,14 @@ def _warm_up() -> None:
     fs = 360.0
     t = np.arange(round(12 * fs)) / fs
     x = 1.5 * np.exp(-0.5 * (((t + 0.4) % 0.8 - 0.4) / 0.012) ** 2)
-    state = ecg_stream_init(fs, block_s=1.0)
-    state, _ = ecg_stream_process(state, x)
-    ecg_stream_flush(state)
+    x[2000:2100] = x[2000]  # a flat run and a plateau exercise the quality kernels
+    for window in ("fixed", "rr"):
+        state = ecg_stream_init(fs, window=window)
+        state, _ = ecg_stream_process(state, x)
+        ecg_stream_flush(state)
 
 
-def ecg_stream_init(
-    fs: float, start_sample: int = 0, block_s: float = DEFAULT_BLOCK_S, window: BeatWindow = "rr"
-) -> EcgStreamState:
+def ecg_stream_init(fs: float, start_sample: int = 0, window: BeatWindow = DEFAULT_WINDOW) -> EcgStreamState:
     """Create the state of a new stream.
 
     Parameters
@@ -264,12 +289,10 @@ def ecg_stream_init(
         Sampling frequency (Hz), 125 to 1000.
     start_sample : int
         Absolute index of the first sample the stream will receive.
-    block_s : float
-        Processing block length (s); rounded up to a multiple of 32 samples and
-        limited to 2048 samples. Larger blocks raise throughput and latency.
-    window : {"rr", "fixed"}
-        Beat window (:mod:`streamdx_dsp.core.segmentation`): RR-based (seed 003) or
-        the causal fixed span of 0.28 s before / 0.56 s after R.
+    window : {"fixed", "rr"}
+        Beat window (:mod:`streamdx_dsp.core.segmentation`): the causal fixed span of
+        0.28 s before / 0.56 s after R (default; beats leave without waiting for the next
+        R) or the RR-based window of seed 003 (waits for the next R peak).
 
     Returns
     -------
@@ -277,22 +300,17 @@ def ecg_stream_init(
     """
     if not math.isfinite(fs) or not (FS_MIN <= fs <= FS_MAX):
         raise ValueError(f"fs must be within {FS_MIN:g}-{FS_MAX:g} Hz, got {fs!r}")
-    if not 0.1 <= block_s <= 10.0:
-        raise ValueError("block_s must be within 0.1-10 s")
     fs = float(fs)
     fixed_pre, fixed_post = beat_window_span(window, fs)
     _warm_up()
-    block = _block_size(fs, block_s)
-    hlen = _history_len(fs, block)
+    hlen = _history_len(fs, window)
     return EcgStreamState(
         fs=fs,
         start_sample=int(start_sample),
-        block=block,
-        overlap=DWT_OVERLAP,
         n_in=0,
         finished=False,
         offset=ecg_offset_init(),
-        wavelet=ecg_wavelet_stream_init(DWT_OVERLAP),
+        wavelet=ecg_wavelet_stream_v2_init(),
         bandpass=ecg_bandpass_init(ecg_bandpass_sos(fs)),
         detector=ecg_rpeaks_init(ecg_rpeak_params(fs)),
         history=SignalHistory(
@@ -300,6 +318,8 @@ def ecg_stream_init(
             ecg=np.zeros(hlen, np.float32),
             bins=np.zeros((6, hlen // QUALITY_BIN), np.float32),
         ),
+        run=np.zeros(2),
+        rail=np.zeros(max(1, round(_RAIL_S * fs)), np.float32),
         last_r=-1,
         last_rr_prev=-1,
         frozen=False,
@@ -309,6 +329,7 @@ def ecg_stream_init(
         rr_n=0,
         fixed_pre=fixed_pre,
         fixed_post=fixed_post,
+        pending=np.zeros(0, np.int64),
     )
 
 
@@ -336,7 +357,7 @@ def _new_beat(
     r_sample: int,
     waveform: npt.NDArray[np.float32],
     rr_prev_s: float,
-    rr_next_s: float,
+    rr_next_s: float | None,
     rr_local_mean_s: float,
     rr_irregularity: float,
     quality: BeatQuality,
@@ -440,61 +461,143 @@ def _freeze(state: EcgStreamState) -> None:
         state.frozen = True
 
 
-def _process_blocks(state: EcgStreamState, buf: npt.NDArray[np.float32], beats: list[Beat], final: bool) -> None:
-    """Process every complete block of the wavelet input ``buf`` and keep the remainder."""
+def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
+    """Fixed window: queue newly accepted R peaks and emit those whose window is complete."""
+    pend = state.pending
+    if rs:
+        pend = np.concatenate((pend, np.asarray(rs, dtype=np.int64)))
+    if not pend.size:
+        state.pending = pend
+        return
+    h = state.history
+    end = h.start + h.ecg.size
+    need = math.ceil(2.0 * state.fixed_post / 3.0) + 1
+    n_ready = int(np.searchsorted(pend, end - need, side="right"))
+    if n_ready == 0:
+        state.pending = pend
+        return
+    ready = pend[:n_ready]
+    state.pending = pend[n_ready:].copy()
+    prev = state.last_r
+    state.last_r = int(ready[-1])
+    if prev < 0:
+        prev, ready = int(ready[0]), ready[1:]
+    if not ready.size:
+        return
+    waves, values, state.rr_n = beat_rows_fixed(
+        np.ascontiguousarray(ready, dtype=np.int64), prev, state.rr, state.rr_n, h.ecg, h.start, h.bins,
+        QUALITY_BIN, SEGMENT_U, SEGMENT_V, state.fixed_pre, state.fixed_post, state.fs,
+    )  # fmt: skip
+    waves.setflags(write=False)
+    s0 = state.start_sample
+    for k, row in enumerate(values.tolist()):
+        beats.append(
+            _new_beat(
+                s0 + int(ready[k]),
+                waves[k],
+                row[0],
+                None,
+                row[1],
+                row[2],
+                _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7]),
+            )
+        )
+
+
+def _process(
+    state: EcgStreamState,
+    den: npt.NDArray[np.float64],
+    raw: npt.NDArray[np.float64],
+    ahead: npt.NDArray[np.float64],
+    beats: list[Beat],
+) -> None:
+    """Condition, detect and segment newly denoised samples (in runs of at most ``_SUB``)."""
     fs = state.fs
     sos = ecg_bandpass_sos(fs)
     params = ecg_rpeak_params(fs)
+    qb, qa = qrs_filter_ba(fs)
+    h = state.history
+    flat_min, clip_min = quality_run_lengths(fs)
+    fixed = state.fixed_pre > 0.0
+    n = den.size
+    for a in range(0, n, _SUB):
+        e = min(a + _SUB, n)
+        ah = ahead if e == n else np.concatenate((raw[e : e + LOOK], ahead))[:LOOK]
+        det = state.detector
+        mwi, adv = condition_stream(
+            den[a:e], raw[a:e], ah, state.run, state.rail, sos, state.bandpass.zi, 1, qb, qa,
+            det.zi, det.f_tail, det.sq_tail, fs, flat_min, clip_min, MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins,
+        )  # fmt: skip
+        h.start += e - a
+        state.detector, rs = ecg_rpeaks_advance(det, mwi, adv, h.ecg, h.start, params)
+        if fixed:
+            _emit_fixed(state, rs, beats)
+        else:
+            _emit(state, rs, beats)
+            _freeze(state)
+
+
+@lru_cache(maxsize=16)
+def _fused_params(fs: float) -> tuple[Any, ...]:
+    """Constant arguments of :func:`stream_step` at ``fs`` (cached, do not modify): the integer
+    and float parameter vectors and the filters."""
+    p = ecg_rpeak_params(fs)
+    flat_min, clip_min = quality_run_lengths(fs)
+    wpar = np.array([H2, L2, R2, P2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD], np.int64)
+    qpar = np.array([flat_min, clip_min, QUALITY_BIN], np.int64)
+    dpar_i = np.array(
+        [p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age,
+         SEARCHBACK_POOL_MAX], np.int64,
+    )  # fmt: skip
+    dpar_f = np.array([p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay])
     lo, hi = dwt_filters()
     qb, qa = qrs_filter_ba(fs)
-    ov = state.overlap
-    block = state.block
+    return wpar, qpar, dpar_i, dpar_f, lo, hi, ecg_bandpass_sos(fs), qb, qa
+
+
+def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[Beat]) -> None:
+    """One compiled call for a piece of input once the detector has learned (see ``_stream_kernels``)."""
+    fs = state.fs
+    wpar, qpar, dpar_i, dpar_f, lo, hi, sos, qb, qa = _fused_params(fs)
+    w = state.wavelet
     h = state.history
     det = state.detector
-    span = block + 2 * ov
-    flat_min, clip_min = quality_run_lengths(fs)
-    pos = 0
-    while buf.size - pos >= span:
-        if det.learned:
-            # common path: conditioning, features, candidates and decisions in one compiled call
-            (
-                det.feat,
-                det.feat_start,
-                det.cand_next,
-                r_peaks,
-                det.spk,
-                det.npk,
-                det.last_r,
-                det.last_slope,
-                det.rr_n,
-                det.sb,
-            ) = stream_block(
-                buf, pos, block, ov, lo, hi, DWT_LEVEL, sos, state.bandpass.zi, 1, flat_min, clip_min,
-                MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins, h.start + block, qb, qa, det.zi, det.f_tail,
-                det.sq_tail, fs, det.feat, det.feat_start, det.cand_next, params.half_window, params.mwi,
-                params.r_back, False, det.spk, det.npk, det.last_r, det.last_slope, det.rr, det.rr_n, det.sb,
-                params.threshold_coef, params.refractory, params.twave, params.min_qrs_mv,
-                params.searchback_rr, params.twave_slope, params.twave_height, params.decay, SEARCHBACK_POOL_MAX,
-            )  # fmt: skip
-            rs = r_peaks.tolist()
-            h.start += block
-        else:
-            mwi, adv = condition_block(
-                buf, pos, block, ov, lo, hi, DWT_LEVEL, sos, state.bandpass.zi, 1, flat_min, clip_min,
-                MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins, qb, qa, det.zi, det.f_tail, det.sq_tail, fs,
-            )  # fmt: skip
-            h.start += block
-            state.detector, rs = ecg_rpeaks_advance(det, mwi, adv, h.ecg, h.start, params)
-        pos += block
-        _emit(state, rs, beats)
+    fixed = state.fixed_pre > 0.0
+    (
+        n_new, det.feat, det.feat_start, det.cand_next, r_peaks, det.spk, det.npk, det.last_r, det.last_slope,
+        det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, ready, waves, values,
+    ) = stream_step(
+        x, w.ring, w.cnt, w.sig, lo, hi, wpar, LAM_FAC,
+        state.run, state.rail, sos, state.bandpass.zi, qb, qa, det.zi, det.f_tail, det.sq_tail,
+        fs, qpar, MIN_PTP_MV, h.ecg, h.bins, h.start,
+        det.feat, det.feat_start, det.cand_next, dpar_i, det.spk, det.npk, det.last_r, det.last_slope, det.rr,
+        det.rr_n, det.sb, det.sb_next, dpar_f,
+        fixed, state.pending, state.last_r, state.rr, state.rr_n, SEGMENT_U, SEGMENT_V,
+        state.fixed_pre, state.fixed_post,
+    )  # fmt: skip
+    h.start += n_new
+    if not fixed:
+        _emit(state, r_peaks.tolist(), beats)
         _freeze(state)
-    if pos:
-        buf = buf[pos:].copy()
-        state.wavelet.buffer_start += pos
-    state.wavelet.buffer = buf
-    if final:
-        state.detector, rs = ecg_rpeaks(state.detector, np.zeros(0), h.ecg, h.start, params, final=True)
-        _emit(state, [r for r in rs if r < state.n_in], beats)
+        return
+    state.pending = pending
+    state.last_r = int(prev_r)
+    state.rr_n = int(rr_bn)
+    if ready.size:
+        waves.setflags(write=False)
+        s0 = state.start_sample
+        for k, row in enumerate(values.tolist()):
+            beats.append(
+                _new_beat(
+                    s0 + int(ready[k]),
+                    waves[k],
+                    row[0],
+                    None,
+                    row[1],
+                    row[2],
+                    _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7]),
+                )
+            )
 
 
 def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[EcgStreamState, list[Beat]]:
@@ -528,32 +631,37 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
         raise ValueError("chunk must be one-dimensional")
     if x.size == 0:
         return state, []
-    x = np.ascontiguousarray(x)  # one compiled specialisation for every input layout
+    if x.dtype != np.float64 or not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x, dtype=np.float64)
     off = state.offset
-    w = state.wavelet
-    # finiteness check, offset removal and append to the wavelet input in one compiled pass
-    buf, finite = ingest(w.buffer, x, off.value_mv if off.known else float(x[0]))
+    offset = off.value_mv if off.known else float(x[0])
+    # finiteness check and offset removal (rounded to float32) in one compiled pass
+    x, finite = offset_input(x, offset)
     if not finite:
         raise ValueError("chunk contains NaN or inf")
     if not off.known:
-        off.value_mv = float(x[0])
+        off.value_mv = offset
         off.known = True
     state.n_in += x.size
     beats: list[Beat] = []
-    if buf.size >= state.block + 2 * state.overlap:
-        _process_blocks(state, buf, beats, final=False)
+    if state.detector.learned:
+        for a in range(0, x.size, _PIECE_IN):
+            _step_fused(state, x[a : a + _PIECE_IN], beats)
     else:
-        w.buffer = buf
+        state.wavelet, den, raw, ahead = ecg_wavelet_stream_v2(state.wavelet, x)
+        if den.size:
+            _process(state, den, raw, ahead, beats)
     return state, beats
 
 
 def ecg_stream_flush(state: EcgStreamState) -> tuple[EcgStreamState, list[Beat]]:
     """End a finite stream: process the buffered samples and emit the last beats.
 
-    The signal is continued with zeros (0 mV after offset removal) until every
-    received sample has passed the wavelet stage; the detector then decides its
-    remaining candidates; R peaks found in the padding are discarded. Beats whose
-    next R peak is known are emitted. The state is marked finished.
+    The signal is continued with zeros (0 mV after offset removal) until every received
+    sample has been conditioned; the detector then decides its remaining candidates; R
+    peaks found in the padding are discarded. Beats whose window lies within the received
+    samples (fixed window) or whose next R peak is known (RR window) are emitted. The
+    state is marked finished.
 
     Returns
     -------
@@ -565,14 +673,46 @@ def ecg_stream_flush(state: EcgStreamState) -> tuple[EcgStreamState, list[Beat]]
     if state.finished:
         return state, []
     beats: list[Beat] = []
-    if state.n_in > 0:
-        first_pending = state.wavelet.buffer_start + state.overlap
-        nblocks = max(0, math.ceil((state.n_in - first_pending) / state.block))
-        total = max(0, nblocks * state.block + 2 * state.overlap - state.wavelet.buffer.size)
-        buf = np.concatenate((state.wavelet.buffer, np.zeros(total, np.float32)))
-        _process_blocks(state, buf, beats, final=True)
+    n_in = state.n_in
+    if n_in > 0:
+        zeros = np.zeros(128)
+        while int(state.wavelet.cnt[5]) - PAD < n_in:
+            state.wavelet, den, raw, ahead = ecg_wavelet_stream_v2(state.wavelet, zeros)
+            if den.size:
+                _process(state, den, raw, ahead, beats)
+        h = state.history
+        params = ecg_rpeak_params(state.fs)
+        state.detector, rs = ecg_rpeaks(state.detector, np.zeros(0), h.ecg, h.start, params, final=True)
+        rs = [r for r in rs if r < n_in]
+        if state.fixed_pre > 0.0:
+            _emit_fixed(state, rs, beats)
+            # windows are complete over the zero padding: keep only those within the signal
+            need = math.ceil(2.0 * state.fixed_post / 3.0) + 1
+            s0 = state.start_sample
+            late = [b.r_sample - s0 for b in beats if b.r_sample - s0 + need > n_in]
+            beats = [b for b in beats if b.r_sample - s0 + need <= n_in]
+            state.pending = np.asarray(sorted(late + [int(r) for r in state.pending if r < n_in]), dtype=np.int64)
+        else:
+            _emit(state, rs, beats)
     state.finished = True
     return state, beats
+
+
+def ecg_stream_unemitted(state: EcgStreamState) -> list[int]:
+    """Accepted R peaks of a stream that did not (yet) become beats, absolute sample indices.
+
+    The first R peak of the stream (it has no RR_prev) once it was taken as reference,
+    R peaks waiting for their window (fixed window; after :func:`ecg_stream_flush`, those
+    whose window would extend past the last sample) or for the next R peak (RR window).
+    """
+    s0 = state.start_sample
+    out = [s0 + int(r) for r in state.pending]
+    if state.window == "rr":
+        if state.last_r >= 0:
+            out.append(s0 + state.last_r)
+    elif state.rr_n == 0 and state.last_r >= 0:
+        out.append(s0 + state.last_r)
+    return sorted(out)
 
 
 def ecg_stream_horizon(state: EcgStreamState) -> int:
@@ -580,9 +720,9 @@ def ecg_stream_horizon(state: EcgStreamState) -> int:
 
     No R peak before the returned index will ever be reported after this call (by
     :func:`ecg_stream_process` or :func:`ecg_stream_flush`): so when the last accepted R
-    (``state.last_r``) lies ``d`` samples before it, the detector has *decided* that
-    there was no QRS for ``d`` samples, which is what an asystole alarm needs while no
-    beat arrives.
+    (``state.detector.last_r``) lies ``d`` samples before it, the detector has *decided*
+    that there was no QRS for ``d`` samples, which is what an asystole alarm needs while
+    no beat arrives.
 
     The detector tests integrated-signal samples as QRS candidates up to
     ``detector.cand_next`` and locates a candidate's R within the ``r_back`` = 250 ms
@@ -590,15 +730,13 @@ def ecg_stream_horizon(state: EcgStreamState) -> int:
     earlier candidates may still become R peaks and hold the horizon back: those queued
     during the learning period, and rejected candidates in the search-back pool that
     search-back could still pick (QRS-sized, outside the refractory period, not
-    T-wave-like). Small deflections (< 0.05 mV peak-to-peak: noise on an isoelectric
-    line) never become R peaks and do not hold it back. A finished stream is final
-    everywhere.
+    T-wave-like, R at most ``SEARCHBACK_AGE_S`` before ``cand_next``). Small deflections
+    (< 0.05 mV peak-to-peak: noise on an isoelectric line) never become R peaks and do not
+    hold it back. A finished stream is final everywhere.
 
-    The delay behind the samples received (``start_sample + n_in``) is the wavelet
-    stage's (``overlap`` .. ``block + overlap - 1`` samples, see the module docstring)
-    plus the detector's look-ahead ``w`` (200 ms) plus ``r_back`` (250 ms), e.g.
-    1.47-5.56 s at 250 Hz and 1.16-5.16 s at 360 Hz with the default block; it advances
-    once per processed block.
+    The horizon trails the samples received (``start_sample + n_in``) by the wavelet
+    delay (29-44 samples) plus the detector's look-ahead ``w`` (250 ms) plus ``r_back``
+    (250 ms): 0.58-0.62 s at 360 Hz; it advances with every chunk.
 
     Parameters
     ----------
@@ -620,7 +758,7 @@ def ecg_stream_horizon(state: EcgStreamState) -> int:
         if pool.shape[0]:
             r = pool[:, 2]
             d = r - det.last_r
-            live = (pool[:, 4] >= p.min_qrs_mv) & (d > p.refractory)
+            live = (pool[:, 4] >= p.min_qrs_mv) & (d > p.refractory) & (det.cand_next - r <= p.sb_age)
             if det.last_r >= 0:
                 live &= (d > p.twave) | (pool[:, 3] >= p.twave_slope * det.last_slope)
             if live.any():

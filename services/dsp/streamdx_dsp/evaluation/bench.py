@@ -1,13 +1,23 @@
-"""``streamdx bench dsp``: throughput of the streaming DSP core against NeuroKit2.
+"""``streamdx bench dsp``: throughput of the streaming DSP core against NeuroKit2, and its latency.
 
-The full core (offset removal, wavelet denoising, band-pass, R-peak detection, beat
-segmentation, RR features, quality index) runs over the first channel of the
-records as ``--streams`` concurrent streams, interleaved chunk by chunk in 1-s
+Throughput: the full core (offset removal, wavelet denoising, band-pass, R-peak
+detection, beat segmentation, RR features, quality index) runs over the first channel
+of the records as ``--streams`` concurrent streams, interleaved chunk by chunk in 1-s
 chunks (stream ``i`` replays record ``i mod R``). NeuroKit2 (``nk.ecg_clean`` +
-``nk.ecg_peaks``, default method, whole records at once) runs on the same records
-in the same process. Throughput is samples processed per wall-clock second; the
-state size is the largest serialised state (``ecg_state_dumps``) seen at the
-checkpoints (every 60 s of stream time).
+``nk.ecg_peaks``, default method, whole records at once) runs on the same records in
+the same process. Throughput is samples processed per wall-clock second; the state
+size is the largest serialised state (``ecg_state_dumps``) seen at the checkpoints
+(every 60 s of stream time).
+
+Latency (``beat_delay_s``): every record is replayed alone in ``--latency-chunk-s``
+chunks (0.1 s); a beat's delay is (samples the core had received when it emitted the
+beat - the beat's R sample) / fs; p50, p99 and max over all beats. The same is done
+after resampling the records to each of ``--fs-list`` (first ``--latency-seconds``
+of each record), with the stages' fixed delays at each fs (``stages``).
+
+Denoiser agreement (``denoise_agreement``): the bounded-delay streaming denoiser and
+the former 4-s block version against the whole-record DWT shrinkage, see
+:func:`streamdx_dsp.evaluation.latency.denoise_agreement`.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from streamdx_dsp.core import (
     ecg_stream_init,
     ecg_stream_process,
 )
+from streamdx_dsp.evaluation.latency import beat_delays, delay_summary, denoise_agreement, resample_to, stage_delays
 from streamdx_dsp.evaluation.records import read_ecg, records_for_command
 
 __all__ = ["build_parser", "main"]
@@ -42,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--records", default="", help="comma-separated record names (default: all)")
     ap.add_argument("--seconds", type=float, default=0.0, help="use only the first S seconds of each record")
     ap.add_argument("--chunk-s", type=float, default=1.0, help="chunk length (s)")
-    ap.add_argument("--block-s", type=float, default=None, help="core processing block (s), default: core default")
+    ap.add_argument("--latency-chunk-s", type=float, default=0.1, help="chunk length of the latency replay (s)")
+    ap.add_argument(
+        "--fs-list",
+        default="125,250,360,500,1000",
+        help="sampling frequencies (Hz) of the resampled latency replays; empty: none",
+    )
+    ap.add_argument(
+        "--latency-seconds", type=float, default=300.0, help="seconds of each record in the resampled latency replays"
+    )
     return ap
 
 
@@ -61,12 +80,11 @@ def main(argv: Sequence[str]) -> int:
     n_streams = args.streams if args.streams > 0 else len(signals)
 
     # --- streaming core, interleaved streams -------------------------------------------
-    kw = {} if args.block_s is None else {"block_s": args.block_s}
     states: list[EcgStreamState] = []
     plan = []
     for i in range(n_streams):
         _, x, fs = signals[i % len(signals)]
-        states.append(ecg_stream_init(fs, **kw))
+        states.append(ecg_stream_init(fs))
         plan.append((x, max(1, round(args.chunk_s * fs)), fs))
     n_chunks = max(-(-x.size // c) for x, c, _ in plan)
     checkpoint_every = max(1, round(60.0 / args.chunk_s))
@@ -109,7 +127,20 @@ def main(argv: Sequence[str]) -> int:
 
     sps = total_samples / max(t_core, 1e-9)
     nk_sps = nk_samples / max(t_nk, 1e-9)
-    block = states[0].block
+    # --- latency: every record alone, small chunks ----------------------------------------
+    t_lat = time.perf_counter()
+    delays = np.concatenate([beat_delays(x, fs, args.latency_chunk_s) for _, x, fs in signals])
+    latency = delay_summary(delays)
+    fs_list = [float(v) for v in args.fs_list.split(",") if v.strip()]
+    by_fs: dict[str, object] = {}
+    for fs_out in fs_list:
+        d = []
+        for _, x, fs in signals:
+            xs = x[: round(args.latency_seconds * fs)] if args.latency_seconds > 0 else x
+            d.append(beat_delays(resample_to(xs, fs, fs_out), fs_out, args.latency_chunk_s))
+        by_fs[f"{fs_out:g}"] = {"beat_delay_s": delay_summary(np.concatenate(d)), "stages": stage_delays(fs_out)}
+    agreement = denoise_agreement(signals)
+    t_lat = time.perf_counter() - t_lat
     fs0 = states[0].fs
     report = {
         "samples_per_s": sps,
@@ -121,9 +152,14 @@ def main(argv: Sequence[str]) -> int:
         "records": names,
         "samples": total_samples,
         "chunk_s": args.chunk_s,
-        "block_samples": block,
-        "block_s": block / fs0,
-        "wavelet_latency_samples": [states[0].overlap, block + states[0].overlap - 1],
+        "beat_window": states[0].window,
+        "beat_delay_s": latency,
+        "latency_chunk_s": args.latency_chunk_s,
+        "stages": stage_delays(fs0),
+        "beat_delay_by_fs": by_fs,
+        "latency_seconds_per_record_resampled": args.latency_seconds,
+        "denoise_agreement": agreement,
+        "latency_and_agreement_seconds": t_lat,
         "core_seconds": t_core,
         "neurokit2_seconds": t_nk,
         "beats_emitted": n_beats,
@@ -135,9 +171,27 @@ def main(argv: Sequence[str]) -> int:
         "machine": platform.machine(),
     }
     print(
-        f"core: {sps / 1e6:.2f} M samples/s ({n_streams} streams, block {block} samples), "
+        f"core: {sps / 1e6:.2f} M samples/s ({n_streams} streams, {states[0].window} beat window), "
         f"NeuroKit2: {nk_sps / 1e6:.2f} M samples/s, ratio {sps / nk_sps:.2f}, "
         f"state {max(state_bytes)} bytes/stream (max)"
+    )
+    print(f"\nbeat delay (records at their fs, {args.latency_chunk_s:g}-s chunks): "
+          f"p50 {latency['p50']:.3f} s, p99 {latency['p99']:.3f} s, max {latency['max']:.3f} s "
+          f"over {latency['beats']} beats")  # fmt: skip
+    if by_fs:
+        print(f"\n{'fs (Hz)':>8} {'p50 s':>7} {'p99 s':>7} {'max s':>7} {'wavelet lag s':>15} {'window after R s':>17}")
+        for fs_key, v in by_fs.items():
+            bd = v["beat_delay_s"]  # type: ignore[index]
+            stg = v["stages"]  # type: ignore[index]
+            lag = f"{stg['wavelet_lag_s'][0]:.3f}-{stg['wavelet_lag_s'][1]:.3f}"
+            print(f"{fs_key:>8} {bd['p50']:7.3f} {bd['p99']:7.3f} {bd['max']:7.3f} {lag:>15} "
+                  f"{stg['beat_window_after_r_s']:17.3f}")  # fmt: skip
+    sm = agreement["summary"]
+    print(
+        "\ndenoiser vs whole-record DWT (NRMSE after band-pass, median / max over records): "
+        f"streaming {sm['stream_v2']['median']:.4f} / {sm['stream_v2']['max']:.4f}, "
+        f"former 4-s blocks {sm['block_v1']['median']:.4f} / {sm['block_v1']['max']:.4f}, "
+        f"no denoising {sm['no_denoising']['median']:.4f} / {sm['no_denoising']['max']:.4f}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import wfdb
 
-from streamdx_dsp.core import Beat, ecg_stream_flush, ecg_stream_init, ecg_stream_process
+from streamdx_dsp.core import Beat, ecg_stream_flush, ecg_stream_init, ecg_stream_process, ecg_stream_unemitted
 
 __all__ = ["list_records", "read_ecg", "records_for_command", "rpeaks_from_beats", "stream_record"]
 
@@ -48,8 +48,13 @@ def read_ecg(data_dir: Path, name: str) -> tuple[npt.NDArray[np.float64], float]
     return x, float(rec.fs)
 
 
-def stream_record(x_mv: npt.NDArray[np.float64], fs: float, chunk: int) -> list[Beat]:
-    """Run the streaming core over a signal in chunks of ``chunk`` samples, then flush."""
+def stream_record(x_mv: npt.NDArray[np.float64], fs: float, chunk: int) -> tuple[list[Beat], list[int]]:
+    """Run the streaming core over a signal in chunks of ``chunk`` samples, then flush.
+
+    Returns the beats and the R peaks the detector accepted that never became beats
+    (the first of the stream; with the fixed window, those too close to the end for a
+    whole window; with the RR window, the last one), as absolute sample indices.
+    """
     state = ecg_stream_init(fs)
     beats: list[Beat] = []
     for i in range(0, x_mv.size, chunk):
@@ -57,20 +62,16 @@ def stream_record(x_mv: npt.NDArray[np.float64], fs: float, chunk: int) -> list[
         beats.extend(b)
     state, b = ecg_stream_flush(state)
     beats.extend(b)
-    return beats
+    return beats, ecg_stream_unemitted(state)
 
 
-def rpeaks_from_beats(beats: Sequence[Beat], fs: float) -> npt.NDArray[np.int64]:
-    """All detected R peaks: every beat's R plus the first beat's predecessor and the last beat's successor.
-
-    The core emits a beat only when RR_prev and RR_next are known, so the first and last R
-    peaks of a stream are recovered from the RR intervals of their neighbours.
-    """
-    if not beats:
-        return np.zeros(0, dtype=np.int64)
+def rpeaks_from_beats(beats: Sequence[Beat], fs: float, unemitted: Sequence[int] = ()) -> npt.NDArray[np.int64]:
+    """All detected R peaks: every beat's R, the first beat's predecessor and the accepted R
+    peaks that did not become beats (see :func:`stream_record`)."""
     r = [b.r_sample for b in beats]
-    r.append(beats[0].r_sample - round(beats[0].rr_prev_s * fs))
-    r.append(beats[-1].r_sample + round(beats[-1].rr_next_s * fs))
+    if beats:
+        r.append(beats[0].r_sample - round(beats[0].rr_prev_s * fs))
+    r.extend(int(v) for v in unemitted)
     return np.unique(np.asarray(r, dtype=np.int64))
 
 

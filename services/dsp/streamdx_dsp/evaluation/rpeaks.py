@@ -185,10 +185,10 @@ def main(argv: Sequence[str]) -> int:
         ref = np.sort(samples[keep])
         chunk = max(1, round(args.chunk_s * fs))
         t0 = time.perf_counter()
-        beats = stream_record(x, fs, chunk)
+        beats, unemitted = stream_record(x, fs, chunk)
         t_proc += time.perf_counter() - t0
         n_samples += x.size
-        det = rpeaks_from_beats(beats, fs)
+        det = rpeaks_from_beats(beats, fs, unemitted)
         win = round(args.window_ms / 1000.0 * fs)
         rm, dm, offs = match_beats(ref, det, win)
         all_offsets.append(np.round(offs / fs * 1000.0).astype(np.int64))

@@ -68,7 +68,7 @@ CINC_GAIN = 1000.0
 DEFAULT_CACHE = Path.home() / ".cache" / "streamdx" / "ecg-beats"
 _MATCH_S = 0.150
 _CHUNK_S = 10.0
-_CACHE_VERSION = 1
+_CACHE_VERSION = 3  # 3: DSP v2 (bounded-delay denoiser, 5-10 Hz QRS band, +-250 ms candidates, bounded search-back)
 
 
 @dataclass

@@ -198,9 +198,10 @@ def _checked(
     n = rp.size
     if w.ndim != 2 or w.shape != (n, BEAT_SAMPLES) or rn.size != n or q.shape != (n, 5):
         raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
-    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and np.isfinite(rn).all()):
+    # rr_next is NaN when unknown (fixed beat window: the beat left before the next R)
+    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and not np.isinf(rn).any()):
         raise ValueError("beat features must be finite")
-    if n and (rp.min() <= 0 or rn.min() <= 0):
+    if n and (rp.min() <= 0 or (rn <= 0).any()):
         raise ValueError("RR intervals must be positive")
     r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
     if r.size != n:
@@ -308,8 +309,9 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
     sc[:, 8] = np.clip(q[:, 2], 0.0, 1.0)
     sc[:, 9] = np.log1p(np.clip(q[:, 3], 0.0, 100.0))
     sc[:, 10] = np.clip(q[:, 4], 0.0, 1.0)
-    sc[:, 11] = np.log(rn / mean_prev)
-    sc[:, 12] = np.log(rn / rp)
+    known = np.isfinite(rn)
+    sc[:, 11] = np.where(known, np.log(np.where(known, rn, 1.0) / mean_prev), 0.0)
+    sc[:, 12] = np.where(known, np.log(np.where(known, rn, 1.0) / rp), 0.0)
     allf = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid, dwin), axis=1).astype(np.float32),
                        sc.astype(np.float32))  # fmt: skip
     if len(items) == 1:

@@ -6,7 +6,8 @@ features (:func:`~streamdx_inference.ecg.features.ecg_beat_features`), runs the 
 one batch each and applies the decision rules:
 
 - **quality gate**: a beat is ``unreadable`` when the DSP's beat quality rule says so
-  (flat line / lead off, clipping, or a quality score below ``DSP_SCORE_MIN``) or the
+  (flat line / lead off, clipping, a quality score below ``DSP_SCORE_MIN`` or a
+  high-frequency energy share above ``DSP_HF_NOISE_MAX``) or the
   quality model's probability of unreadable signal exceeds its threshold, either for the
   beat itself or smoothed over the stream's recent beats (exponential average,
   ``QUALITY_SMOOTH_ALPHA``): quality belongs to a span of signal, so a beat that happens
@@ -43,6 +44,7 @@ from streamdx_inference.ecg.features import EcgContext, EcgFeatures, ecg_beat_fe
 __all__ = [
     "AAMI_CLASSES",
     "AF_SMOOTH_ALPHA",
+    "DSP_HF_NOISE_MAX",
     "DSP_SCORE_MIN",
     "MODEL_NAMES",
     "QUALITY_SMOOTH_ALPHA",
@@ -59,6 +61,11 @@ AF_SMOOTH_ALPHA = 0.15
 QUALITY_SMOOTH_ALPHA = 0.5
 #: Beats whose DSP quality score is below this are unreadable whatever the model says.
 DSP_SCORE_MIN = 0.2
+#: Beats whose window has more than this share of high-frequency energy (the DSP's
+#: ``hf_noise``) are unreadable whatever the model says: 0.01 % of the MITDB beats exceed
+#: it, the first beat of a muscle-noise burst does (the fixed window's 0.56 s after R lie
+#: in the noise while the model, seeing a clean QRS, may still call it readable).
+DSP_HF_NOISE_MAX = 0.2
 META_FILE = "model.json"
 _S = AAMI_CLASSES.index("S")
 
@@ -201,7 +208,7 @@ class EcgLabeler:
         pending = []
         for (state, _, _, _, q, reset), ctx, f in zip(streams, ctxs, feats, strict=True):
             qa = np.asarray(q, dtype=np.float64).reshape(-1, 5)
-            dsp_bad = (qa[:, 0] > 0) | (qa[:, 1] > 0) | (qa[:, 4] < DSP_SCORE_MIN)
+            dsp_bad = (qa[:, 0] > 0) | (qa[:, 1] > 0) | (qa[:, 4] < DSP_SCORE_MIN) | (qa[:, 2] > DSP_HF_NOISE_MAX)
             r = np.zeros(len(f), bool) if reset is None else np.asarray(reset, bool).reshape(-1)
             first_reset = bool(r.size and r[0])
             af0 = -1.0 if first_reset else state.af_smooth

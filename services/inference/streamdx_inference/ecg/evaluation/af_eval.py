@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
 
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=4, help="cross-validation folds (groups of records)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: the recipe's)")
     p.add_argument("--records", default=None, help="comma-separated records to use (default: all with .atr)")
-    p.add_argument("--window", choices=["rr", "fixed"], default="rr", help="beat window of the DSP")
+    p.add_argument("--window", choices=["rr", "fixed"], default=DEFAULT_WINDOW, help="beat window of the DSP")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from torch import nn
 
-from streamdx_dsp.core import BeatWindow
+from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
 from streamdx_inference.ecg.datasets import RecordBeats
 from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, EcgFeatures
 from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
@@ -114,7 +114,7 @@ def _split_records(records: npt.NDArray[np.str_], seed: int) -> npt.NDArray[np.b
 
 def train_af(
     mitdb: Mapping[str, RecordBeats], cinc: Mapping[str, RecordBeats], *, epochs: int = AF_EPOCHS, seed: int = 0,
-    progress: bool = True, desc: str = "af", window: BeatWindow = "rr",
+    progress: bool = True, desc: str = "af", window: BeatWindow = DEFAULT_WINDOW,
 ) -> Trained:  # fmt: skip
     """AF model on the given MITDB records, CinC recordings (``~`` recordings left out) and
     ``SYNTHETIC_RECORDS`` simulated records (:func:`synthetic_rhythm_records`)."""

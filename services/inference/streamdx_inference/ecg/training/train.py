@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, load_cinc, load_mitdb
 from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.labeler import META_FILE
@@ -72,7 +73,7 @@ def build_parser_for(model: str) -> argparse.ArgumentParser:
                    help="MIT-BIH Arrhythmia folder (WFDB .hea/.dat/.atr)")
     p.add_argument("--cinc", type=Path, default=_DEFAULT_CINC, help="CinC 2017 folder in the pack format (af, quality)")
     p.add_argument("--nstdb", type=Path, default=_DEFAULT_NSTDB, help="NSTDB folder with ma/bw noise (quality)")
-    p.add_argument("--window", choices=["rr", "fixed"], default="rr",
+    p.add_argument("--window", choices=["rr", "fixed"], default=DEFAULT_WINDOW,
                    help="beat window the DSP emits (rr: RR-based, fixed: 0.28 s before / 0.56 s after R)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
@@ -123,7 +124,7 @@ def save_model(
     return meta
 
 
-def _fit_rules(t: Trained, recs: dict[str, Any], models_dir: Path) -> tuple[dict[str, float], float]:
+def _fit_rules(t: Trained, recs: dict[str, Any], models_dir: Path, window: str) -> tuple[dict[str, float], float]:
     """Fit the recording-level rules on CinC recordings of the training part that the AF network
     did not learn from (its validation recordings and the ``~`` ones), with the new AF network and
     the shipped quality and beat-class models (``models_dir``)."""
@@ -137,7 +138,7 @@ def _fit_rules(t: Trained, recs: dict[str, Any], models_dir: Path) -> tuple[dict
         d.mkdir()
         assert t.calib is not None
         export_onnx(t.net, t.calib, d / "model.onnx")
-        (d / META_FILE).write_text(json.dumps({"version": "fit", "threshold": t.threshold, "window": "rr"}))
+        (d / META_FILE).write_text(json.dumps({"version": "fit", "threshold": t.threshold, "window": window}))
         af = load_ecg_model(Path(tmp), "ecg_af")
         labeler = EcgLabeler(load_ecg_model(models_dir, "ecg_quality"), af, load_ecg_model(models_dir, "ecg_beats"))
         from streamdx_inference.ecg.labeler import StreamLabelState
@@ -220,7 +221,7 @@ def run(model: str, argv: Sequence[str]) -> int:
                    "`streamdx eval af`, `streamdx eval cinc2017` (see the README).")  # fmt: skip
         unseen = set(t.info["val_records"]) | {k for k in tr if len(cinc[k]) and cinc[k].rhythm[0] == "~"}
         meta["recording_rules"], meta["recording_rules_fit_score"] = _fit_rules(
-            t, {k: cinc[k] for k in tr if k in unseen}, out.parent)
+            t, {k: cinc[k] for k in tr if k in unseen}, out.parent, a.window)
         meta["recording_rules_fit_on"] = (
             f"{len(unseen & set(tr))} CinC training-part recordings the AF network did not learn from")
         save_model(t, "ecg_af", out, a.window, meta, _card(
@@ -247,8 +248,10 @@ def run(model: str, argv: Sequence[str]) -> int:
             split="inter-patient: trained on DS1 (15 % of its records for validation), scored on DS2 by "
                   "`streamdx eval beats --protocol ds1ds2`.",
             thr_note="arg-max class; class weights 1/sqrt(frequency)",
-            delay="reads RR_next (the interval to the following beat): a label waits for the next R peak, "
-                  "as the rr beat window already does.",
+            delay=("reads RR_next (the interval to the following beat): a label waits for the next R peak, "
+                   "as the rr beat window already does." if a.window == "rr" else
+                   "none beyond the beat window: with the fixed window a beat leaves before the next R peak, so "
+                   "RR_next is unknown and its two features are 0 in training and serving."),
             command=command,
             metrics="DS2 per-class Se/+P: see `streamdx eval beats --protocol ds1ds2` and the README."),
             test.take(ok).features, y[ok])  # fmt: skip
