@@ -278,7 +278,8 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                                      "beats": int(found.size), **s}
     se = 100 * pooled["tp"] / max(pooled["tp"] + pooled["fn"], 1)
     ppv = 100 * pooled["tp"] / max(pooled["tp"] + pooled["fp"], 1)
-    print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % (150 ms window; the first beat and the last 5 s of each stream unscored)")
+    print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % "
+          "(150 ms window; the first beat and the last 5 s of each stream unscored)")
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
     _print_labels(labels, report)

@@ -45,7 +45,9 @@ def test_window_shrinkage_matches_pywavelets() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 1000), keep0=st.integers(0, 28), keep_len=st.integers(1, 4), lam=st.floats(0.0, 2.0))
-def test_hop_shrinkage_equals_the_kept_part_of_the_whole_window(seed: int, keep0: int, keep_len: int, lam: float) -> None:
+def test_hop_shrinkage_equals_the_kept_part_of_the_whole_window(
+    seed: int, keep0: int, keep_len: int, lam: float
+) -> None:
     lo, hi = dwt_filters()
     w = np.random.default_rng(seed).normal(size=32)
     full = w.copy()

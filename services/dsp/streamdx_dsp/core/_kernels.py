@@ -754,6 +754,36 @@ def condition_stream(
 
 
 @_jit
+def _rr_stats(hist, a, b, fs):
+    """Mean (s) and irregularity (RMSSD / mean) of the RR intervals ``hist[a:b]`` (samples)."""
+    cnt = b - a
+    tot = 0
+    for i in range(a, b):
+        tot += hist[i]
+    mean = tot / cnt / fs
+    irr = 0.0
+    if cnt >= 2 and mean > 0.0:
+        ss = 0
+        for i in range(a, b - 1):
+            d = hist[i + 1] - hist[i]
+            ss += d * d
+        irr = math.sqrt(ss / (cnt - 1)) / fs / mean
+    return mean, irr
+
+
+@_jit
+def _quality_columns(stats_row, out, col):
+    """The quality rule of one window into ``out[col:col + 5]`` (flat, saturated, hf, excursion, score)."""
+    e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats_row
+    flat, saturated, hf_noise, excursion, score = quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip)
+    out[col] = 1.0 if flat else 0.0
+    out[col + 1] = 1.0 if saturated else 0.0
+    out[col + 2] = hf_noise
+    out[col + 3] = excursion
+    out[col + 4] = score
+
+
+@_jit
 def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs):
     """Numeric part of fixed-window beat emission for the R peaks ``r`` (time order).
 
@@ -774,27 +804,11 @@ def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post
             rr[i] = rr[i + 1]
         rr[cap - 1] = rp
         rr_n = min(rr_n + 1, cap)
-        tot = 0
-        for i in range(cap - rr_n, cap):
-            tot += rr[i]
-        mean = tot / rr_n / fs
-        irr = 0.0
-        if rr_n >= 2 and mean > 0.0:
-            ss = 0
-            for i in range(cap - rr_n, cap - 1):
-                d = rr[i + 1] - rr[i]
-                ss += d * d
-            irr = math.sqrt(ss / (rr_n - 1)) / fs / mean
-        e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats[k]
-        flat, saturated, hf_noise, excursion, score = quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip)
+        mean, irr = _rr_stats(rr, cap - rr_n, cap, fs)
         values[k, 0] = rp / fs
         values[k, 1] = mean
         values[k, 2] = irr
-        values[k, 3] = 1.0 if flat else 0.0
-        values[k, 4] = 1.0 if saturated else 0.0
-        values[k, 5] = hf_noise
-        values[k, 6] = excursion
-        values[k, 7] = score
+        _quality_columns(stats[k], values[k], 3)
     return waves, values, rr_n
 
 
@@ -886,29 +900,12 @@ def beat_rows(
             h0 += 1
         if not emit[k]:
             continue
-        cnt = hn - h0
-        tot = 0
-        for i in range(h0, hn):
-            tot += hist[i]
-        mean = tot / cnt / fs
-        irr = 0.0
-        if cnt >= 2 and mean > 0.0:
-            ss = 0
-            for i in range(h0, hn - 1):
-                d = hist[i + 1] - hist[i]
-                ss += d * d
-            irr = math.sqrt(ss / (cnt - 1)) / fs / mean
-        e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip = stats[k]
-        flat, saturated, hf_noise, excursion, score = quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip)
+        mean, irr = _rr_stats(hist, h0, hn, fs)
         values[k, 0] = rr_prev[k] / fs
         values[k, 1] = rr_next[k] / fs
         values[k, 2] = mean
         values[k, 3] = irr
-        values[k, 4] = 1.0 if flat else 0.0
-        values[k, 5] = 1.0 if saturated else 0.0
-        values[k, 6] = hf_noise
-        values[k, 7] = excursion
-        values[k, 8] = score
+        _quality_columns(stats[k], values[k], 4)
     cnt = hn - h0
     for i in range(cap_n):
         rr[i] = 0

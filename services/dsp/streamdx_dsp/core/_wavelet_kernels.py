@@ -106,6 +106,26 @@ def _pad(src, n, p, dst):
 
 
 @_jit
+def _fir8(x, b, f):
+    """``sum_j f[j] x[b - j]`` for an 8-tap filter."""
+    return (f[0] * x[b] + f[1] * x[b - 1] + f[2] * x[b - 2] + f[3] * x[b - 3] + f[4] * x[b - 4] + f[5] * x[b - 5]
+            + f[6] * x[b - 6] + f[7] * x[b - 7])  # fmt: skip
+
+
+@_jit
+def _syn_point(a, d, m, n, lo, hi):
+    """Sample ``m`` of the periodic inverse step from ``a``/``d`` of length ``n`` (transpose of the analysis)."""
+    i = m >> 1
+    q = i - 2 if m & 1 == 0 else i - 1
+    par = m & 1
+    v = 0.0
+    for r in range(4):
+        j = (q + r) % n
+        v += lo[2 * r + par] * a[j] + hi[2 * r + par] * d[j]
+    return v
+
+
+@_jit
 def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
     """The samples ``[keep0, keep0 + keep_len)`` of :func:`periodic_shrink` (3 levels) of ``w[:n]``.
 
@@ -114,8 +134,6 @@ def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
     details, and synthesis only where it is read. Writes ``out[:keep_len]``; ``sc`` is a
     scratch array of at least ``6 * (n + 8)`` samples.
     """
-    l0, l1, l2, l3, l4, l5, l6, l7 = lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]
-    g0, g1, g2, g3, g4, g5, g6, g7 = hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]
     m = n + 8
     wp = sc[0:m]
     a1 = sc[m : 2 * m]
@@ -124,80 +142,31 @@ def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
     d2 = sc[4 * m : 5 * m]
     t = sc[5 * m : 6 * m]
     h1, h2, h3 = n // 2, n // 4, n // 8
-    # level 1 (input padded by 4 on each side: x[(2k + 4 - j) mod n] = wp[2k + 8 - j])
+    # analysis on the input padded periodically by 4 each side: x[(2k + 4 - j) mod n] = wp[2k + 8 - j]
     _pad(w, n, 4, wp)
     for k in range(h1):
-        b = 2 * k + 8
-        a1[k] = (l0 * wp[b] + l1 * wp[b - 1] + l2 * wp[b - 2] + l3 * wp[b - 3] + l4 * wp[b - 4] + l5 * wp[b - 5]
-                 + l6 * wp[b - 6] + l7 * wp[b - 7])  # fmt: skip
+        a1[k] = _fir8(wp, 2 * k + 8, lo)
     for k in n1:
-        b = 2 * k + 8
-        c = (g0 * wp[b] + g1 * wp[b - 1] + g2 * wp[b - 2] + g3 * wp[b - 3] + g4 * wp[b - 4] + g5 * wp[b - 5]
-             + g6 * wp[b - 6] + g7 * wp[b - 7])  # fmt: skip
-        d1[k] = c - lam if c > lam else (c + lam if c < -lam else 0.0)
-    # level 2
+        d1[k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
     _pad(a1, h1, 4, wp)
     for k in range(h2):
-        b = 2 * k + 8
-        a2[k] = (l0 * wp[b] + l1 * wp[b - 1] + l2 * wp[b - 2] + l3 * wp[b - 3] + l4 * wp[b - 4] + l5 * wp[b - 5]
-                 + l6 * wp[b - 6] + l7 * wp[b - 7])  # fmt: skip
+        a2[k] = _fir8(wp, 2 * k + 8, lo)
     for k in n2:
-        b = 2 * k + 8
-        c = (g0 * wp[b] + g1 * wp[b - 1] + g2 * wp[b - 2] + g3 * wp[b - 3] + g4 * wp[b - 4] + g5 * wp[b - 5]
-             + g6 * wp[b - 6] + g7 * wp[b - 7])  # fmt: skip
-        d2[k] = c - lam if c > lam else (c + lam if c < -lam else 0.0)
-    # level 3 (all), stored padded by 2 for the synthesis: a3 in t[0:h3+4], d3 in t[h3+4:2h3+8]
+        d2[k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
+    # level 3 (all): approximation in t[:h3], details in t[h3:2 h3]
     _pad(a2, h2, 4, wp)
     for k in range(h3):
-        b = 2 * k + 8
-        t[k + 2] = (l0 * wp[b] + l1 * wp[b - 1] + l2 * wp[b - 2] + l3 * wp[b - 3] + l4 * wp[b - 4]
-                    + l5 * wp[b - 5] + l6 * wp[b - 6] + l7 * wp[b - 7])  # fmt: skip
-        c = (g0 * wp[b] + g1 * wp[b - 1] + g2 * wp[b - 2] + g3 * wp[b - 3] + g4 * wp[b - 4] + g5 * wp[b - 5]
-             + g6 * wp[b - 6] + g7 * wp[b - 7])  # fmt: skip
-        t[h3 + 4 + k + 2] = c - lam if c > lam else (c + lam if c < -lam else 0.0)
-    o = h3 + 4
-    for q in range(2):
-        t[q] = t[h3 + q]
-        t[h3 + 2 + q] = t[2 + q]
-        t[o + q] = t[o + h3 + q]
-        t[o + h3 + 2 + q] = t[o + 2 + q]
-    # synthesis 3 -> 2 at the indices n2 (into a2, which is no longer needed as analysis input)
+        t[k] = _fir8(wp, 2 * k + 8, lo)
+        t[h3 + k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
+    # synthesis only where it is read: level 2 at n2, level 1 at n1, the kept samples
+    a3 = t[:h3]
+    d3 = t[h3 : 2 * h3]
     for i2 in n2:
-        i = i2 >> 1
-        if i2 & 1 == 0:
-            q = i - 2
-            v = 0.0
-            for r in range(4):
-                j = (q + r) % h3 + 2
-                v += lo[2 * r] * t[j] + hi[2 * r] * t[o + j]
-        else:
-            q = i - 1
-            v = 0.0
-            for r in range(4):
-                j = (q + r) % h3 + 2
-                v += lo[2 * r + 1] * t[j] + hi[2 * r + 1] * t[o + j]
-        a2[i2] = v
-    # synthesis 2 -> 1 at the indices n1 (into a1)
+        a2[i2] = _syn_point(a3, d3, i2, h3, lo, hi)
     for i1 in n1:
-        i = i1 >> 1
-        q = i - 2 if i1 & 1 == 0 else i - 1
-        par = i1 & 1
-        v = 0.0
-        for r in range(4):
-            j = (q + r) % h2
-            v += lo[2 * r + par] * a2[j] + hi[2 * r + par] * d2[j]
-        a1[i1] = v
-    # synthesis 1 -> 0 at the kept samples
+        a1[i1] = _syn_point(a2, d2, i1, h2, lo, hi)
     for z in range(keep_len):
-        m0 = keep0 + z
-        i = m0 >> 1
-        q = i - 2 if m0 & 1 == 0 else i - 1
-        par = m0 & 1
-        v = 0.0
-        for r in range(4):
-            j = (q + r) % h1
-            v += lo[2 * r + par] * a1[j] + hi[2 * r + par] * d1[j]
-        out[z] = v
+        out[z] = _syn_point(a1, d1, keep0 + z, h1, lo, hi)
 
 
 #: Ring capacity of each coefficient sequence (a power of two); input is consumed in
@@ -233,6 +202,27 @@ def _shrink(c, lam):
 
 
 @_jit
+def _ring_pair(r, b, lo, hi):
+    """``(sum_j lo[j] r[b - j], sum_j hi[j] r[b - j])`` over a ring buffer (indices masked)."""
+    x0, x1, x2, x3 = r[b & _MASK], r[(b - 1) & _MASK], r[(b - 2) & _MASK], r[(b - 3) & _MASK]
+    x4, x5, x6, x7 = r[(b - 4) & _MASK], r[(b - 5) & _MASK], r[(b - 6) & _MASK], r[(b - 7) & _MASK]
+    a = lo[0] * x0 + lo[1] * x1 + lo[2] * x2 + lo[3] * x3 + lo[4] * x4 + lo[5] * x5 + lo[6] * x6 + lo[7] * x7
+    d = hi[0] * x0 + hi[1] * x1 + hi[2] * x2 + hi[3] * x3 + hi[4] * x4 + hi[5] * x5 + hi[6] * x6 + hi[7] * x7
+    return a, d
+
+
+@_jit
+def _ring_syn(ar, dr, m, lo, hi):
+    """Sample ``m`` of an inverse step from approximation/detail rings (indices ``m//2 - 2 .. + 2``)."""
+    i = m >> 1
+    c = i - 2 if m & 1 == 0 else i - 1
+    p = m & 1
+    return (lo[p] * ar[c & _MASK] + hi[p] * dr[c & _MASK] + lo[2 + p] * ar[(c + 1) & _MASK]
+            + hi[2 + p] * dr[(c + 1) & _MASK] + lo[4 + p] * ar[(c + 2) & _MASK] + hi[4 + p] * dr[(c + 2) & _MASK]
+            + lo[6 + p] * ar[(c + 3) & _MASK] + hi[6 + p] * dr[(c + 3) & _MASK])  # fmt: skip
+
+
+@_jit
 def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, sig_block, look, qbin, pad, scratch):
     """Advance the bounded-delay denoiser by ``x_new`` (see ``wavelet_stream.py`` for the definition).
 
@@ -245,8 +235,6 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
     denoised output ``den`` and the raw input aligned with it ``raw`` (a multiple of
     ``qbin`` samples in all) and ``ahead``, the ``look`` input samples after them.
     """
-    l0, l1, l2_, l3, l4, l5, l6, l7 = lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7]
-    g0, g1, g2, g3, g4, g5, g6, g7 = hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7]
     n_new = x_new.size
     den = np.empty(n_new + RING)
     raw = np.empty(n_new + RING)
@@ -279,11 +267,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         k_end = (nX - 5) // 2 + 1
         lam = _lam(sig, (nA1 >> 7) - 1, lam_fac)
         for k in range(nA1, k_end):
-            b = 2 * k + 4
-            x0, x1, x2, x3 = xr[b & _MASK], xr[(b - 1) & _MASK], xr[(b - 2) & _MASK], xr[(b - 3) & _MASK]
-            x4, x5, x6, x7 = xr[(b - 4) & _MASK], xr[(b - 5) & _MASK], xr[(b - 6) & _MASK], xr[(b - 7) & _MASK]
-            a1r[k & _MASK] = l0 * x0 + l1 * x1 + l2_ * x2 + l3 * x3 + l4 * x4 + l5 * x5 + l6 * x6 + l7 * x7
-            d = g0 * x0 + g1 * x1 + g2 * x2 + g3 * x3 + g4 * x4 + g5 * x5 + g6 * x6 + g7 * x7
+            a1r[k & _MASK], d = _ring_pair(xr, 2 * k + 4, lo, hi)
             if k & (sig_block - 1) == 0 and k > 0:
                 # block nsb = k // sig_block - 1 is complete: its noise scale
                 for q in range(sig_block):
@@ -301,11 +285,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         nA2 = cnt[_C2]
         k_end = (nA1 - 5) // 2 + 1
         for k in range(nA2, k_end):
-            b = 2 * k + 4
-            x0, x1, x2, x3 = a1r[b & _MASK], a1r[(b - 1) & _MASK], a1r[(b - 2) & _MASK], a1r[(b - 3) & _MASK]
-            x4, x5, x6, x7 = a1r[(b - 4) & _MASK], a1r[(b - 5) & _MASK], a1r[(b - 6) & _MASK], a1r[(b - 7) & _MASK]
-            a2r[k & _MASK] = l0 * x0 + l1 * x1 + l2_ * x2 + l3 * x3 + l4 * x4 + l5 * x5 + l6 * x6 + l7 * x7
-            d = g0 * x0 + g1 * x1 + g2 * x2 + g3 * x3 + g4 * x4 + g5 * x5 + g6 * x6 + g7 * x7
+            a2r[k & _MASK], d = _ring_pair(a1r, 2 * k + 4, lo, hi)
             d2s[k & _MASK] = _shrink(d, _lam(sig, ((2 * k) >> 7) - 1, lam_fac))
         if k_end > nA2:
             nA2 = k_end
@@ -331,17 +311,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         lim = min(nB, nA2)
         m_end = 2 * (lim - 2) + 1
         for m in range(nA1d, m_end):
-            i = m >> 1
-            if m & 1 == 0:
-                c = i - 2
-                a0, a1_, a2_, a3 = a2dr[c & _MASK], a2dr[(c + 1) & _MASK], a2dr[(c + 2) & _MASK], a2dr[(c + 3) & _MASK]
-                d0, d1_, d2_, d3 = d2s[c & _MASK], d2s[(c + 1) & _MASK], d2s[(c + 2) & _MASK], d2s[(c + 3) & _MASK]
-                a1dr[m & _MASK] = l0 * a0 + g0 * d0 + l2_ * a1_ + g2 * d1_ + l4 * a2_ + g4 * d2_ + l6 * a3 + g6 * d3
-            else:
-                c = i - 1
-                a0, a1_, a2_, a3 = a2dr[c & _MASK], a2dr[(c + 1) & _MASK], a2dr[(c + 2) & _MASK], a2dr[(c + 3) & _MASK]
-                d0, d1_, d2_, d3 = d2s[c & _MASK], d2s[(c + 1) & _MASK], d2s[(c + 2) & _MASK], d2s[(c + 3) & _MASK]
-                a1dr[m & _MASK] = l1 * a0 + g1 * d0 + l3 * a1_ + g3 * d1_ + l5 * a2_ + g5 * d2_ + l7 * a3 + g7 * d3
+            a1dr[m & _MASK] = _ring_syn(a2dr, d2s, m, lo, hi)
         if m_end > nA1d:
             nA1d = m_end
             cnt[_C1D] = nA1d
@@ -350,17 +320,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         n_end = min(2 * (min(nA1d, nA1) - 2) + 1, nX - look)
         n_end = pad + ((n_end - pad) // qbin) * qbin if n_end > pad else nY
         for n in range(nY, n_end):
-            i = n >> 1
-            if n & 1 == 0:
-                c = i - 2
-                a0, a1_, a2_, a3 = a1dr[c & _MASK], a1dr[(c + 1) & _MASK], a1dr[(c + 2) & _MASK], a1dr[(c + 3) & _MASK]
-                d0, d1_, d2_, d3 = d1s[c & _MASK], d1s[(c + 1) & _MASK], d1s[(c + 2) & _MASK], d1s[(c + 3) & _MASK]
-                v = l0 * a0 + g0 * d0 + l2_ * a1_ + g2 * d1_ + l4 * a2_ + g4 * d2_ + l6 * a3 + g6 * d3
-            else:
-                c = i - 1
-                a0, a1_, a2_, a3 = a1dr[c & _MASK], a1dr[(c + 1) & _MASK], a1dr[(c + 2) & _MASK], a1dr[(c + 3) & _MASK]
-                d0, d1_, d2_, d3 = d1s[c & _MASK], d1s[(c + 1) & _MASK], d1s[(c + 2) & _MASK], d1s[(c + 3) & _MASK]
-                v = l1 * a0 + g1 * d0 + l3 * a1_ + g3 * d1_ + l5 * a2_ + g5 * d2_ + l7 * a3 + g7 * d3
+            v = _ring_syn(a1dr, d1s, n, lo, hi)
             den[n_out] = v
             raw[n_out] = xr[n & _MASK]
             n_out += 1

@@ -461,6 +461,21 @@ def _freeze(state: EcgStreamState) -> None:
         state.frozen = True
 
 
+def _fixed_beats(
+    state: EcgStreamState,
+    ready: npt.NDArray[np.int64],
+    waves: npt.NDArray[np.float32],
+    values: npt.NDArray[np.float64],
+    beats: list[Beat],
+) -> None:
+    """Fixed-window :class:`Beat` objects from the rows of ``beat_rows_fixed`` (``rr_next_s`` unknown)."""
+    waves.setflags(write=False)
+    s0 = state.start_sample
+    for k, row in enumerate(values.tolist()):
+        quality = _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7])
+        beats.append(_new_beat(s0 + int(ready[k]), waves[k], row[0], None, row[1], row[2], quality))
+
+
 def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
     """Fixed window: queue newly accepted R peaks and emit those whose window is complete."""
     pend = state.pending
@@ -488,20 +503,7 @@ def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None
         np.ascontiguousarray(ready, dtype=np.int64), prev, state.rr, state.rr_n, h.ecg, h.start, h.bins,
         QUALITY_BIN, SEGMENT_U, SEGMENT_V, state.fixed_pre, state.fixed_post, state.fs,
     )  # fmt: skip
-    waves.setflags(write=False)
-    s0 = state.start_sample
-    for k, row in enumerate(values.tolist()):
-        beats.append(
-            _new_beat(
-                s0 + int(ready[k]),
-                waves[k],
-                row[0],
-                None,
-                row[1],
-                row[2],
-                _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7]),
-            )
-        )
+    _fixed_beats(state, ready, waves, values, beats)
 
 
 def _process(
@@ -584,20 +586,7 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[B
     state.last_r = int(prev_r)
     state.rr_n = int(rr_bn)
     if ready.size:
-        waves.setflags(write=False)
-        s0 = state.start_sample
-        for k, row in enumerate(values.tolist()):
-            beats.append(
-                _new_beat(
-                    s0 + int(ready[k]),
-                    waves[k],
-                    row[0],
-                    None,
-                    row[1],
-                    row[2],
-                    _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7]),
-                )
-            )
+        _fixed_beats(state, ready, waves, values, beats)
 
 
 def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[EcgStreamState, list[Beat]]:
