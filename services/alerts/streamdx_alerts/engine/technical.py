@@ -204,8 +204,8 @@ def _asystole(st: TechnicalState, s: StatusObs, rules: AlertRules, stream_id: st
         ))
 
     # every R peak the dsp reported since the last status, in order: a beat-less span of good signal
-    # longer than the limit that the horizon stepped over (it moves per processed block) is raised
-    # and resolved at once (late, but never missed)
+    # longer than the limit that the horizon stepped over (it moves per input chunk, and search-back
+    # can hold it back by up to 0.5 s) is raised and resolved at once (late, but never missed)
     for r in sorted({x for x in (*s.r_samples, s.last_r_sample) if x > st.last_r_sample}):
         prev = st.last_r_sample
         if st.book.is_open("asystole"):
