@@ -16,6 +16,7 @@ memory at every process start (a few seconds).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import tempfile
@@ -43,6 +44,41 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NB_CONFIG: Any = numba.config
+#: The stream path's kernel modules. numba's on-disk cache is invalidated per source file
+#: only, so a kernel that calls (and inlines) one from another of these files would keep
+#: stale machine code after that file changed: the caches of all three are dropped together.
+_KERNEL_MODULES = ("_kernels", "_wavelet_kernels", "_stream_kernels")
+
+
+def _drop_stale_kernel_cache() -> None:
+    """Delete the package-cache entries of the kernel modules when any of their sources changed."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    digest = hashlib.sha1()
+    try:
+        for name in _KERNEL_MODULES:
+            with open(os.path.join(here, name + ".py"), "rb") as fh:
+                digest.update(fh.read())
+    except OSError:
+        return
+    cache = os.path.join(here, "__pycache__")
+    stamp = os.path.join(cache, "streamdx-kernels.sha1")
+    try:
+        with open(stamp) as fh:
+            if fh.read() == digest.hexdigest():
+                return
+    except OSError:
+        pass
+    try:
+        for f in os.listdir(cache):
+            if f.split(".")[0] in _KERNEL_MODULES and f.endswith((".nbi", ".nbc")):
+                os.remove(os.path.join(cache, f))
+        with open(stamp, "w") as fh:
+            fh.write(digest.hexdigest())
+    except OSError:  # no package cache (read-only install): nothing stale to drop there
+        pass
+
+
+_drop_stale_kernel_cache()
 
 
 def _jit(fn: _F) -> _F:

@@ -114,26 +114,36 @@ def _fir8(x, b, f):
 
 @_jit
 def _syn_point(a, d, m, n, lo, hi):
-    """Sample ``m`` of the periodic inverse step from ``a``/``d`` of length ``n`` (transpose of the analysis)."""
+    """Sample ``m`` of the periodic inverse step from ``a``/``d`` of length ``n`` (transpose of the analysis).
+
+    ``n`` is a power of two, so the periodic index is a mask (an integer division per tap
+    would cost more than the arithmetic). ``lo``/``hi`` are the filters as tuples.
+    """
     i = m >> 1
-    q = i - 2 if m & 1 == 0 else i - 1
-    par = m & 1
-    v = 0.0
-    for r in range(4):
-        j = (q + r) % n
-        v += lo[2 * r + par] * a[j] + hi[2 * r + par] * d[j]
-    return v
+    k = n - 1
+    if m & 1 == 0:
+        q = i - 2
+        return (lo[0] * a[q & k] + hi[0] * d[q & k] + lo[2] * a[(q + 1) & k] + hi[2] * d[(q + 1) & k]
+                + lo[4] * a[(q + 2) & k] + hi[4] * d[(q + 2) & k]
+                + lo[6] * a[(q + 3) & k] + hi[6] * d[(q + 3) & k])  # fmt: skip
+    q = i - 1
+    return (lo[1] * a[q & k] + hi[1] * d[q & k] + lo[3] * a[(q + 1) & k] + hi[3] * d[(q + 1) & k]
+            + lo[5] * a[(q + 2) & k] + hi[5] * d[(q + 2) & k]
+            + lo[7] * a[(q + 3) & k] + hi[7] * d[(q + 3) & k])  # fmt: skip
 
 
 @_jit
 def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
-    """The samples ``[keep0, keep0 + keep_len)`` of :func:`periodic_shrink` (3 levels) of ``w[:n]``.
+    """The samples ``[keep0, keep0 + keep_len)`` of :func:`periodic_shrink` (3 levels) of ``w[:n]``
+    (``n`` a power of two).
 
     Same arithmetic, restricted to what those samples depend on: all approximations, the
     level-1 and level-2 details listed in ``n1``/``n2`` (from :func:`hop_plan`), all level-3
     details, and synthesis only where it is read. Writes ``out[:keep_len]``; ``sc`` is a
     scratch array of at least ``6 * (n + 8)`` samples.
     """
+    lo = (lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7])  # values: no aliasing with the scratch
+    hi = (hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7])
     m = n + 8
     wp = sc[0:m]
     a1 = sc[m : 2 * m]
@@ -194,11 +204,9 @@ def _lam(sig, sb, lam_fac):
 
 @_jit
 def _shrink(c, lam):
-    if c > lam:
-        return c - lam
-    if c < -lam:
-        return c + lam
-    return 0.0
+    """Soft threshold ``sign(c) max(|c| - lam, 0)``, branch-free (``c - clip(c, -lam, lam)``, the same
+    values): the detail coefficients of ECG fall on either side of ``lam`` unpredictably."""
+    return c - min(max(c, -lam), lam)
 
 
 @_jit
@@ -215,11 +223,15 @@ def _ring_pair(r, b, lo, hi):
 def _ring_syn(ar, dr, m, lo, hi):
     """Sample ``m`` of an inverse step from approximation/detail rings (indices ``m//2 - 2 .. + 2``)."""
     i = m >> 1
-    c = i - 2 if m & 1 == 0 else i - 1
-    p = m & 1
-    return (lo[p] * ar[c & _MASK] + hi[p] * dr[c & _MASK] + lo[2 + p] * ar[(c + 1) & _MASK]
-            + hi[2 + p] * dr[(c + 1) & _MASK] + lo[4 + p] * ar[(c + 2) & _MASK] + hi[4 + p] * dr[(c + 2) & _MASK]
-            + lo[6 + p] * ar[(c + 3) & _MASK] + hi[6 + p] * dr[(c + 3) & _MASK])  # fmt: skip
+    if m & 1 == 0:
+        c = i - 2
+        return (lo[0] * ar[c & _MASK] + hi[0] * dr[c & _MASK] + lo[2] * ar[(c + 1) & _MASK]
+                + hi[2] * dr[(c + 1) & _MASK] + lo[4] * ar[(c + 2) & _MASK] + hi[4] * dr[(c + 2) & _MASK]
+                + lo[6] * ar[(c + 3) & _MASK] + hi[6] * dr[(c + 3) & _MASK])  # fmt: skip
+    c = i - 1
+    return (lo[1] * ar[c & _MASK] + hi[1] * dr[c & _MASK] + lo[3] * ar[(c + 1) & _MASK]
+            + hi[3] * dr[(c + 1) & _MASK] + lo[5] * ar[(c + 2) & _MASK] + hi[5] * dr[(c + 2) & _MASK]
+            + lo[7] * ar[(c + 3) & _MASK] + hi[7] * dr[(c + 3) & _MASK])  # fmt: skip
 
 
 @_jit
@@ -236,6 +248,9 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
     ``qbin`` samples in all) and ``ahead``, the ``look`` input samples after them.
     """
     n_new = x_new.size
+    lo_a, hi_a = lo, hi
+    lo = (lo_a[0], lo_a[1], lo_a[2], lo_a[3], lo_a[4], lo_a[5], lo_a[6], lo_a[7])  # values: no aliasing with rings
+    hi = (hi_a[0], hi_a[1], hi_a[2], hi_a[3], hi_a[4], hi_a[5], hi_a[6], hi_a[7])
     den = np.empty(n_new + RING)
     raw = np.empty(n_new + RING)
     n_out = 0
@@ -300,7 +315,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
                 w[q] = a2r[(base + q) & _MASK]
             for q in range(p2):
                 w[core + q] = w[core - 1 - q]
-            shrink_hop(w, nW, lo, hi, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), l2, h2, n1, n2, hop_out, sc6)
+            shrink_hop(w, nW, lo_a, hi_a, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), l2, h2, n1, n2, hop_out, sc6)
             for q in range(h2):
                 a2dr[(s + q) & _MASK] = hop_out[q]
         if b_end > nB:

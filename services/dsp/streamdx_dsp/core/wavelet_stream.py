@@ -77,6 +77,8 @@ SIGMA_BLOCK = 128
 N_REF = 2048
 LOOK = 16
 LAM_FAC = math.sqrt(2.0 * math.log(N_REF))
+if (L2 + H2 + R2 + P2) & (L2 + H2 + R2 + P2 - 1):
+    raise RuntimeError("the level-3-5 window length must be a power of two")
 _QBIN = 8
 
 
