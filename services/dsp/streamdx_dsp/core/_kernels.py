@@ -34,6 +34,7 @@ __all__ = [
     "detector_candidates",
     "detector_decide",
     "dwt_denoise",
+    "fixed_window_emit",
     "lfilter_tf",
     "offset_input",
     "qrs_candidates",
@@ -846,6 +847,39 @@ def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post
         values[k, 2] = irr
         _quality_columns(stats[k], values[k], 3)
     return waves, values, rr_n
+
+
+@_jit
+def fixed_window_emit(pending, r_peaks, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs):
+    """Fixed-window emission: queue ``r_peaks`` after ``pending`` and segment those whose window is complete.
+
+    A beat's window ends at ``ceil(R + 2 post / 3)`` (plus one sample for the interpolation);
+    it is complete when the history ``x`` (from absolute index ``x_start``) reaches it.
+    ``prev_r`` is the last R taken off the queue (-1: none; the stream's first R is only
+    the RR_prev reference of the second). Returns ``(pending, prev_r, rr_n, ready, waves,
+    values)`` with the rows of :func:`beat_rows_fixed` for the ``ready`` R peaks.
+    """
+    pend = np.empty(pending.size + r_peaks.size, np.int64)
+    pend[: pending.size] = pending
+    pend[pending.size :] = r_peaks
+    end = x_start + x.size
+    need = int(np.ceil(2.0 * post / 3.0)) + 1
+    k = 0
+    while k < pend.size and pend[k] + need <= end:
+        k += 1
+    ready = np.zeros(0, np.int64)
+    waves = np.zeros((0, u.size), np.float32)
+    values = np.zeros((0, 8))
+    if k:
+        first = 0
+        if prev_r < 0:
+            prev_r = pend[0]
+            first = 1
+        if k > first:
+            ready = pend[first:k].copy()
+            waves, values, rr_n = beat_rows_fixed(ready, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs)
+        prev_r = pend[k - 1]
+    return pend[k:].copy(), prev_r, rr_n, ready, waves, values
 
 
 @_jit

@@ -3,7 +3,7 @@
 Chains the kernels of the stages (:mod:`._wavelet_kernels` denoising,
 :func:`._kernels.condition_stream` band-pass / quality / detector features,
 :func:`._kernels.detector_candidates` and :func:`._kernels.detector_decide`, and for the
-fixed window :func:`._kernels.beat_rows_fixed`) so that a chunk costs one dispatch from
+fixed window :func:`._kernels.fixed_window_emit`) so that a chunk costs one dispatch from
 Python instead of five; each stage's arithmetic stays in its own kernel.
 """
 
@@ -13,10 +13,10 @@ import numpy as np
 
 from streamdx_dsp.core._kernels import (
     _jit,
-    beat_rows_fixed,
     condition_stream,
     detector_candidates,
     detector_decide,
+    fixed_window_emit,
 )
 from streamdx_dsp.core._wavelet_kernels import wavelet_stream_step
 
@@ -116,26 +116,9 @@ def stream_step(
             dpar_i[8],
         )
     if fixed:
-        pend = np.empty(pending.size + r_peaks.size, np.int64)
-        pend[: pending.size] = pending
-        pend[pending.size :] = r_peaks
-        end = h_start + h_ecg.size
-        need = int(np.ceil(2.0 * post / 3.0)) + 1
-        k = 0
-        while k < pend.size and pend[k] + need <= end:
-            k += 1
-        if k:
-            first = 0
-            if prev_r < 0:
-                prev_r = pend[0]
-                first = 1
-            if k > first:
-                ready = pend[first:k].copy()
-                waves, values, rr_bn = beat_rows_fixed(
-                    ready, prev_r, rr_b, rr_bn, h_ecg, h_start, h_bins, qpar[2], u, v, pre, post, fs
-                )
-            prev_r = pend[k - 1]
-        pending = pend[k:].copy()
+        pending, prev_r, rr_bn, ready, waves, values = fixed_window_emit(
+            pending, r_peaks, prev_r, rr_b, rr_bn, h_ecg, h_start, h_bins, qpar[2], u, v, pre, post, fs
+        )
     return (
         n_new, feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope, rr_dn, sb, sb_next,
         pending, prev_r, rr_bn, ready, waves, values,

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_dsp.core._kernels import beat_rows, beat_rows_fixed, beat_windows, condition_stream, offset_input
+from streamdx_dsp.core._kernels import beat_rows, beat_windows, condition_stream, fixed_window_emit, offset_input
 from streamdx_dsp.core._stream_kernels import stream_step
 from streamdx_dsp.core.bandpass import BandpassState, ecg_bandpass_init, ecg_bandpass_sos
 from streamdx_dsp.core.offset import OffsetState, ecg_offset_init
@@ -478,32 +478,14 @@ def _fixed_beats(
 
 def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
     """Fixed window: queue newly accepted R peaks and emit those whose window is complete."""
-    pend = state.pending
-    if rs:
-        pend = np.concatenate((pend, np.asarray(rs, dtype=np.int64)))
-    if not pend.size:
-        state.pending = pend
-        return
     h = state.history
-    end = h.start + h.ecg.size
-    need = math.ceil(2.0 * state.fixed_post / 3.0) + 1
-    n_ready = int(np.searchsorted(pend, end - need, side="right"))
-    if n_ready == 0:
-        state.pending = pend
-        return
-    ready = pend[:n_ready]
-    state.pending = pend[n_ready:].copy()
-    prev = state.last_r
-    state.last_r = int(ready[-1])
-    if prev < 0:
-        prev, ready = int(ready[0]), ready[1:]
-    if not ready.size:
-        return
-    waves, values, state.rr_n = beat_rows_fixed(
-        np.ascontiguousarray(ready, dtype=np.int64), prev, state.rr, state.rr_n, h.ecg, h.start, h.bins,
+    state.pending, prev_r, state.rr_n, ready, waves, values = fixed_window_emit(
+        state.pending, np.asarray(rs, dtype=np.int64), state.last_r, state.rr, state.rr_n, h.ecg, h.start, h.bins,
         QUALITY_BIN, SEGMENT_U, SEGMENT_V, state.fixed_pre, state.fixed_post, state.fs,
     )  # fmt: skip
-    _fixed_beats(state, ready, waves, values, beats)
+    state.last_r = int(prev_r)
+    if ready.size:
+        _fixed_beats(state, ready, waves, values, beats)
 
 
 def _process(
