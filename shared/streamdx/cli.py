@@ -55,6 +55,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
     ("bench", "alerts"): ("streamdx_alerts.bench:main", "criterion → signed webhook POST latency"),
+    ("bench", "e2e"): ("streamdx.bench_e2e:main",
+                       "N simulated streams through ingest → dsp → inference → alerts: latency, lag, loss"),
     ("bench", "inference"): ("streamdx_inference.ecg.bench:main", "ECG labeler beats/s on one core, batched"),
     ("bench", "slides"): ("streamdx_inference.slides_bench:main",
                           "one slide through ingest → tiles → detector → merged result on the embedded stack"),

@@ -5,6 +5,7 @@ documented fallback (per key, then per record) when the batch handler raises."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from streamdx.messaging.admin import ensure_topics
-from streamdx.messaging.codec import encode_message
+from streamdx.messaging.codec import ORIGIN_HEADER, encode_message
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.worker import Handled, HandlerRejected, KeyBatch, StreamWorker
 from streamdx.metrics import WorkerMetrics
@@ -27,6 +28,7 @@ from tests.integration.test_worker import (
     CrashingStore,
     IntCodec,
     TotalV1,
+    make_worker,
     produce,
     run_until,
     totals,
@@ -159,4 +161,39 @@ async def test_batch_mode_replacement_worker_resumes_without_loss_or_double_appl
     assert all(t.total == expected[(t.key_id, t.seq)] for t in out), "a state was applied twice or lost"
     if after_write:  # checkpoint written, commit lost: the redelivered records are skipped by offset
         assert len(out) == len(expected)
+    await pub.stop()
+
+
+@pytest.mark.parametrize("mode", ["per-record", "batch"])
+async def test_outputs_carry_the_origin_of_their_input(stack: StackInfo, redis: Redis, mode: str) -> None:
+    """The ``origin-ts`` trace header travels from an input to the outputs derived from it; an input
+    without one lends its own record timestamp."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    prefix = f"o{uuid.uuid4().hex[:6]}"
+    keys = [f"{prefix}-{k}" for k in range(3)]
+    origins = {(k, i): 1_700_000_000_000 + 1000 * j + i for j, k in enumerate(keys) for i in range(5)}
+    for (k, i), o in origins.items():
+        await pub.publish_many([AddV1(key_id=k, seq=i, value=1)], origin_ms=o)
+    t_plain = int(time.time() * 1000)
+    await pub.publish_many([AddV1(key_id=keys[0], seq=5, value=1)])  # no trace header
+    group = f"g-{prefix}"
+    store = StateStore(redis, group)
+    worker = (make_worker(stack, group, pub, store, metrics) if mode == "per-record"
+              else make_batch_worker(stack, group, pub, store, metrics, BatchAdd()))
+
+    async def done() -> bool:
+        return len(await totals(stack, prefix)) >= 16
+
+    await run_until(worker, done)
+    recs = [r for r in await read_topic(stack.kafka_bootstrap, TotalV1.TOPIC) if r.key.decode().startswith(prefix)]
+    assert len(recs) == 16
+    for r in recs:
+        t = TotalV1.model_validate_json(r.value)
+        got = int(dict(r.headers)[ORIGIN_HEADER])
+        if (t.key_id, t.seq) in origins:
+            assert got == origins[(t.key_id, t.seq)]
+        else:
+            assert t_plain - 5_000 <= got <= int(time.time() * 1000)
     await pub.stop()

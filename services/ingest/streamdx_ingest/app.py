@@ -56,6 +56,7 @@ from streamdx_ingest.recordings import (
     recording_parse_wfdb,
 )
 from streamdx_ingest.replay import RecordingStatus, ReplayManager
+from streamdx_ingest.routes import gateway as gateway_routes
 from streamdx_ingest.routes import slides as slide_routes
 from streamdx_ingest.sequencer import Sequencer, StreamBusy
 from streamdx_ingest.settings import IngestSettings
@@ -175,6 +176,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         tubes = TubeRegistry(redis, publisher, sequencer, settings.stream_lock_wait_s)
         app.state.deps = IngestDeps(settings, redis, publisher, metrics, DeviceRegistry(redis), acceptor, replays,
                                     tubes)
+        app.state.gateway = gateway_routes.GatewayDeps(settings, DeviceRegistry(redis), acceptor, metrics)
         slide_jobs = SlideJobs(publisher, SlideRecords(redis), slide_routes.tiling_config(settings))
         app.state.slides = slide_routes.SlidesDeps(settings, SlideRecords(redis), slide_jobs, DeviceRegistry(redis))
         stop = asyncio.Event()
@@ -192,8 +194,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     app = FastAPI(
         title="StreamDx ingest",
         version="1.0.0",
-        description="Device ECG chunks (HTTP, WebSocket), Holter recording upload, ESR frames, whole-slide "
-        "uploads, device keys.",
+        description="Device ECG chunks (HTTP, WebSocket, gateway batches), Holter recording upload, ESR frames, "
+        "whole-slide uploads, device keys.",
         lifespan=lifespan,
     )
 
@@ -202,6 +204,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
             return settings.max_upload_bytes
         if path.startswith(slide_routes.SLIDES_PREFIX):
             return settings.slides_max_upload_bytes + slide_routes.MULTIPART_SLACK
+        if path.startswith(gateway_routes.GATEWAY_PREFIX):
+            return settings.gateway_max_bytes
         if path.startswith("/v1/tubes/"):
             return MAX_FRAME_BYTES + 64 * 1024  # the frame plus multipart framing
         return settings.max_chunk_bytes
@@ -352,6 +356,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
         return Response(status_code=204)
 
     app.include_router(slide_routes.router)
+    app.include_router(gateway_routes.router)
 
     # -- operations ---------------------------------------------------------------------
     @app.get("/healthz")

@@ -43,6 +43,21 @@ local info = redis.call('HMGET', 'sdx:device:' .. device, 'key_hash', 'status')
 return {device, info[1] or '', info[2] or ''}
 """
 
+# The same for many keys in one round trip (KEYS: their sdx:devkey entries); {} for an unknown key.
+_LOOKUP_MANY = """
+local out = {}
+for i = 1, #KEYS do
+  local device = redis.call('GET', KEYS[i])
+  if device then
+    local info = redis.call('HMGET', 'sdx:device:' .. device, 'key_hash', 'status')
+    out[i] = {device, info[1] or '', info[2] or ''}
+  else
+    out[i] = {}
+  end
+end
+return out
+"""
+
 
 def _hash(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
@@ -59,6 +74,7 @@ class DeviceRegistry:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._lookup = redis.register_script(_LOOKUP)
+        self._lookup_many = redis.register_script(_LOOKUP_MANY)
 
     async def create(self, device_id: str) -> str:
         """Create (or rotate) the key of ``device_id``; returns the key, shown only once."""
@@ -91,9 +107,30 @@ class DeviceRegistry:
         found = await self._lookup(keys=[f"sdx:devkey:{digest}"])  # one round trip
         if not found:
             raise KeyUnknown("unknown API key")
-        device_id, stored, status = (v.decode() if isinstance(v, bytes) else str(v or "") for v in found)
-        if not hmac.compare_digest(stored, digest):
-            raise KeyUnknown("unknown API key")
-        if status != "active":
-            raise KeyRevoked("API key revoked")
-        return DeviceAuth(device_id=device_id)
+        return _resolve(found, digest)
+
+    async def authenticate_many(self, api_keys: list[str]) -> list[DeviceAuth | KeyUnknown | KeyRevoked]:
+        """:meth:`authenticate` for many keys in one round trip: per key its device, or the error."""
+        if not api_keys:
+            return []
+        digests = [_hash(k) for k in api_keys]
+        rows = await self._lookup_many(keys=[f"sdx:devkey:{d}" for d in digests])
+        out: list[DeviceAuth | KeyUnknown | KeyRevoked] = []
+        for key, digest, row in zip(api_keys, digests, rows, strict=True):
+            try:
+                if not key or not row:
+                    raise KeyUnknown("unknown API key")
+                out.append(_resolve(row, digest))
+            except (KeyUnknown, KeyRevoked) as exc:
+                out.append(exc)
+        return out
+
+
+def _resolve(found: list[bytes | str], digest: str) -> DeviceAuth:
+    """The device of a lookup row ``(device_id, key_hash, status)``; raise when it does not authorise."""
+    device_id, stored, status = (v.decode() if isinstance(v, bytes) else str(v or "") for v in found)
+    if not hmac.compare_digest(stored, digest):
+        raise KeyUnknown("unknown API key")
+    if status != "active":
+        raise KeyRevoked("API key revoked")
+    return DeviceAuth(device_id=device_id)

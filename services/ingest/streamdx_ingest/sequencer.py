@@ -27,7 +27,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
@@ -58,6 +58,62 @@ return 0
 """
 
 _ABORT = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0"
+
+# The same three steps for many streams in one round trip (gateway batches). KEYS: the three keys
+# of each stream in turn. BEGIN ARGV: token, ttl, then per stream its seq count and seqs; a
+# stream whose lock is held by someone else gets {-2} and is not locked.
+_BEGIN_MANY = """
+local out = {}
+local a = 3
+for i = 1, #KEYS / 3 do
+  local k = (i - 1) * 3
+  local c = tonumber(ARGV[a])
+  a = a + 1
+  if not redis.call('SET', KEYS[k + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = {-2}
+    a = a + c
+  else
+    local info = redis.call('HMGET', KEYS[k + 2], 'last', 'fs', 'next_t0')
+    local r = {tonumber(info[1] or '-1'), info[2] or '', info[3] or ''}
+    for j = 1, c do
+      r[#r + 1] = redis.call('GETBIT', KEYS[k + 3], ARGV[a])
+      a = a + 1
+    end
+    out[i] = r
+  end
+end
+return out
+"""
+
+# COMMIT ARGV: token, then per stream fs, samples, gaps, next_t0, count, published seqs (ascending).
+_COMMIT_MANY = """
+local a = 2
+for i = 1, #KEYS / 3 do
+  local k = (i - 1) * 3
+  local fs, samples, gaps, nt = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local c = tonumber(ARGV[a + 4])
+  a = a + 5
+  if c > 0 then
+    for j = 0, c - 1 do redis.call('SETBIT', KEYS[k + 3], ARGV[a + j], 1) end
+    redis.call('HSET', KEYS[k + 2], 'fs', fs)
+    redis.call('HINCRBY', KEYS[k + 2], 'samples', samples)
+    redis.call('HINCRBY', KEYS[k + 2], 'gaps', gaps)
+    local last = tonumber(redis.call('HGET', KEYS[k + 2], 'last') or '-1')
+    local top = ARGV[a + c - 1]
+    if tonumber(top) > last then redis.call('HSET', KEYS[k + 2], 'last', top, 'next_t0', nt) end
+  end
+  if redis.call('GET', KEYS[k + 1]) == ARGV[1] then redis.call('DEL', KEYS[k + 1]) end
+  a = a + c
+end
+return 0
+"""
+
+_ABORT_MANY = """
+for i = 1, #KEYS / 3 do
+  if redis.call('GET', KEYS[(i - 1) * 3 + 1]) == ARGV[1] then redis.call('DEL', KEYS[(i - 1) * 3 + 1]) end
+end
+return 0
+"""
 
 
 class StreamBusy(RuntimeError):
@@ -130,6 +186,9 @@ class Sequencer:
         self._begin = redis.register_script(_BEGIN)
         self._commit = redis.register_script(_COMMIT)
         self._abort = redis.register_script(_ABORT)
+        self._begin_many = redis.register_script(_BEGIN_MANY)
+        self._commit_many = redis.register_script(_COMMIT_MANY)
+        self._abort_many = redis.register_script(_ABORT_MANY)
 
     async def begin(self, stream_id: str, seqs: Sequence[int], fs: float, wait_s: float) -> Reservation:
         """Lock the stream (waiting up to ``wait_s``) and decide each of ``seqs`` (ascending)."""
@@ -159,6 +218,49 @@ class Sequencer:
     async def abort(self, res: Reservation) -> None:
         """Release the lock without recording anything."""
         await self._abort(keys=_keys(res.stream_id), args=[res.token])
+
+    async def begin_many(self, streams: Sequence[tuple[str, Sequence[int], float]]) -> list[Reservation | None]:
+        """:meth:`begin` for many ``(stream_id, seqs, fs)`` in one round trip, without waiting:
+        ``None`` for a stream whose lock another request holds (the caller answers "busy")."""
+        if not streams:
+            return []
+        token = secrets.token_hex(8)
+        keys: list[str] = []
+        args: list[Any] = [token, LOCK_TTL_MS]
+        for stream_id, seqs, _fs in streams:
+            keys += _keys(stream_id)
+            args += [len(seqs), *seqs]
+        rows = await self._begin_many(keys=keys, args=args)
+        out: list[Reservation | None] = []
+        for (stream_id, seqs, fs), row in zip(streams, rows, strict=True):
+            if int(row[0]) == -2:
+                out.append(None)
+                continue
+            raw_fs, raw_next = (v.decode() if isinstance(v, bytes) else str(v) for v in row[1:3])
+            decisions = sequence_decide(seqs, [int(b) for b in row[3:]], int(row[0]),
+                                        float(raw_fs) if raw_fs else None, fs, self._max_jump,
+                                        float(raw_next) if raw_next else None)  # fmt: skip
+            out.append(Reservation(stream_id, token, decisions))
+        return out
+
+    async def commit_many(self, items: Sequence[tuple[Reservation, Sequence[int], float, int, int, float]]) -> None:
+        """:meth:`commit` for many ``(reservation, published, fs, samples, gaps, next_t0)`` in one
+        round trip (``published`` may be empty: the lock is only released)."""
+        if not items:
+            return
+        keys: list[str] = []
+        args: list[Any] = [items[0][0].token]
+        for res, published, fs, samples, gaps, next_t0 in items:
+            keys += _keys(res.stream_id)
+            args += [repr(fs), samples, gaps, repr(next_t0), len(published), *sorted(published)]
+        await self._commit_many(keys=keys, args=args)
+
+    async def abort_many(self, reservations: Sequence[Reservation]) -> None:
+        """Release the locks of ``reservations`` (one token) without recording anything."""
+        if not reservations:
+            return
+        keys = [k for r in reservations for k in _keys(r.stream_id)]
+        await self._abort_many(keys=keys, args=[reservations[0].token])
 
     async def stream_info(self, stream_id: str) -> dict[str, float]:
         info = await self._redis.hgetall(f"sdx:seq:{stream_id}")

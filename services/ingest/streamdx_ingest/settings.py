@@ -22,6 +22,9 @@ class IngestSettings(ServiceSettings):
         default=None, description="Bearer token of the admin endpoints (unset: admin API disabled)"
     )
     max_chunk_bytes: int = Field(default=512 * 1024, ge=1024, description="Largest ECG chunk body (bytes)")
+    gateway_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                   description="Largest gateway batch body (POST /v1/gateway/ecg, bytes)")
+    gateway_max_chunks: int = Field(default=4096, ge=1, le=65535, description="Most chunks in one gateway batch")
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Largest recording upload")
     max_abs_mv: float = Field(default=30.0, gt=0, description="Largest |sample| accepted in mV")
     max_seq_jump: int = Field(

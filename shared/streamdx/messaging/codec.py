@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -9,11 +10,15 @@ from pydantic import ValidationError
 
 from streamdx.schemas.base import Message, registry
 
-__all__ = ["OutgoingRecord", "PoisonMessage", "decode_message", "encode_message"]
+__all__ = ["ORIGIN_HEADER", "OutgoingRecord", "PoisonMessage", "decode_message", "encode_message", "record_origin_ms"]
 
 M = TypeVar("M", bound=Message)
 SCHEMA_HEADER = "schema"
 CONTENT_TYPE = ("content-type", b"application/json")
+#: Trace header: when the data a record derives from arrived at ingest (epoch ms, decimal ASCII).
+#: Ingest sets it on ``ecg.samples``; every worker copies it from an input to the outputs derived
+#: from it, so a label or an alert carries the arrival time of the chunk that completed it.
+ORIGIN_HEADER = "origin-ts"
 
 
 class PoisonMessage(ValueError):
@@ -35,18 +40,32 @@ class OutgoingRecord:
     headers: tuple[tuple[str, bytes], ...]
 
 
-def encode_message(msg: Message) -> OutgoingRecord:
-    """Serialise ``msg`` to its topic, key, JSON value and ``schema`` header."""
-    return OutgoingRecord(
-        topic=msg.TOPIC,
-        key=msg.key().encode(),
-        value=msg.model_dump_json().encode(),
-        headers=(
-            (SCHEMA_HEADER, msg.schema_name().encode()),
-            CONTENT_TYPE,
-            ("idempotency-key", msg.idempotency_key().encode()),
-        ),
+def encode_message(msg: Message, origin_ms: int | None = None) -> OutgoingRecord:
+    """Serialise ``msg`` to its topic, key, JSON value and ``schema`` header (and the
+    :data:`ORIGIN_HEADER` trace header when ``origin_ms`` is given)."""
+    headers: tuple[tuple[str, bytes], ...] = (
+        (SCHEMA_HEADER, msg.schema_name().encode()),
+        CONTENT_TYPE,
+        ("idempotency-key", msg.idempotency_key().encode()),
     )
+    if origin_ms is not None:
+        headers += ((ORIGIN_HEADER, str(int(origin_ms)).encode()),)
+    return OutgoingRecord(topic=msg.TOPIC, key=msg.key().encode(), value=msg.model_dump_json().encode(),
+                          headers=headers)
+
+
+def record_origin_ms(headers: Sequence[tuple[str, bytes]] | None, timestamp_ms: int | None) -> int | None:
+    """A consumed record's origin time (epoch ms): its :data:`ORIGIN_HEADER`, else its own timestamp.
+
+    A malformed header is ignored (the record's timestamp is used): tracing never rejects data.
+    """
+    for name, raw in headers or ():
+        if name == ORIGIN_HEADER:
+            try:
+                return int(raw)
+            except ValueError:
+                break
+    return int(timestamp_ms) if timestamp_ms is not None and timestamp_ms >= 0 else None
 
 
 def decode_message(value: bytes | None, headers: list[tuple[str, bytes]] | tuple, expected: type[M]) -> M:

@@ -78,9 +78,10 @@ class Publisher:
         """Publish one message and wait for its acknowledgement."""
         await self.publish_records([encode_message(msg)])
 
-    async def publish_many(self, msgs: Sequence[Message]) -> None:
-        """Publish messages (order kept per key) and wait until all are acknowledged."""
-        await self.publish_records([encode_message(m) for m in msgs])
+    async def publish_many(self, msgs: Sequence[Message], origin_ms: int | None = None) -> None:
+        """Publish messages (order kept per key) and wait until all are acknowledged
+        (``origin_ms``: the trace header's value, see :data:`~streamdx.messaging.codec.ORIGIN_HEADER`)."""
+        await self.publish_records([encode_message(m, origin_ms) for m in msgs])
 
     async def publish_records(self, records: Sequence[OutgoingRecord]) -> None:
         """Send encoded records and wait for all acknowledgements."""

@@ -16,6 +16,11 @@ for all keys (``batch_handler``, see "Batch mode" below). Per batch it:
 5. checkpoints every touched key's state with its offset in Redis (one transaction);
 6. commits the Kafka offsets.
 
+Every output carries the trace header ``origin-ts`` (:data:`~streamdx.messaging.codec.ORIGIN_HEADER`)
+of the input it derives from: in per-record mode the record's; in batch mode the input with
+the same idempotency key when there is one (a label and its beat), else the key's last
+record of the batch. A record without the header contributes its own timestamp.
+
 Delivery is at-least-once on outputs: a crash between 4 and 5 replays the batch and the
 handler, being deterministic, emits the same messages with the same idempotency keys,
 which downstream consumers de-duplicate.
@@ -55,7 +60,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamdx.logs import log_fields
-from streamdx.messaging.codec import OutgoingRecord, PoisonMessage, decode_message, encode_message
+from streamdx.messaging.codec import OutgoingRecord, PoisonMessage, decode_message, encode_message, record_origin_ms
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import WorkerMetrics
@@ -374,7 +379,8 @@ class StreamWorker(Generic[In, S]):
         except Exception as exc:  # poison by content: DLQ it, keep the key's state
             self._handler_failed(record, exc, result)
             return _Entry(state, record.partition, record.offset)
-        result.outputs.extend(encode_message(m) for m in handled.outputs)
+        origin = record_origin_ms(record.headers, record.timestamp)
+        result.outputs.extend(encode_message(m, origin) for m in handled.outputs)
         return _Entry(handled.state, record.partition, record.offset)
 
     async def _process_keyed(
@@ -417,8 +423,11 @@ class StreamWorker(Generic[In, S]):
         return KeyBatch(key, entry.state if entry is not None else None, tuple(messages))
 
     def _apply(self, p: _Pending[In, S], handled: Handled[S], result: _BatchResult) -> None:
-        result.outputs.extend(encode_message(m) for m in handled.outputs)
         last = p.records[-1]
+        default = record_origin_ms(last.headers, last.timestamp)
+        origins = {m.idempotency_key(): record_origin_ms(r.headers, r.timestamp)
+                   for m, r in zip(p.messages, p.records, strict=True)}  # fmt: skip
+        result.outputs.extend(encode_message(m, origins.get(m.idempotency_key(), default)) for m in handled.outputs)
         self._store_entry(p.key, _Entry(handled.state, last.partition, last.offset), result)
 
     async def _process_key(self, p: _Pending[In, S], handler: BatchHandler[In, S], result: _BatchResult) -> None:
