@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic_core import to_json
 from redis.asyncio import Redis
 
 from streamdx.messaging.worker import Handled, KeyBatch
@@ -69,7 +70,9 @@ class JsonStateCodec(Generic[S]):
         self._cls: type[S] = cls
 
     def dumps(self, state: S) -> bytes:
-        return json.dumps({"v": self.VERSION, "state": state.to_dict()}, separators=(",", ":")).encode()
+        # pydantic-core's serialiser: the same JSON as ``json.dumps`` (NaN/Infinity as constants) at a
+        # fraction of the cost (one checkpoint per stream per batch)
+        return to_json({"v": self.VERSION, "state": state.to_dict()})
 
     def loads(self, blob: bytes) -> S:
         try:

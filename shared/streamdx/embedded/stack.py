@@ -82,6 +82,11 @@ class EmbeddedStack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def pids(self) -> dict[str, int]:
+        """Process id of each running server (``redis``, ``broker``), e.g. to measure their CPU."""
+        return {name: p.pid for name, p in self._procs if p.poll() is None}
+
     def start(self) -> EmbeddedStack:
         try:
             self._start_redis()

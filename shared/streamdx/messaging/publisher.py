@@ -3,17 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import random
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import murmur2
 
 from streamdx.messaging.codec import OutgoingRecord, encode_message
 from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.metrics import PublisherMetrics
 from streamdx.schemas.base import Message
 
-__all__ = ["Publisher"]
+__all__ = ["KeyPartitioner", "Publisher"]
+
+
+class KeyPartitioner:
+    """The default Kafka partitioner (murmur2 of the key, as the Java client) with the partition of
+    recent keys remembered: a platform key is a stream id that recurs on every record of the
+    stream, and aiokafka's murmur2 is pure Python. Keyless records go to a random partition."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._cache: OrderedDict[tuple[bytes, int], int] = OrderedDict()
+        self._max = max_keys
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is None:
+            return random.choice(available or all_partitions)
+        n = len(all_partitions)
+        idx = self._cache.get((key, n))
+        if idx is None:
+            idx = (murmur2(key) & 0x7FFFFFFF) % n
+            self._cache[(key, n)] = idx
+            if len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return all_partitions[idx]
 
 
 class Publisher:
@@ -55,6 +80,7 @@ class Publisher:
             client_id=self._client_id,
             acks="all",
             linger_ms=2,
+            partitioner=KeyPartitioner(),
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=int(self._ack_timeout_s * 1000),
         )
@@ -105,5 +131,5 @@ class Publisher:
             raise BrokerUnavailable(f"broker error: {type(exc).__name__}") from exc
         finally:
             self._in_flight -= len(records)
-        for rec in records:
-            self._metrics.produced.labels(topic=rec.topic).inc()
+        for topic, n in Counter(rec.topic for rec in records).items():
+            self._metrics.produced.labels(topic=topic).inc(n)

@@ -226,6 +226,7 @@ class StreamWorker(Generic[In, S]):
         self._publisher = publisher
         self._store = store
         self._metrics = metrics
+        self._consumed = metrics.consumed.labels(topic=topic, group=group)  # per record: look the child up once
         self._bootstrap = bootstrap
         self._max_records = batch_max_records
         self._timeout_ms = batch_timeout_ms
@@ -326,7 +327,7 @@ class StreamWorker(Generic[In, S]):
     ) -> tuple[str, In, _Entry[S] | None] | None:
         """Steps 1–2 for one record: the key, message and entry to apply it to, or ``None``
         when the record was dead-lettered or was already applied."""
-        self._metrics.consumed.labels(topic=self.topic, group=self.group).inc()
+        self._consumed.inc()
         key = record.key.decode("utf-8", "replace") if record.key else ""
         try:
             msg = decode_message(record.value, record.headers, self._model)

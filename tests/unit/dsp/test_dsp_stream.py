@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import struct
 import zlib
@@ -18,6 +19,7 @@ from streamdx_dsp.core import (
     DEFAULT_WINDOW,
     FIXED_POST_S,
     Beat,
+    EcgStreamState,
     ecg_state_dumps,
     ecg_state_loads,
     ecg_stream_flush,
@@ -249,9 +251,42 @@ def test_bad_blobs_raise_value_error() -> None:
     with pytest.raises(ValueError, match="version"):
         ecg_state_loads(other_version)
     # well-formed container with a missing field
-    body = zlib.decompress(blob[6:])
+    body = blob[6:]
     (hlen,) = struct.unpack("<I", body[:4])
     header = body[4 : 4 + hlen].replace(b'"n_in"', b'"n_xx"')
-    forged = blob[:6] + zlib.compress(struct.pack("<I", len(header)) + header + body[4 + hlen :])
+    forged = blob[:6] + struct.pack("<I", len(header)) + header + body[4 + hlen :]
     with pytest.raises(ValueError):
         ecg_state_loads(forged)
+    # a format-2 blob (zlib) that is not zlib
+    with pytest.raises(ValueError):
+        ecg_state_loads(b"SDXE" + struct.pack("<H", 2) + b"not zlib")
+
+
+def _dumps_format_2(state: EcgStreamState) -> bytes:
+    """What the previous writer produced: format 2, zlib, full rings (to check it is still read)."""
+    from streamdx_dsp.core.state_codec import _flatten
+
+    scalars: dict[str, object] = {}
+    arrays: dict[str, np.ndarray] = {}
+    _flatten(state, "", scalars, arrays)
+    meta, chunks, pos = [], [], 0
+    for name, arr in arrays.items():
+        b = np.ascontiguousarray(arr).tobytes()
+        meta.append([name, arr.dtype.name, list(arr.shape), pos, len(b)])
+        chunks.append(b)
+        pos += len(b)
+    header = json.dumps({"s": scalars, "a": meta}, separators=(",", ":")).encode()
+    return b"SDXE" + struct.pack("<H", 2) + zlib.compress(struct.pack("<I", len(header)) + header + b"".join(chunks))
+
+
+def test_format_2_states_still_continue_the_stream() -> None:
+    x, _ = synth_ecg(360.0, 40.0, seed=3, noise_mv=0.03)
+    reference = run_stream(x, 360.0, chunk=360)
+    state = ecg_stream_init(360.0)
+    beats: list[Beat] = []
+    for i in range(0, x.size, 360):
+        state = ecg_state_loads(_dumps_format_2(state))
+        state, b = ecg_stream_process(state, x[i : i + 360])
+        beats.extend(b)
+    state, b = ecg_stream_flush(state)
+    assert_same_beats(reference, beats + b)

@@ -23,6 +23,7 @@ from streamdx_dsp.core import (
 )
 from streamdx_dsp.core._wavelet_kernels import hop_plan, periodic_shrink, shrink_hop
 from streamdx_dsp.core.wavelet_denoise import dwt_filters
+from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack, wavelet_ring_unpack
 from streamdx_dsp.evaluation.latency import wavelet_lag_samples
 
 
@@ -120,3 +121,23 @@ def test_beats_leave_a_bounded_number_of_samples_after_their_r_peak() -> None:
         delays += [state.n_in - b.r_sample for b in beats]
     assert len(delays) > 30
     assert max(delays) <= bound, (max(delays), bound)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cuts=st.lists(st.integers(min_value=1, max_value=900), min_size=1, max_size=10), seed=st.integers(0, 5))
+def test_ring_live_part_continues_the_stream_bit_identically(cuts: list[int], seed: int) -> None:
+    """The serialised live part of the rings (state format 3) restores a denoiser that continues exactly."""
+    x = _signal(5000, seed)
+
+    def run(restore: bool) -> np.ndarray:
+        state = ecg_wavelet_stream_v2_init()
+        outs, pos = [], 0
+        for c in [*cuts, x.size]:
+            state, den, _, _ = ecg_wavelet_stream_v2(state, x[pos : pos + c])
+            outs.append(den)
+            pos += c
+            if restore:
+                state.ring = wavelet_ring_unpack(wavelet_ring_pack(state.ring, state.cnt), state.cnt.copy())
+        return np.concatenate(outs)
+
+    np.testing.assert_array_equal(run(restore=True), run(restore=False))

@@ -11,7 +11,7 @@ import numpy as np
 
 from streamdx_dsp.core._kernels import _jit, _median_abs
 
-__all__ = ["N_ROWS", "RING", "hop_plan", "periodic_shrink", "shrink_hop", "wavelet_stream_step"]
+__all__ = ["N_ROWS", "PIECE", "RING", "hop_plan", "periodic_shrink", "shrink_hop", "wavelet_stream_step"]
 
 
 @_jit
@@ -186,6 +186,7 @@ def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
 RING = 256
 _MASK = RING - 1
 _PIECE = 128
+PIECE = _PIECE
 _SIG_RING = 16
 #: rows of the ring: input, cA1, cD1, shrunk cD1, cA2, shrunk cD2, denoised cA2, denoised cA1
 _X, _A1, _D1, _D1S, _A2, _D2S, _A2D, _A1D = 0, 1, 2, 3, 4, 5, 6, 7

@@ -1,19 +1,24 @@
 """Versioned, compact binary encoding of :class:`~streamdx_dsp.core.stream.EcgStreamState`.
 
-Layout: ``b"SDXE"`` magic, format version (uint16, little endian), then a zlib
-stream holding a little-endian uint32 header length, a JSON header (scalars and, for
-every array, its dotted name, dtype, shape and byte range) and the concatenated
-array bytes. No pickle is involved, so a blob from an untrusted store can at worst
-be rejected. Arrays keep their exact in-memory dtype, so ``loads(dumps(s))``
-continues the stream bit-identically. About 27 KB per stream at 360 Hz and 43 KB at
-1000 Hz with the default fixed beat window, 31 and 54 KB with the RR window (measured
-maxima with a noisy signal). Format 2: the DSP v2 core (bounded-delay denoiser).
+Layout: ``b"SDXE"`` magic, format version (uint16, little endian), then a
+little-endian uint32 header length, a JSON header (scalars and, for every array, its
+dotted name, dtype, shape and byte range) and the concatenated array bytes. No pickle is
+involved, so a blob from an untrusted store can at worst be rejected. Arrays keep their
+exact in-memory dtype, so ``loads(dumps(s))`` continues the stream bit-identically.
+
+Format 3 (written): not compressed (the state is mostly float samples, which deflate
+shrank by only a third at many times the cost of the rest of a checkpoint), and the
+denoiser's ring buffers stored as their live part only
+(:func:`~streamdx_dsp.core.wavelet_stream.wavelet_ring_pack`). Format 2 (read): the same
+content zlib-compressed, with full rings. Sizes are measured by the tests and ``bench dsp``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import operator
 import struct
 import typing
 import zlib
@@ -22,19 +27,40 @@ from typing import Any
 import numpy as np
 
 from streamdx_dsp.core.stream import FS_MAX, FS_MIN, EcgStreamState
+from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack, wavelet_ring_unpack
 
 __all__ = ["STATE_FORMAT_VERSION", "ecg_state_dumps", "ecg_state_loads"]
 
-STATE_FORMAT_VERSION = 2
+STATE_FORMAT_VERSION = 3
+_READABLE = (2, 3)
+_RING = "wavelet.ring"
+_RING_TAIL = "wavelet.ring_tail"
 _MAGIC = b"SDXE"
 _ALLOWED_DTYPES = {"float64", "float32", "float16", "int64", "uint8"}
+#: Little-endian dtype of each allowed dtype, and its name (``dtype.name`` is slow to compute).
+#: Scalar and array field paths of each state class (the structure of a class is fixed).
+_KEYS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+_LE = {np.dtype(n): (np.dtype(n).newbyteorder("<"), n) for n in _ALLOWED_DTYPES}
+
+
+@functools.lru_cache(maxsize=64)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.lru_cache(maxsize=64)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _flatten(obj: Any, prefix: str, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        key = prefix + f.name
-        if dataclasses.is_dataclass(v):
+    cls: type = type(obj)
+    for name in _field_names(cls):
+        v = getattr(obj, name)
+        key = prefix + name
+        if isinstance(v, np.ndarray):
+            arrays[key] = v
+        elif dataclasses.is_dataclass(v):
             _flatten(v, key + ".", scalars, arrays)
         elif isinstance(v, np.ndarray):
             arrays[key] = v
@@ -44,27 +70,41 @@ def _flatten(obj: Any, prefix: str, scalars: dict[str, Any], arrays: dict[str, n
             raise TypeError(f"cannot encode field {key} of type {type(v)}")
 
 
+@functools.lru_cache(maxsize=8)
+def _layout(scalar_keys: tuple[str, ...], array_keys: tuple[str, ...]) -> tuple[Any, Any]:
+    """Getters of a state's scalar and array fields (dotted paths)."""
+    return operator.attrgetter(*scalar_keys), operator.attrgetter(*array_keys)
+
+
 def ecg_state_dumps(state: EcgStreamState) -> bytes:
     """Encode a stream state to bytes (see module docstring for the format)."""
-    scalars: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    _flatten(state, "", scalars, arrays)
+    cls: type = type(state)
+    known = _KEYS.get(cls)
+    if known is None:  # first state of this class: walk it for the field paths (fixed per class)
+        sc: dict[str, Any] = {}
+        ar: dict[str, np.ndarray] = {}
+        _flatten(state, "", sc, ar)
+        known = _KEYS[cls] = (tuple(sc), tuple(ar))
+    get_scalars, get_arrays = _layout(*known)
+    scalars = dict(zip(known[0], get_scalars(state), strict=True))
+    arrays = dict(zip(known[1], get_arrays(state), strict=True))
+    arrays[_RING_TAIL] = wavelet_ring_pack(arrays.pop(_RING), state.wavelet.cnt)
     meta = []
     chunks = []
     pos = 0
     for name, arr in arrays.items():
         a = np.ascontiguousarray(arr)
-        b = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
-        meta.append([name, a.dtype.name, list(a.shape), pos, len(b)])
+        le, dtype_name = _LE[a.dtype]
+        b = a.astype(le, copy=False).tobytes()
+        meta.append([name, dtype_name, a.shape, pos, len(b)])
         chunks.append(b)
         pos += len(b)
     header = json.dumps({"s": scalars, "a": meta}, separators=(",", ":")).encode()
-    body = struct.pack("<I", len(header)) + header + b"".join(chunks)
-    return _MAGIC + struct.pack("<H", STATE_FORMAT_VERSION) + zlib.compress(body, 6)
+    return b"".join((_MAGIC, struct.pack("<HI", STATE_FORMAT_VERSION, len(header)), header, *chunks))
 
 
 def _build(cls: type, prefix: str, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = prefix + f.name
@@ -108,10 +148,10 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
     if len(data) < 6 or data[:4] != _MAGIC:
         raise ValueError("not a StreamDx ECG stream state")
     (version,) = struct.unpack("<H", data[4:6])
-    if version != STATE_FORMAT_VERSION:
-        raise ValueError(f"unsupported ECG state version {version} (expected {STATE_FORMAT_VERSION})")
+    if version not in _READABLE:
+        raise ValueError(f"unsupported ECG state version {version} (expected one of {_READABLE})")
     try:
-        body = zlib.decompress(data[6:])
+        body = zlib.decompress(data[6:]) if version == 2 else data[6:]
         (hlen,) = struct.unpack("<I", body[:4])
         header = json.loads(body[4 : 4 + hlen])
         payload = body[4 + hlen :]
@@ -125,6 +165,8 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
                 raise ValueError(f"bad array extent for {name}")
             arr = np.frombuffer(payload, dtype=dt, count=int(np.prod(shape)), offset=off)
             arrays[name] = arr.astype(np.dtype(dtype), copy=True).reshape(shape)
+        if _RING_TAIL in arrays:
+            arrays[_RING] = wavelet_ring_unpack(arrays.pop(_RING_TAIL), arrays["wavelet.cnt"])
         state = _build(EcgStreamState, "", scalars, arrays)
     except ValueError:
         raise

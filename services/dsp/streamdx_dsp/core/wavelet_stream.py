@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 import pywt
 
-from streamdx_dsp.core._wavelet_kernels import N_ROWS, RING, wavelet_stream_step
+from streamdx_dsp.core._wavelet_kernels import N_ROWS, PIECE, RING, wavelet_stream_step
 from streamdx_dsp.core.wavelet_denoise import DWT_WAVELET, dwt_filters
 
 __all__ = [
@@ -101,6 +101,39 @@ class WaveletStream:
     ring: npt.NDArray[np.float64]
     cnt: npt.NDArray[np.int64]
     sig: npt.NDArray[np.float64]
+
+
+#: Which counter of ``WaveletStream.cnt`` counts the values of each ring row.
+_ROW_COUNTER = (0, 1, 1, 1, 2, 2, 3, 4)
+#: Values of each row still read after a call returns: a call consumes its input in pieces of at most
+#: ``PIECE`` samples so that no live value is overwritten, so nothing older than ``RING - PIECE`` is read.
+RING_LIVE = RING - PIECE
+_ROWS = np.arange(N_ROWS)[:, None]
+
+
+def _live_columns(cnt: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Column of each row's last ``RING_LIVE`` values, oldest first, shape (N_ROWS, RING_LIVE)."""
+    ends = np.asarray(cnt, dtype=np.int64)[list(_ROW_COUNTER)]
+    return (ends[:, None] + np.arange(-RING_LIVE, 0)) & (RING - 1)
+
+
+def wavelet_ring_pack(ring: npt.NDArray[np.float64], cnt: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """The live part of the ring (serialisation): row ``r``'s last ``RING_LIVE`` values, oldest first.
+
+    Shape (N_ROWS, RING_LIVE). :func:`wavelet_ring_unpack` restores a ring that continues the
+    stream bit-identically (the other columns are never read again).
+    """
+    out: npt.NDArray[np.float64] = ring[_ROWS, _live_columns(cnt)]
+    return out
+
+
+def wavelet_ring_unpack(tail: npt.NDArray[np.float64], cnt: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`wavelet_ring_pack`; the columns not kept are zero."""
+    if tail.shape != (N_ROWS, RING_LIVE):
+        raise ValueError(f"wavelet ring tail of shape {tail.shape}, expected {(N_ROWS, RING_LIVE)}")
+    ring = np.zeros((N_ROWS, RING))
+    ring[_ROWS, _live_columns(cnt)] = tail
+    return ring
 
 
 def ecg_wavelet_stream_v2_init() -> WaveletStream:
