@@ -34,6 +34,11 @@ class WorkerSettings(ServiceSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     batch_max_records: int = Field(default=500, ge=1, le=100_000, description="Records per consumed batch")
     batch_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Max wait for a batch (ms)")
+    checkpoint_interval_s: float = Field(
+        default=5.0, ge=0, le=300,
+        description="Seconds between state checkpoints of the stream workers (0: after every batch); outputs "
+        "are published every batch either way, a crash replays at most this much (identical outputs)",
+    )
 
 
 def settings_help(settings: type[BaseSettings]) -> str:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from pydantic_core import to_json
 
 from streamdx.messaging.worker import Handled, HandlerRejected, KeyBatch
 from streamdx.metrics import InferenceMetrics
@@ -59,7 +60,7 @@ class EcgLabelStateCodec:
     def dumps(self, state: EcgLabelStreamState) -> bytes:
         """Serialise ``state``."""
         body = {"v": self.VERSION, "last_beat_index": state.last_beat_index, "label": state.label.to_dict()}
-        return json.dumps(body, separators=(",", ":")).encode()
+        return to_json(body)  # pydantic-core: the JSON of json.dumps at a fraction of the cost
 
     def loads(self, blob: bytes) -> EcgLabelStreamState:
         """Deserialise and validate a checkpoint.

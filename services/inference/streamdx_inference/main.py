@@ -75,7 +75,7 @@ def build_inference_workers(
         handler=EsrHeightsHandler(forecaster), codec=TubeSeriesCodec(), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.inference_esr_group), metrics=rt.metrics,
         bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
+        batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
     )
     labeler = EcgLabeler.from_dir(settings.models_dir, providers=providers, int8=settings.ecg_models_int8)
     ecg: StreamWorker[EcgBeatV1, Any] = StreamWorker(
@@ -83,7 +83,7 @@ def build_inference_workers(
         batch_handler=EcgBeatsHandler(labeler, rt.metrics), codec=EcgLabelStateCodec(), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.inference_ecg_group), metrics=rt.metrics,
         bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
+        batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
     )
     return [ecg, esr, *build_slides_workers(rt, settings, providers)]
 

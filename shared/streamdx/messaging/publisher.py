@@ -79,7 +79,7 @@ class Publisher:
             bootstrap_servers=self._bootstrap,
             client_id=self._client_id,
             acks="all",
-            linger_ms=2,
+            linger_ms=5,  # records of several streams share a produce request (fewer broker round trips)
             partitioner=KeyPartitioner(),
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=int(self._ack_timeout_s * 1000),

@@ -21,6 +21,18 @@ of the input it derives from: in per-record mode the record's; in batch mode the
 the same idempotency key when there is one (a label and its beat), else the key's last
 record of the batch. A record without the header contributes its own timestamp.
 
+Checkpoint interval
+-------------------
+With ``checkpoint_interval_s`` = 0 (the default) steps 5-6 run after every batch. With an
+interval, a batch still publishes its outputs (step 4: latency is unchanged), but the touched
+states and the consumed offsets are only *kept*; every interval (and before a rebalance gives
+partitions away, before a dirty state leaves the in-memory cache, and when the worker stops)
+all kept states are checkpointed with their offsets, then the offsets are committed. A key
+with a record per second is then written once per interval instead of once per record. After
+a crash, a replacement replays at most one interval of records from the last checkpoint:
+being deterministic, the handler republishes identical outputs with the same idempotency
+keys (the same at-least-once contract as a crash between steps 4 and 5).
+
 Delivery is at-least-once on outputs: a crash between 4 and 5 replays the batch and the
 handler, being deterministic, emits the same messages with the same idempotency keys,
 which downstream consumers de-duplicate.
@@ -214,6 +226,7 @@ class StreamWorker(Generic[In, S]):
         batch_timeout_ms: int = 200,
         retry_backoff_s: tuple[float, float] = (0.2, 5.0),
         max_cached_keys: int = 50_000,
+        checkpoint_interval_s: float = 0.0,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -233,6 +246,11 @@ class StreamWorker(Generic[In, S]):
         self._backoff = retry_backoff_s
         self._cache: OrderedDict[str, _Entry[S]] = OrderedDict()  # LRU; checkpoints are in Redis
         self._max_cached = max_cached_keys
+        self._interval = checkpoint_interval_s
+        self._dirty: dict[str, _Entry[S]] = {}  # applied, not yet checkpointed (interval mode)
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_flush = time.monotonic()
+        self._stop = asyncio.Event()
         self._batch_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = False
@@ -240,8 +258,9 @@ class StreamWorker(Generic[In, S]):
 
     # -- rebalance hooks -------------------------------------------------------------
     async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        """Wait for the batch in progress (it checkpoints and commits), then forget the keys."""
+        """Wait for the batch in progress, checkpoint and commit what is kept, then forget the keys."""
         async with self._batch_lock:
+            await self._flush()
             parts = {tp.partition for tp in revoked if tp.topic == self.topic}
             for key in [k for k, e in self._cache.items() if e.partition in parts]:
                 del self._cache[key]
@@ -271,6 +290,7 @@ class StreamWorker(Generic[In, S]):
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
+        self._stop = stop
         consumer.subscribe([self.topic], listener=_Rebalance(self))
         await consumer.start()
         self._consumer = consumer
@@ -278,6 +298,10 @@ class StreamWorker(Generic[In, S]):
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=self._timeout_ms, max_records=self._max_records)
                 if not batch:
+                    if (self._dirty or self._uncommitted) and time.monotonic() - self._last_flush >= self._interval:
+                        async with self._batch_lock:  # a quiet topic: save what is kept once the interval is up
+                            if not await self._flush():
+                                break
                     await self._update_lag(consumer)
                     continue
                 async with self._batch_lock:
@@ -288,6 +312,9 @@ class StreamWorker(Generic[In, S]):
                     self._metrics.batch_seconds.labels(group=self.group).observe(time.perf_counter() - started)
                     self.batches += 1
                 await self._update_lag(consumer)
+            else:  # stopped between batches (not while a batch could not be published): save what is kept
+                async with self._batch_lock:
+                    await self._flush()
         finally:
             self.ready = False
             self._consumer = None
@@ -304,22 +331,38 @@ class StreamWorker(Generic[In, S]):
                     result.commits[tp] = record.offset + 1
         if not await self._retry(lambda: self._publisher.publish_records(result.outputs), stop, "publish"):
             return False
-        checkpoints = {
-            key: Checkpoint(
-                state=None if e.state is None or self._codec is None else self._codec.dumps(e.state),
-                partition=e.partition,
-                offset=e.offset,
-            )
-            for key, e in result.touched.items()
-        }
-        if not await self._retry(lambda: self._store.save_many(checkpoints), stop, "checkpoint"):
-            return False
+        self._dirty.update(result.touched)
+        self._uncommitted.update(result.commits)
+        if self._interval <= 0 or time.monotonic() - self._last_flush >= self._interval:
+            return await self._flush()
+        if len(self._cache) > self._max_cached:  # dirty states are not evicted: save them first
+            return await self._flush()
+        return True
+
+    async def _flush(self) -> bool:
+        """Steps 5-6 for everything kept: checkpoint the dirty states with their offsets, evict,
+        commit. ``False`` when stopping while Redis was down (nothing committed)."""
+        self._last_flush = time.monotonic()
+        if self._dirty:
+            checkpoints = {
+                key: Checkpoint(
+                    state=None if e.state is None or self._codec is None else self._codec.dumps(e.state),
+                    partition=e.partition,
+                    offset=e.offset,
+                )
+                for key, e in self._dirty.items()
+            }
+            ok = await self._retry(lambda: self._store.save_many(checkpoints), self._stop, "checkpoint")
+            if not ok:
+                return False
+            self._dirty.clear()
         self._evict()
-        try:
-            assert self._consumer is not None
-            await self._consumer.commit(result.commits)
-        except KafkaError as exc:  # checkpoints in Redis still make the replay skip these records
-            log.warning("commit failed", extra=log_fields(group=self.group, error_type=type(exc).__name__))
+        commits, self._uncommitted = self._uncommitted, {}
+        if commits and self._consumer is not None:
+            try:
+                await self._consumer.commit(commits)
+            except KafkaError as exc:  # checkpoints in Redis still make the replay skip these records
+                log.warning("commit failed", extra=log_fields(group=self.group, error_type=type(exc).__name__))
         return True
 
     async def _admit(
@@ -453,9 +496,15 @@ class StreamWorker(Generic[In, S]):
         self._store_entry(p.key, entry, result)
 
     def _evict(self) -> None:
-        """Keep at most ``max_cached_keys`` states in memory (least recently used go first)."""
-        while len(self._cache) > self._max_cached:
-            self._cache.popitem(last=False)
+        """Keep at most ``max_cached_keys`` states in memory (least recently used go first; a
+        state not yet checkpointed stays until the next flush)."""
+        if len(self._cache) <= self._max_cached:
+            return
+        for key in list(self._cache):
+            if len(self._cache) <= self._max_cached:
+                break
+            if key not in self._dirty:
+                del self._cache[key]
 
     def _to_dlq(self, record: ConsumerRecord, reason: str, detail: str, result: _BatchResult) -> None:
         self._metrics.dlq.labels(topic=record.topic, reason=reason.split(":")[0]).inc()

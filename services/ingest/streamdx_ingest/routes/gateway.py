@@ -1,6 +1,7 @@
 """Gateway batches: ``POST /v1/gateway/ecg`` — many devices' ECG chunks in one binary request.
 
-The body is a batch in the format of :mod:`streamdx_ingest.gateway_format`. Each chunk is
+The body is a batch in the format of :mod:`streamdx_ingest.gateway_format`, sent as
+``application/vnd.streamdx.ecg-batch`` (or ``application/octet-stream``). Each chunk is
 authorised by its own device key (listed in the batch) exactly as a chunk posted to
 ``/v1/streams/{id}/ecg``, validated on its own, and goes through the same sequencer: it is
 published once per ``(stream, seq)``, with gaps signalled and out-of-order chunks refused.
@@ -43,6 +44,7 @@ from streamdx_ingest.settings import IngestSettings
 __all__ = ["GATEWAY_PREFIX", "GatewayDeps", "GatewayReply", "GatewayResult", "router"]
 
 GATEWAY_PREFIX = "/v1/gateway"
+_MEDIA_TYPES = (GATEWAY_MEDIA_TYPE, "application/octet-stream")
 _STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 router = APIRouter(prefix=GATEWAY_PREFIX, tags=["gateway"])
@@ -117,16 +119,16 @@ def _message(c: GatewayChunk) -> EcgSamplesV1:
     responses={s: {"description": d} for s, d in (
         (400, "malformed batch"), (413, "batch too large"), (415, "not application/vnd.streamdx.ecg-batch"),
         (429, "too many records in flight"), (503, "broker or Redis unavailable: send the batch again"))},
-    openapi_extra={"requestBody": {"required": True, "content": {GATEWAY_MEDIA_TYPE: {"schema": {
-        "type": "string", "format": "binary"}}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string", "format": "binary"}} for t in _MEDIA_TYPES}}},
 )  # fmt: skip
 async def post_gateway_batch(request: Request) -> GatewayReply:
     """Publish a gateway's batch of chunks (see the module documentation for the format and replies)."""
     arrived_ms = int(time.time() * 1000)
     g: GatewayDeps = request.app.state.gateway
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != GATEWAY_MEDIA_TYPE:
-        raise HTTPException(415, f"send the batch as {GATEWAY_MEDIA_TYPE}")
+    if ctype not in _MEDIA_TYPES:
+        raise HTTPException(415, f"send the batch as {GATEWAY_MEDIA_TYPE} (or application/octet-stream)")
     body = await request.body()
     try:
         keys, chunks = gateway_batch_decode(body, g.settings.gateway_max_chunks)
