@@ -100,6 +100,16 @@ async def produce(pub: Publisher, msgs: list[AddV1]) -> None:
     await pub.publish_many(msgs)
 
 
+async def four_keys_thirty_records(pub: Publisher, tag: str) -> tuple[str, str, list[str], list[AddV1]]:
+    """Publish 30 records (even values: never the rejected 13) for each of 4 fresh keys; returns the
+    key prefix, a fresh consumer group, the keys and the records."""
+    prefix = f"{tag}{uuid.uuid4().hex[:6]}"
+    keys = [f"{prefix}-{k}" for k in range(4)]
+    msgs = [AddV1(key_id=k, seq=i, value=2 * i + 2) for i in range(30) for k in keys]
+    await produce(pub, msgs)
+    return prefix, f"g-{prefix}", keys, msgs
+
+
 def make_worker(stack: StackInfo, group: str, pub: Publisher, store: StateStore, metrics: WorkerMetrics,
                 max_cached_keys: int = 1000, checkpoint_interval_s: float = 0.0) -> StreamWorker[AddV1, int]:
     return StreamWorker(
@@ -173,11 +183,7 @@ async def test_replacement_worker_resumes_without_loss_or_double_apply(
     metrics = WorkerMetrics(CollectorRegistry())
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
-    prefix = f"c{uuid.uuid4().hex[:6]}"
-    group = f"g-{prefix}"
-    keys = [f"{prefix}-{k}" for k in range(4)]
-    msgs = [AddV1(key_id=k, seq=i, value=2 * i + 2) for i in range(30) for k in keys]  # even: never 13
-    await produce(pub, msgs)
+    prefix, group, keys, msgs = await four_keys_thirty_records(pub, "c")
     crashing = CrashingStore(redis, group, crash_at=3 if interval == 0 else 1, after_write=after_write, prefix=prefix)
     dying = make_worker(stack, group, pub, crashing, metrics, checkpoint_interval_s=interval)
     with pytest.raises(Crash):
@@ -222,11 +228,7 @@ async def test_checkpoint_interval_writes_kept_states_once_and_on_stop(stack: St
     metrics = WorkerMetrics(CollectorRegistry())
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
-    prefix = f"i{uuid.uuid4().hex[:6]}"
-    group = f"g-{prefix}"
-    keys = [f"{prefix}-{k}" for k in range(4)]
-    msgs = [AddV1(key_id=k, seq=i, value=2 * i + 2) for i in range(30) for k in keys]
-    await produce(pub, msgs)
+    prefix, group, keys, msgs = await four_keys_thirty_records(pub, "i")
     counting = CrashingStore(redis, group, crash_at=-1, after_write=False, prefix=prefix)  # never crashes: counts
     worker = make_worker(stack, group, pub, counting, metrics, checkpoint_interval_s=120.0)
 
