@@ -455,7 +455,10 @@ def _summary_line(r: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    ns = [int(v) for v in str(args.streams).split(",") if v.strip()]
+    try:
+        ns = [int(v) for v in str(args.streams).split(",") if v.strip()]
+    except ValueError:
+        ns = []
     if not ns or min(ns) < 1 or not 1 <= args.gateway_size <= 255 or args.seconds < 5:
         print("need --streams >= 1, 1 <= --gateway-size <= 255 and --seconds >= 5", file=sys.stderr)
         return 2
