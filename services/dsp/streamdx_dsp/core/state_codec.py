@@ -38,8 +38,6 @@ _RING_TAIL = "wavelet.ring_tail"
 _MAGIC = b"SDXE"
 _ALLOWED_DTYPES = {"float64", "float32", "float16", "int64", "uint8"}
 #: Little-endian dtype of each allowed dtype, and its name (``dtype.name`` is slow to compute).
-#: Scalar and array field paths of each state class (the structure of a class is fixed).
-_KEYS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 _LE = {np.dtype(n): (np.dtype(n).newbyteorder("<"), n) for n in _ALLOWED_DTYPES}
 
 
@@ -62,32 +60,33 @@ def _flatten(obj: Any, prefix: str, scalars: dict[str, Any], arrays: dict[str, n
             arrays[key] = v
         elif dataclasses.is_dataclass(v):
             _flatten(v, key + ".", scalars, arrays)
-        elif isinstance(v, np.ndarray):
-            arrays[key] = v
         elif isinstance(v, (bool, int, float)):
             scalars[key] = v
         else:  # pragma: no cover - guarded by the state definition
             raise TypeError(f"cannot encode field {key} of type {type(v)}")
 
 
-@functools.lru_cache(maxsize=8)
-def _layout(scalar_keys: tuple[str, ...], array_keys: tuple[str, ...]) -> tuple[Any, Any]:
-    """Getters of a state's scalar and array fields (dotted paths)."""
-    return operator.attrgetter(*scalar_keys), operator.attrgetter(*array_keys)
+#: Per state class (its structure is fixed): the dotted paths of its scalar and array fields and
+#: one getter for each group, found by walking the first state of the class.
+_LAYOUT: dict[type, tuple[tuple[str, ...], tuple[str, ...], Any, Any]] = {}
+
+
+def _layout(state: EcgStreamState) -> tuple[tuple[str, ...], tuple[str, ...], Any, Any]:
+    cls: type = type(state)
+    layout = _LAYOUT.get(cls)
+    if layout is None:
+        sc: dict[str, Any] = {}
+        ar: dict[str, np.ndarray] = {}
+        _flatten(state, "", sc, ar)
+        layout = _LAYOUT[cls] = (tuple(sc), tuple(ar), operator.attrgetter(*sc), operator.attrgetter(*ar))
+    return layout
 
 
 def ecg_state_dumps(state: EcgStreamState) -> bytes:
     """Encode a stream state to bytes (see module docstring for the format)."""
-    cls: type = type(state)
-    known = _KEYS.get(cls)
-    if known is None:  # first state of this class: walk it for the field paths (fixed per class)
-        sc: dict[str, Any] = {}
-        ar: dict[str, np.ndarray] = {}
-        _flatten(state, "", sc, ar)
-        known = _KEYS[cls] = (tuple(sc), tuple(ar))
-    get_scalars, get_arrays = _layout(*known)
-    scalars = dict(zip(known[0], get_scalars(state), strict=True))
-    arrays = dict(zip(known[1], get_arrays(state), strict=True))
+    scalar_keys, array_keys, get_scalars, get_arrays = _layout(state)
+    scalars = dict(zip(scalar_keys, get_scalars(state), strict=True))
+    arrays = dict(zip(array_keys, get_arrays(state), strict=True))
     arrays[_RING_TAIL] = wavelet_ring_pack(arrays.pop(_RING), state.wavelet.cnt)
     meta = []
     chunks = []
