@@ -134,3 +134,12 @@ async def test_whole_batch_refusals(client: httpx.AsyncClient) -> None:
     big = gateway_batch_encode([key], [gchunk(0, dev, s, adc=adc(dev, s, 16_000)) for s in range(3)])
     r = await client.post("/v1/gateway/ecg", content=big, headers=HEADERS)
     assert r.status_code == 413
+
+
+async def test_t0_that_is_not_a_time_refused(client: httpx.AsyncClient) -> None:
+    dev, key = await new_device(client)
+    reply = await post(client, [key], [gchunk(0, dev, 0, t0=float("nan")), gchunk(0, dev, 1, t0=1e300),
+                                       gchunk(0, dev, 2)])
+    assert [(r["status"], r.get("code")) for r in reply["results"]] == [("error", 422), ("error", 422),
+                                                                       ("accepted", None)]
+    assert reply["results"][0]["detail"] == "t0: not a time"

@@ -54,16 +54,7 @@ class ChunkAcceptor:
             arrived_ms = int(time.time() * 1000)
         res = await self._sequencer.begin(stream_id, [m.seq for m in msgs], fs, self._lock_wait_s)
         try:
-            bad = [d for d in res.decisions if d.kind in ("out_of_order", "fs_mismatch", "seq_jump")]
-            if bad:
-                for d in bad:
-                    self._metrics.ingest_chunks.labels(status=d.kind).inc()
-                raise SeqConflict(bad[0].detail)
-            new = [
-                m.model_copy(update={"gap_before": d.gap_before})
-                for m, d in zip(msgs, res.decisions, strict=True)
-                if d.kind == "new"
-            ]
+            new = self._new_chunks(msgs, res)
             await self._publisher.publish_many(new, origin_ms=arrived_ms)
         except BaseException:
             await asyncio.shield(self._sequencer.abort(res))
@@ -102,15 +93,12 @@ class ChunkAcceptor:
                     self._metrics.ingest_chunks.labels(status="busy").inc(len(msgs))
                     results.append(StreamBusy(f"stream {stream_id} is busy"))
                     continue
-                bad = [d for d in res.decisions if d.kind in ("out_of_order", "fs_mismatch", "seq_jump")]
-                if bad:
-                    for d in bad:
-                        self._metrics.ingest_chunks.labels(status=d.kind).inc()
-                    results.append(SeqConflict(bad[0].detail))
+                try:
+                    new = self._new_chunks(msgs, res)
+                except SeqConflict as exc:
+                    results.append(exc)
                     plans.append((i, res, []))
                     continue
-                new = [m.model_copy(update={"gap_before": d.gap_before})
-                       for m, d in zip(msgs, res.decisions, strict=True) if d.kind == "new"]  # fmt: skip
                 results.append(res.decisions)
                 plans.append((i, res, new))
                 publish += new
@@ -129,6 +117,16 @@ class ChunkAcceptor:
                 self._count(msgs, new, decisions)
         await asyncio.shield(self._sequencer.commit_many(commits))
         return results
+
+    def _new_chunks(self, msgs: Sequence[EcgSamplesV1], res: Reservation) -> list[EcgSamplesV1]:
+        """The chunks to publish (with their ``gap_before``); :class:`SeqConflict` when any conflicts."""
+        bad = [d for d in res.decisions if d.kind in ("out_of_order", "fs_mismatch", "seq_jump")]
+        if bad:
+            for d in bad:
+                self._metrics.ingest_chunks.labels(status=d.kind).inc()
+            raise SeqConflict(bad[0].detail)
+        return [m.model_copy(update={"gap_before": d.gap_before})
+                for m, d in zip(msgs, res.decisions, strict=True) if d.kind == "new"]  # fmt: skip
 
     def _count(self, msgs: Sequence[EcgSamplesV1], new: Sequence[EcgSamplesV1], decisions: Sequence[Decision]) -> None:
         gaps, samples, _ = _totals(new)

@@ -13,7 +13,8 @@ from streamdx.encoding import EncodingError, decode_i16, encode_i16
 from streamdx.schemas import EcgSamplesV1
 from streamdx.schemas.ecg import FS_MAX, FS_MIN, MAX_CHUNK_SAMPLES
 
-__all__ = ["ChunkAck", "ChunkError", "EcgChunkIn", "chunk_adc", "chunk_check_t0", "chunk_to_message"]
+__all__ = ["ChunkAck", "ChunkError", "EcgChunkIn", "adc_check_mv", "chunk_adc", "chunk_check_t0", "chunk_to_message",
+           "t0_check"]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -64,15 +65,28 @@ class ChunkAck(BaseModel):
 
 def chunk_check_t0(chunk: EcgChunkIn, now: datetime, max_ahead_s: float, max_age_s: float) -> None:
     """Raise :class:`ChunkError` when the chunk's t0 is implausibly far from the server clock ``now``."""
-    skew = (chunk.t0 - now).total_seconds()
+    t0_check(chunk.t0, now, max_ahead_s, max_age_s)
+
+
+def t0_check(t0: datetime, now: datetime, max_ahead_s: float, max_age_s: float) -> None:
+    """Raise :class:`ChunkError` when ``t0`` (aware) is implausibly far from the server clock ``now``
+    (the rule of every device chunk, JSON or gateway batch)."""
+    skew = (t0 - now).total_seconds()
     if skew > max_ahead_s:
-        raise ChunkError(f"t0: {chunk.t0.isoformat()} is {skew:.0f} s ahead of the server clock "
+        raise ChunkError(f"t0: {t0.isoformat()} is {skew:.0f} s ahead of the server clock "
                          f"({now.isoformat(timespec='seconds')}); at most {max_ahead_s:g} s (MAX_CLOCK_SKEW_S) "
                          "is accepted: check the device clock")
     if -skew > max_age_s:
-        raise ChunkError(f"t0: {chunk.t0.isoformat()} is {-skew:.0f} s behind the server clock "
+        raise ChunkError(f"t0: {t0.isoformat()} is {-skew:.0f} s behind the server clock "
                          f"({now.isoformat(timespec='seconds')}); at most {max_age_s:g} s (MAX_T0_AGE_S) is "
                          "accepted: check the device clock, or upload old recordings to /v1/recordings")
+
+
+def adc_check_mv(values: npt.NDArray[np.float64], baseline: float, gain: float, max_abs_mv: float) -> None:
+    """Raise :class:`ChunkError` when an ADC value is beyond ``max_abs_mv`` once converted to mV."""
+    peak = float(np.max(np.abs(values - baseline))) / gain
+    if peak > max_abs_mv:
+        raise ChunkError(f"samples: |value| {peak:.1f} mV exceeds the {max_abs_mv:g} mV physiological limit")
 
 
 def chunk_adc(chunk: EcgChunkIn, max_abs_mv: float) -> npt.NDArray[np.int16]:
@@ -97,10 +111,7 @@ def chunk_adc(chunk: EcgChunkIn, max_abs_mv: float) -> npt.NDArray[np.int16]:
         if values.min() < -32768 or values.max() > 32767:
             raise ChunkError("samples: value outside the int16 ADC range")
         adc = values.astype(np.int16)
-    mv = (values - chunk.baseline) / chunk.gain
-    peak = float(np.max(np.abs(mv)))
-    if peak > max_abs_mv:
-        raise ChunkError(f"samples: |value| {peak:.1f} mV exceeds the {max_abs_mv:g} mV physiological limit")
+    adc_check_mv(values, chunk.baseline, chunk.gain, max_abs_mv)
     return adc
 
 

@@ -35,34 +35,10 @@ __all__ = ["Decision", "Sequencer", "StreamBusy", "sequence_decide"]
 
 LOCK_TTL_MS = 30_000
 
-_BEGIN = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {-2} end
-local info = redis.call('HMGET', KEYS[2], 'last', 'fs', 'next_t0')
-local out = {tonumber(info[1] or '-1'), info[2] or '', info[3] or ''}
-for i = 3, #ARGV do out[#out + 1] = redis.call('GETBIT', KEYS[3], ARGV[i]) end
-return out
-"""
-
-_COMMIT = """
-for i = 6, #ARGV do redis.call('SETBIT', KEYS[3], ARGV[i], 1) end
-if #ARGV >= 6 then
-  redis.call('HSET', KEYS[2], 'fs', ARGV[2])
-  redis.call('HINCRBY', KEYS[2], 'samples', ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'gaps', ARGV[4])
-  local last = tonumber(redis.call('HGET', KEYS[2], 'last') or '-1')
-  local top = tonumber(ARGV[#ARGV])
-  if top > last then redis.call('HSET', KEYS[2], 'last', ARGV[#ARGV], 'next_t0', ARGV[5]) end
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_ABORT = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 0"
-
-# The same three steps for many streams in one round trip (gateway batches). KEYS: the three keys
-# of each stream in turn. BEGIN ARGV: token, ttl, then per stream its seq count and seqs; a
+# The three steps, for one stream or many (gateway batches) in one round trip. KEYS: the three
+# keys of each stream in turn. BEGIN ARGV: token, ttl, then per stream its seq count and seqs; a
 # stream whose lock is held by someone else gets {-2} and is not locked.
-_BEGIN_MANY = """
+_BEGIN = """
 local out = {}
 local a = 3
 for i = 1, #KEYS / 3 do
@@ -86,7 +62,7 @@ return out
 """
 
 # COMMIT ARGV: token, then per stream fs, samples, gaps, next_t0, count, published seqs (ascending).
-_COMMIT_MANY = """
+_COMMIT = """
 local a = 2
 for i = 1, #KEYS / 3 do
   local k = (i - 1) * 3
@@ -108,7 +84,7 @@ end
 return 0
 """
 
-_ABORT_MANY = """
+_ABORT = """
 for i = 1, #KEYS / 3 do
   if redis.call('GET', KEYS[(i - 1) * 3 + 1]) == ARGV[1] then redis.call('DEL', KEYS[(i - 1) * 3 + 1]) end
 end
@@ -183,41 +159,30 @@ class Sequencer:
     def __init__(self, redis: Redis, max_jump: int) -> None:
         self._redis = redis
         self._max_jump = max_jump
-        self._begin = redis.register_script(_BEGIN)
-        self._commit = redis.register_script(_COMMIT)
-        self._abort = redis.register_script(_ABORT)
-        self._begin_many = redis.register_script(_BEGIN_MANY)
-        self._commit_many = redis.register_script(_COMMIT_MANY)
-        self._abort_many = redis.register_script(_ABORT_MANY)
+        self._begin_script = redis.register_script(_BEGIN)
+        self._commit_script = redis.register_script(_COMMIT)
+        self._abort_script = redis.register_script(_ABORT)
 
     async def begin(self, stream_id: str, seqs: Sequence[int], fs: float, wait_s: float) -> Reservation:
         """Lock the stream (waiting up to ``wait_s``) and decide each of ``seqs`` (ascending)."""
-        token = secrets.token_hex(8)
         deadline = time.monotonic() + wait_s
         while True:
-            res = await self._begin(keys=_keys(stream_id), args=[token, LOCK_TTL_MS, *seqs])
-            if int(res[0]) != -2:
-                break
+            (res,) = await self.begin_many([(stream_id, seqs, fs)])
+            if res is not None:
+                return res
             if time.monotonic() >= deadline:
                 raise StreamBusy(f"stream {stream_id} is busy")
             await asyncio.sleep(0.01)
-        last = int(res[0])
-        raw_fs, raw_next = (v.decode() if isinstance(v, bytes) else str(v) for v in res[1:3])
-        bits = [int(b) for b in res[3:]]
-        decisions = sequence_decide(seqs, bits, last, float(raw_fs) if raw_fs else None, fs, self._max_jump,
-                                    float(raw_next) if raw_next else None)
-        return Reservation(stream_id, token, decisions)
 
     async def commit(self, res: Reservation, published: Sequence[int], fs: float, samples: int, gaps: int,
                      next_t0: float) -> None:
         """Record chunks the broker acknowledged (``next_t0``: where the chunk after the highest
         of them should start, epoch s) and release the lock."""
-        await self._commit(keys=_keys(res.stream_id),
-                           args=[res.token, repr(fs), samples, gaps, repr(next_t0), *sorted(published)])
+        await self.commit_many([(res, published, fs, samples, gaps, next_t0)])
 
     async def abort(self, res: Reservation) -> None:
         """Release the lock without recording anything."""
-        await self._abort(keys=_keys(res.stream_id), args=[res.token])
+        await self.abort_many([res])
 
     async def begin_many(self, streams: Sequence[tuple[str, Sequence[int], float]]) -> list[Reservation | None]:
         """:meth:`begin` for many ``(stream_id, seqs, fs)`` in one round trip, without waiting:
@@ -230,7 +195,7 @@ class Sequencer:
         for stream_id, seqs, _fs in streams:
             keys += _keys(stream_id)
             args += [len(seqs), *seqs]
-        rows = await self._begin_many(keys=keys, args=args)
+        rows = await self._begin_script(keys=keys, args=args)
         out: list[Reservation | None] = []
         for (stream_id, seqs, fs), row in zip(streams, rows, strict=True):
             if int(row[0]) == -2:
@@ -253,14 +218,14 @@ class Sequencer:
         for res, published, fs, samples, gaps, next_t0 in items:
             keys += _keys(res.stream_id)
             args += [repr(fs), samples, gaps, repr(next_t0), len(published), *sorted(published)]
-        await self._commit_many(keys=keys, args=args)
+        await self._commit_script(keys=keys, args=args)
 
     async def abort_many(self, reservations: Sequence[Reservation]) -> None:
         """Release the locks of ``reservations`` (one token) without recording anything."""
         if not reservations:
             return
         keys = [k for r in reservations for k in _keys(r.stream_id)]
-        await self._abort_many(keys=keys, args=[reservations[0].token])
+        await self._abort_script(keys=keys, args=[reservations[0].token])
 
     async def stream_info(self, stream_id: str) -> dict[str, float]:
         info = await self._redis.hgetall(f"sdx:seq:{stream_id}")

@@ -36,6 +36,7 @@ from streamdx.metrics import IngestMetrics
 from streamdx.schemas import EcgSamplesV1
 from streamdx.schemas.ecg import FS_MAX, FS_MIN, MAX_CHUNK_SAMPLES
 from streamdx_ingest.acceptance import ChunkAcceptor, SeqConflict
+from streamdx_ingest.chunks import ChunkError, adc_check_mv, t0_check
 from streamdx_ingest.devices import DeviceAuth, DeviceRegistry, KeyRevoked, stream_allowed
 from streamdx_ingest.gateway_format import GATEWAY_MEDIA_TYPE, GatewayChunk, GatewayFormatError, gateway_batch_decode
 from streamdx_ingest.sequencer import StreamBusy
@@ -83,7 +84,7 @@ def _error(c: GatewayChunk, code: int, detail: str) -> GatewayResult:
     return GatewayResult(stream_id=c.stream_id, seq=c.seq, status="error", code=code, detail=detail)
 
 
-def _check_values(c: GatewayChunk, s: IngestSettings, now: float) -> str | None:
+def _check_values(c: GatewayChunk, s: IngestSettings, now: datetime) -> str | None:
     """Why the chunk's values are refused (422), or ``None``: the checks of a single chunk."""
     if not _STREAM_ID.match(c.stream_id):
         return "stream id: 1-64 of A-Z a-z 0-9 . _ : - (starting with a letter or digit)"
@@ -95,16 +96,11 @@ def _check_values(c: GatewayChunk, s: IngestSettings, now: float) -> str | None:
         return "gain: ADC counts per mV must be in (0, 1e6]"
     if c.adc.size > MAX_CHUNK_SAMPLES:
         return f"samples: {c.adc.size}, allowed 1..{MAX_CHUNK_SAMPLES}"
-    if not math.isfinite(c.t0):
-        return "t0: not a time"
-    skew = c.t0 - now
-    if skew > s.max_clock_skew_s:
-        return f"t0 is {skew:.0f} s ahead of the server clock; at most {s.max_clock_skew_s:g} s (MAX_CLOCK_SKEW_S)"
-    if -skew > s.max_t0_age_s:
-        return f"t0 is {-skew:.0f} s behind the server clock; at most {s.max_t0_age_s:g} s (MAX_T0_AGE_S)"
-    peak = float(np.max(np.abs(c.adc.astype(np.float64) - c.baseline))) / c.gain
-    if peak > s.max_abs_mv:
-        return f"samples: |value| {peak:.1f} mV exceeds the {s.max_abs_mv:g} mV physiological limit"
+    try:
+        t0_check(datetime.fromtimestamp(c.t0, UTC), now, s.max_clock_skew_s, s.max_t0_age_s)
+        adc_check_mv(c.adc.astype(np.float64), c.baseline, c.gain, s.max_abs_mv)
+    except (ChunkError, ValueError, OverflowError, OSError) as exc:  # ValueError & co: t0 not a time
+        return str(exc) if isinstance(exc, ChunkError) else "t0: not a time"
     return None
 
 
@@ -136,7 +132,7 @@ async def post_gateway_batch(request: Request) -> GatewayReply:
         raise HTTPException(400, str(exc)) from exc
     results: list[GatewayResult | None] = [None] * len(chunks)
     auths = await g.devices.authenticate_many(keys)
-    now = arrived_ms / 1000.0
+    now = datetime.fromtimestamp(arrived_ms / 1000.0, UTC)
     groups: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(chunks):
         auth = auths[c.key_index]
