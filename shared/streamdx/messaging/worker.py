@@ -13,7 +13,7 @@ for all keys (``batch_handler``, see "Batch mode" below). Per batch it:
    updates its state in place must therefore validate before it mutates);
 4. publishes all outputs and dead letters and waits for the broker's acknowledgement
    (retrying with back-off while the broker is unavailable);
-5. checkpoints every touched key's state with its offset in Redis (one transaction);
+5. checkpoints every touched key's state with its offset in Redis (one atomic script);
 6. commits the Kafka offsets.
 
 Every output carries the trace header ``origin-ts`` (:data:`~streamdx.messaging.codec.ORIGIN_HEADER`)
@@ -333,9 +333,8 @@ class StreamWorker(Generic[In, S]):
             return False
         self._dirty.update(result.touched)
         self._uncommitted.update(result.commits)
-        if self._interval <= 0 or time.monotonic() - self._last_flush >= self._interval:
-            return await self._flush()
-        if len(self._cache) > self._max_cached:  # dirty states are not evicted: save them first
+        due = self._interval <= 0 or time.monotonic() - self._last_flush >= self._interval
+        if due or len(self._cache) > self._max_cached:  # dirty states are not evicted: save them first
             return await self._flush()
         return True
 
