@@ -172,6 +172,8 @@ async def test_exhausted_attempts_dead_letter_then_replay_delivers(
             assert sub.id in out and ev.event_id in out and "queued" in out
             assert await wait_until(lambda: len(receiver.delivered()) == 1, 10)
             assert receiver.delivered_ids() == [ev.event_id]
+            # the receiver records the POST before the dispatcher has read the response and stored it
+            await wait_until(lambda: _delivered(rig, sub.id, ev.event_id), 5)
             assert (await rig.delivery.queue.state(sub.id, ev.event_id))["state"] == "delivered"
             # replaying again does not send it twice
             assert await asyncio.to_thread(replay.main, args) == 0
