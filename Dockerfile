@@ -28,6 +28,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+# devkit/ (demo, device simulators, end-to-end bench) is deliberately not copied: no service imports it
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --upgrade pip \
  && pip install . \

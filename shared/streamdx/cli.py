@@ -25,7 +25,7 @@ __all__ = ["COMMANDS", "GROUPS", "build_parsers", "command_target", "main"]
 #: (group, name) → ("module:main", one-line help). ``name == ""`` is a command without a subcommand.
 COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("stack", "up"): ("streamdx.embedded.cli:main", "run a local Kafka-compatible broker and Redis until Ctrl-C"),
-    ("demo", ""): ("streamdx.demo:main", "run the whole pipeline locally with simulated devices"),
+    ("demo", ""): ("streamdx_devkit.demo:main", "run the whole pipeline locally with simulated devices"),
     ("serve", "ingest"): ("streamdx_ingest.main:main", "run the ingest HTTP/WebSocket service"),
     ("serve", "dsp"): ("streamdx_dsp.main:main", "run the signal-processing service (ECG beats, ESR heights)"),
     ("serve", "inference"): ("streamdx_inference.main:main", "run the model service (ECG labels, ESR, slides)"),
@@ -41,8 +41,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("alerts", "replay"): ("streamdx_alerts.webhooks.replay:main", "queue dead-lettered webhook deliveries again"),
     ("slides", "submit"): ("streamdx_ingest.slides_cli:main",
                            "upload a whole-slide image to ingest (tiles → detector → merged glomeruli)"),
-    ("simulate", "ecg"): ("streamdx.sim.device:main", "stream synthetic or WFDB ECG to ingest"),
-    ("simulate", "esr"): ("streamdx.sim.esr_device:main", "upload camera frames of simulated ESR tubes"),
+    ("simulate", "ecg"): ("streamdx_devkit.sim.device:main", "stream synthetic or WFDB ECG to ingest"),
+    ("simulate", "esr"): ("streamdx_devkit.sim.esr_device:main", "upload camera frames of simulated ESR tubes"),
     ("eval", "rpeaks"): ("streamdx_dsp.evaluation.rpeaks:main", "R-peak detection accuracy on WFDB records"),
     ("eval", "af"): ("streamdx_inference.ecg.evaluation.af_eval:main", "per-beat AF detection, inter-patient"),
     ("eval", "beats"): ("streamdx_inference.ecg.evaluation.beats_eval:main", "AAMI beat classification (DS1→DS2)"),
@@ -55,7 +55,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("bench", "dsp"): ("streamdx_dsp.evaluation.bench:main", "signal-processing throughput vs NeuroKit2"),
     ("bench", "ingest"): ("streamdx_ingest.bench:main", "ingest throughput on a local broker and Redis"),
     ("bench", "alerts"): ("streamdx_alerts.bench:main", "criterion → signed webhook POST latency"),
-    ("bench", "e2e"): ("streamdx.bench_e2e:main",
+    ("bench", "e2e"): ("streamdx_devkit.bench_e2e:main",
                        "N simulated streams through ingest → dsp → inference → alerts: latency, lag, loss"),
     ("bench", "inference"): ("streamdx_inference.ecg.bench:main", "ECG labeler beats/s on one core, batched"),
     ("bench", "slides"): ("streamdx_inference.slides_bench:main",
@@ -138,10 +138,29 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     return parser, group_parsers
 
 
-def _resolve(group: str, name: str) -> Callable[[Sequence[str]], int]:
+def _resolve(group: str, name: str) -> Callable[[Sequence[str]], int] | None:
+    """The command's ``main``; ``None`` (after saying why) when its package is not installed.
+
+    A service image installs the services but not :mod:`streamdx_devkit` (demo, simulators,
+    end-to-end bench), so those commands exist only in a source checkout.
+    """
     module_name, func_name = COMMANDS[(group, name)][0].split(":")
-    func: Callable[[Sequence[str]], int] = getattr(importlib.import_module(module_name), func_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or module_name.split(".")[0] != exc.name.split(".")[0]:
+            raise  # a dependency of an installed module is missing: a real error
+        command = " ".join(filter(None, (group, name)))
+        print(f"streamdx {command}: not installed here ({exc.name} is missing); it runs from a source "
+              "checkout (`make demo` / `pip install -e .`)", file=sys.stderr)
+        return None
+    func: Callable[[Sequence[str]], int] = getattr(module, func_name)
     return func
+
+
+def _run(group: str, name: str, argv: Sequence[str]) -> int:
+    func = _resolve(group, name)
+    return 2 if func is None else func(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -153,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     group = args[0]
     if (group, "") in COMMANDS:
-        return _resolve(group, "")(args[1:])
+        return _run(group, "", args[1:])
     gp = group_parsers.get(group)
     if gp is None:
         parser.print_usage(sys.stderr)
@@ -168,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gp.print_usage(sys.stderr)
         print(f"streamdx {group}: error: {what} (choose from {choices})", file=sys.stderr)
         return 2
-    return _resolve(group, args[1])(args[2:])
+    return _run(group, args[1], args[2:])
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from streamdx.schemas import EsrForecastV1, EsrHeightV1
-from streamdx.sim.device import create_device
-from streamdx.sim.esr import esr_cohort_simulate
-from streamdx.sim.esr_device import stream_tube
+from streamdx_devkit.sim.device import create_device
+from streamdx_devkit.sim.esr import esr_cohort_simulate
+from streamdx_devkit.sim.esr_device import stream_tube
 from tests.browser.harness import ADMIN, chromium, login, running_console, screenshot
 from tests.conftest import StackInfo
 from tests.integration.kafka_reading import read_messages

@@ -27,7 +27,7 @@ from streamdx.encoding import encode_i16
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import PublisherMetrics
 from streamdx.schemas import EcgLabelV1, EcgSamplesV1, Message
-from streamdx.sim import ecg_synthesize
+from streamdx_devkit.sim import ecg_synthesize
 from tests.browser.harness import OPERATOR, PASSWORD, chromium, login, running_console, screenshot
 from tests.conftest import StackInfo
 

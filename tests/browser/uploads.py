@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import wfdb
 
-from streamdx.sim.ecg import AAMI_CLASSES
+from streamdx_devkit.sim.ecg import AAMI_CLASSES
 
 
 def cut_record(mitdb: Path, name: str, seconds: float, out: Path, *, with_atr: bool = False) -> tuple[list[Path], int]:

@@ -33,11 +33,11 @@ from streamdx.encoding import encode_i16
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import AlertsMetrics, DspMetrics, InferenceMetrics, PublisherMetrics
 from streamdx.schemas import AlertEventV1, EcgLabelV1, EcgSamplesV1
-from streamdx.sim import ecg_synthesize
 from streamdx.worker_service import ServiceParts, WorkerRuntime, health_app
 from streamdx_alerts.main import build_alerts_service
 from streamdx_alerts.rules import Profiles
 from streamdx_alerts.settings import AlertsSettings
+from streamdx_devkit.sim import ecg_synthesize
 from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
 from streamdx_dsp.settings import DspSettings
 from streamdx_inference.main import build_inference_workers

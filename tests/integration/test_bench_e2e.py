@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamdx.bench_e2e import main
+from streamdx_devkit.bench_e2e import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

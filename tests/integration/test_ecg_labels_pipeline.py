@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import DspMetrics, InferenceMetrics, PublisherMetrics
 from streamdx.schemas import EcgBeatV1, EcgLabelV1, Topic
-from streamdx.sim import ecg_synthesize
-from streamdx.sim.device import create_device
+from streamdx_devkit.sim import ecg_synthesize
+from streamdx_devkit.sim.device import create_device
 from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
 from streamdx_dsp.settings import DspSettings
 from streamdx_inference.main import build_inference_workers

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from streamdx.messaging.publisher import Publisher
 from streamdx.metrics import DspMetrics, PublisherMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1
-from streamdx.sim import ecg_synthesize
-from streamdx.sim.device import create_device, stream_ecg
+from streamdx_devkit.sim import ecg_synthesize
+from streamdx_devkit.sim.device import create_device, stream_ecg
 from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
 from streamdx_dsp.settings import DspSettings
 from tests.conftest import StackInfo

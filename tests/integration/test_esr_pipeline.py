@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from streamdx.messaging.worker import StreamWorker
 from streamdx.metrics import DspMetrics, InferenceMetrics
 from streamdx.schemas import EsrForecastV1, EsrHeightV1
-from streamdx.sim.device import create_device
-from streamdx.sim.esr import esr_cohort_simulate
-from streamdx.sim.esr_device import stream_tube
 from streamdx.worker_service import WorkerRuntime
+from streamdx_devkit.sim.device import create_device
+from streamdx_devkit.sim.esr import esr_cohort_simulate
+from streamdx_devkit.sim.esr_device import stream_tube
 from streamdx_dsp.main import build_dsp_workers
 from streamdx_dsp.settings import DspSettings
 from streamdx_inference.main import build_inference_workers

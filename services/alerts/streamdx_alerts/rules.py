@@ -131,7 +131,7 @@ class EsrRule(_Rule):
     """ESR: the 60-minute forecast of the normalised red-cell column height at or below ``max_h60``.
 
     The height-to-ESR relation depends on the tube and the camera rig: calibrate ``max_h60`` per
-    rig. The default 0.60 is where the simulated rig (``streamdx.sim.esr``: a 1 mL syringe)
+    rig. The default 0.60 is where the simulated rig (``streamdx_devkit.sim.esr``: a 1 mL syringe)
     crosses a Westergren-equivalent ESR of about 30 mm/h (cohort medians: h60 0.73 at
     10–20 mm/h, 0.60 at 20–30, 0.53 at 30–40).
     """

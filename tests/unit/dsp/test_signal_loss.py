@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamdx.sim import ecg_synthesize
+from streamdx_devkit.sim import ecg_synthesize
 from streamdx_dsp.core import (
     ecg_stream_flush,
     ecg_stream_horizon,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamdx.sim.esr import esr_cohort_simulate, esr_frame_render
+from streamdx_devkit.sim.esr import esr_cohort_simulate, esr_frame_render
 from streamdx_dsp.esr import EsrTrackerState, Roi, esr_boundary_track, esr_tracker_init
 
 TUBES = esr_cohort_simulate(4, seed=21)

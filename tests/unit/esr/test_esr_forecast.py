@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamdx.sim.esr import esr_cohort_simulate
+from streamdx_devkit.sim.esr import esr_cohort_simulate
 from streamdx_inference.esr.features import (
     MinMaxScaler,
     linear_extrapolation,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamdx.sim.esr import (
+from streamdx_devkit.sim.esr import (
     WESTERGREN_COLUMN_MM,
     SedimentationParams,
     SimulatedTube,

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamdx.sim.esr import esr_cohort_simulate
+from streamdx_devkit.sim.esr import esr_cohort_simulate
 from streamdx_inference.esr.features import Series, add_change, change_target, concat_series, series_from_tubes
 from streamdx_inference.esr.training import split_indices
 

@@ -18,7 +18,7 @@ from streamdx.encoding import encode_f32
 from streamdx.messaging.worker import Handled, HandlerRejected, KeyBatch
 from streamdx.metrics import InferenceMetrics
 from streamdx.schemas import EcgBeatV1, EcgLabelV1, SignalQuality
-from streamdx.sim import ecg_synthesize
+from streamdx_devkit.sim import ecg_synthesize
 from streamdx_dsp.core import DEFAULT_WINDOW, Beat
 from streamdx_inference.ecg.datasets import beats_of_signal
 from streamdx_inference.ecg.labeler import EcgLabeler

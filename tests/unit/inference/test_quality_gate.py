@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from streamdx.sim import ecg_synthesize
-from streamdx.sim.ecg import Artefact, RhythmSegment, Scenario, named_scenario
+from streamdx_devkit.sim import ecg_synthesize
+from streamdx_devkit.sim.ecg import Artefact, RhythmSegment, Scenario, named_scenario
 from streamdx_dsp.core import DEFAULT_WINDOW, Beat
 from streamdx_inference.ecg.datasets import beats_of_signal
 from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState

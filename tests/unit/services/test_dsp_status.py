@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EcgStatusV1, Message
-from streamdx.sim import SyntheticEcg, ecg_synthesize
+from streamdx_devkit.sim import SyntheticEcg, ecg_synthesize
 from streamdx_dsp.ecg_handler import DspStateCodec, DspStreamState, EcgSamplesHandler
 from tests.unit.services.test_handlers import chunks
 

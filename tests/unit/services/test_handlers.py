@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from streamdx.encoding import encode_i16
 from streamdx.metrics import DspMetrics
 from streamdx.schemas import EcgBeatV1, EcgSamplesV1, EsrHeightV1
-from streamdx.sim import ecg_synthesize
+from streamdx_devkit.sim import ecg_synthesize
 from streamdx_dsp.ecg_handler import DspStateCodec, DspStreamState, EcgSamplesHandler
 from streamdx_inference.esr.forecaster import EsrForecaster
 from streamdx_inference.esr_handler import EsrHeightsHandler, TubeSeries, TubeSeriesCodec

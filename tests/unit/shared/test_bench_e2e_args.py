@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamdx.bench_e2e import main
+from streamdx_devkit.bench_e2e import main
 
 
 @pytest.mark.parametrize(

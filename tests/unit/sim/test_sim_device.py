@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from streamdx.encoding import decode_i16
-from streamdx.sim.device import AdcSignal, IngestError, create_device, load_wfdb, run, stream_ecg
-from streamdx.sim.ecg import SyntheticEcg, ecg_synthesize
+from streamdx_devkit.sim.device import AdcSignal, IngestError, create_device, load_wfdb, run, stream_ecg
+from streamdx_devkit.sim.ecg import SyntheticEcg, ecg_synthesize
 
 URL = "http://127.0.0.1:8000"
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

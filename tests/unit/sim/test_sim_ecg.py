@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamdx.sim.ecg import (
+from streamdx_devkit.sim.ecg import (
     OVERLAY_LABELS,
     SCENARIO_NAMES,
     TILE_LABELS,
@@ -23,7 +23,7 @@ from streamdx.sim.ecg import (
     ecg_synthesize,
     mv_to_adc,
 )
-from streamdx.sim.ecg_morphology import render_fwaves
+from streamdx_devkit.sim.ecg_morphology import render_fwaves
 
 FS_VALUES = (125.0, 128.0, 250.0, 360.0, 500.0, 1000.0)
 

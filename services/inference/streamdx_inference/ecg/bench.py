@@ -1,7 +1,7 @@
 """``streamdx bench inference``: beats/s of the ECG labeler (features + 3 ONNX models) on one core.
 
 The beats are the DSP's own (:func:`~streamdx_inference.ecg.datasets.beats_of_signal`, the
-streaming core the dsp service runs) over synthetic ECG from :func:`streamdx.sim.ecg_synthesize`
+streaming core the dsp service runs) over synthetic ECG from :func:`streamdx_devkit.sim.ecg_synthesize`
 (sinus, AF, ectopy, mixed, noisy, brady; no external data), or over the WFDB records of
 ``--data``. One call of :meth:`EcgLabeler.label_many` labels a batch of ``B`` beats made of
 ``B / k`` streams with ``k`` consecutive beats each (``--beats-per-stream``) (their per-stream state carried
@@ -68,7 +68,7 @@ class BeatPool:
 
 def synthetic_pool(duration_s: float = 120.0, fs: float = 360.0, seed: int = 2026) -> BeatPool:
     """The DSP's beats of one synthetic record per scenario of :data:`SCENARIOS`."""
-    from streamdx.sim import ecg_synthesize
+    from streamdx_devkit.sim import ecg_synthesize
     from streamdx_inference.ecg.datasets import beats_of_signal
 
     beats = [beats_of_signal(ecg_synthesize(duration_s, fs, seed=seed + i, scenario=s).signal_mv, fs, "rr")

@@ -6,7 +6,7 @@ service (same conditioning, detector, beat window, RR values and quality statist
 Each emitted beat then gets its reference labels:
 
 - **MITDB**: the annotated beat within 150 ms of the detected R peak (AAMI class via
-  :func:`streamdx.sim.ecg.aami_class`; ``""`` for a detection that matches no annotated
+  :func:`streamdx.aami.aami_class`; ``""`` for a detection that matches no annotated
   beat) and the rhythm annotation in force at the R peak (``"(AFIB"``, ``"(N"``, ...).
   Annotated beats the detector missed are counted per record (``missed``) so that
   evaluations can charge them as errors.
@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import wfdb
 
-from streamdx.sim.ecg import AAMI_CLASSES
+from streamdx.aami import AAMI_CLASSES
 from streamdx_dsp.core import Beat, BeatWindow, ecg_stream_flush, ecg_stream_init, ecg_stream_process
 from streamdx_dsp.evaluation.records import read_ecg
 from streamdx_dsp.evaluation.rpeaks import match_beats

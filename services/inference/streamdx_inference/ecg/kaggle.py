@@ -16,7 +16,7 @@ records themselves with the procedure the paper publishes:
 Each extracted beat is then labelled with the reference (``.atr``) beat annotation nearest
 to its R peak if that annotation lies within 150 ms (the EC57 matching window of the
 DESIGN conventions), mapped to the AAMI classes with
-:data:`streamdx.sim.ecg.AAMI_CLASSES` (N: N, L, R, e, j; S: A, a, J, S; V: V, E; F: F;
+:data:`streamdx.aami.AAMI_CLASSES` (N: N, L, R, e, j; S: A, a, J, S; V: V, E; F: F;
 Q: /, f, Q). Beats with no annotated beat that near are dropped. All 48 records are used,
 paced ones included, as in the Kaggle set.
 
@@ -85,7 +85,7 @@ import numpy.typing as npt
 import wfdb
 from scipy.signal import resample_poly
 
-from streamdx.sim.ecg import AAMI_CLASSES
+from streamdx.aami import AAMI_CLASSES
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
 __all__ = [

@@ -152,7 +152,7 @@ def cohort_summary(tubes: Sequence[Any], n: int, seed: int) -> dict[str, Any]:
         "n": n,
         "seed": seed,
         "simulated": True,
-        "generator": "streamdx.sim.esr.esr_cohort_simulate",
+        "generator": "streamdx_devkit.sim.esr.esr_cohort_simulate",
         "heights": "heights_observed (true heights + 0.1 mm Gaussian read-out noise, non-increasing)",
         "split": "80/20 by tube, new split per run; 20% of the training part is the inner validation set "
         "(early stopping and choice of hyper-parameters)",
@@ -171,7 +171,7 @@ def cohort_summary(tubes: Sequence[Any], n: int, seed: int) -> dict[str, Any]:
 def model_study(n: int, seed: int, runs: int, length_runs: int = 0, log: bool = True) -> dict[str, Any]:
     """Tune, train and evaluate every model ``runs`` times on a simulated cohort of ``n`` tubes;
     GRUs for the shorter input lengths are trained in the first ``length_runs`` runs."""
-    from streamdx.sim.esr import esr_cohort_simulate
+    from streamdx_devkit.sim.esr import esr_cohort_simulate
     from streamdx_inference.esr.tuning import params_label
 
     tubes = esr_cohort_simulate(n, seed)
@@ -220,7 +220,7 @@ def boundary_study(n_tubes: int, seed: int, minute_step: int = 5) -> dict[str, A
     """Boundary error (px) of the tracker on rendered JPEG frames of a simulated cohort."""
     import cv2
 
-    from streamdx.sim.esr import esr_cohort_simulate, esr_frame_render
+    from streamdx_devkit.sim.esr import esr_cohort_simulate, esr_frame_render
     from streamdx_dsp.esr import esr_boundary_track, esr_tracker_init
 
     errs: list[float] = []

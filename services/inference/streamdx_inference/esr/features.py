@@ -170,7 +170,7 @@ def sex_code(sex: Literal["F", "M"] | str) -> float:
 
 
 def series_from_tubes(tubes: Sequence[Any], observed: bool = True) -> Series:
-    """Build a :class:`Series` from simulated tubes (``streamdx.sim.esr.SimulatedTube``)."""
+    """Build a :class:`Series` from simulated tubes (``streamdx_devkit.sim.esr.SimulatedTube``)."""
     rows = [np.asarray(t.heights_observed if observed else t.heights, dtype=np.float64) for t in tubes]
     H = np.stack(rows) if rows else np.zeros((0, TARGET_MINUTE + 1))
     return Series(

@@ -1,6 +1,6 @@
 """``streamdx train esr`` — train the ESR GRU forecaster and export it to ONNX.
 
-Data: either a **simulated** cohort (``streamdx.sim.esr``, default 1000 tubes, seed 0) or a
+Data: either a **simulated** cohort (``streamdx_devkit.sim.esr``, default 1000 tubes, seed 0) or a
 lab's real series from ``--csv`` with columns ``tube, minute, height|mm, age, sex, ESR60``:
 
 * ``height`` — red-cell column height normalised to minute 0 (= 1), or
@@ -320,7 +320,7 @@ def _card(meta: dict[str, Any], report: dict[str, Any] | None = None) -> str:
     ]
     if meta["simulated"]:
         lines += [
-            "- Simulator: `streamdx.sim.esr` — lag / constant-rate / packing kinetics (Fabry 1987;",
+            "- Simulator: `streamdx_devkit.sim.esr` — lag / constant-rate / packing kinetics (Fabry 1987;",
             "  Richardson & Zaki 1954; Kynch 1952), haematocrit, fibrinogen and inflammation per tube,",
             "  calibrated to the Westergren reference rule (Miller et al. 1983), read-out noise",
             f"  {meta['data'].get('noise_mm')} mm. Performance on real tubes is **unknown** until a lab",
@@ -411,13 +411,13 @@ def main(argv: Sequence[str]) -> int:
         simulated = False
         command = f"streamdx train esr --csv {a.csv} --seed {a.seed} --out {a.out}"
     else:
-        from streamdx.sim.esr import esr_cohort_simulate
+        from streamdx_devkit.sim.esr import esr_cohort_simulate
 
         tubes = esr_cohort_simulate(a.n, a.sim_seed)
         s = series_from_tubes(tubes)
         esr = np.array([t.esr_mm_h for t in tubes])
         source = {
-            "source": f"simulated cohort (streamdx.sim.esr, n={a.n}, seed={a.sim_seed})",
+            "source": f"simulated cohort (streamdx_devkit.sim.esr, n={a.n}, seed={a.sim_seed})",
             "n_tubes": len(s),
             "noise_mm": 0.1,
             "esr_mm_h_median": float(np.median(esr)),

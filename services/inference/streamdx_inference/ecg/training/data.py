@@ -72,14 +72,14 @@ def cinc_split(names: Sequence[str], train_fraction: float = 0.7) -> tuple[list[
 
 def synthetic_rhythm_records(window: BeatWindow, n: int = 48, seed: int = 0, seconds: float = 120.0) -> dict[
         str, RecordBeats]:  # fmt: skip
-    """Simulated records (:mod:`streamdx.sim`) with per-beat rhythm truth, for the AF model.
+    """Simulated records (:mod:`streamdx_devkit.sim`) with per-beat rhythm truth, for the AF model.
 
     AF, sinus, ectopy, mixed and bradycardia scenarios at ventricular rates of 50-130
     beats/min: the public databases hold little slow (rate-controlled) AF, which is common
     in ambulatory patients. Rhythm per beat: ``"(AFIB"`` inside a simulated AF tile, else
     ``"(N"``.
     """
-    from streamdx.sim.ecg import ecg_synthesize
+    from streamdx_devkit.sim.ecg import ecg_synthesize
     from streamdx_inference.ecg.datasets import beat_arrays, beats_of_signal
 
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ Unreadable examples (label 1):
 - CinC 2017 recordings labelled ``~`` (too noisy to classify);
 - MITDB records with NSTDB muscle (``ma``) or electrode-motion/baseline (``bw``) noise
   added over the whole record at SNR ≤ ``UNREADABLE_SNR_DB`` (nst's SNR definition);
-- synthetic ECG (:mod:`streamdx.sim`) inside flat-line, lead-off, saturation and strong
+- synthetic ECG (:mod:`streamdx_devkit.sim`) inside flat-line, lead-off, saturation and strong
   EMG artefact episodes;
 - non-ECG signals: white and band-limited noise, sine and square waves, random walks.
 
@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 import wfdb
 
-from streamdx.sim.ecg import ecg_synthesize
-from streamdx.sim.ecg_noise import Artefact
-from streamdx.sim.ecg_scenarios import Scenario, named_scenario
+from streamdx_devkit.sim.ecg import ecg_synthesize
+from streamdx_devkit.sim.ecg_noise import Artefact
+from streamdx_devkit.sim.ecg_scenarios import Scenario, named_scenario
 from streamdx_dsp.core import BeatWindow
 from streamdx_dsp.evaluation.noise import nst_gain, nst_noise_rms, nst_signal_amplitude, read_nst_noise
 from streamdx_dsp.evaluation.records import read_ecg

@@ -227,7 +227,7 @@ def run(model: str, argv: Sequence[str]) -> int:
         save_model(t, "ecg_af", out, a.window, meta, _card(
             title="per-beat atrial fibrillation", task="P(beat lies in atrial fibrillation), causal",
             data=f"MITDB (all {len(names)} records, rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
-                 "label A = AF; `~` excluded) + 48 simulated records (streamdx.sim: AF, sinus, ectopy, mixed, "
+                 "label A = AF; `~` excluded) + 48 simulated records (streamdx_devkit.sim: AF, sinus, ectopy, mixed, "
                  "brady at 50-130 bpm). MITDB beats drawn 3x as often as the others.",
             split=f"CinC by a fixed hash of the record name: {len(tr)} train / {len(held)} held out "
                   f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records.",

@@ -1,11 +1,11 @@
-"""Simulators: synthetic ECG with ground truth (:mod:`streamdx.sim.ecg`) and the device
-simulator client that streams it to ingest (:mod:`streamdx.sim.device`).
+"""Simulators: synthetic ECG with ground truth (:mod:`streamdx_devkit.sim.ecg`) and the device
+simulator client that streams it to ingest (:mod:`streamdx_devkit.sim.device`).
 
 Only the pure generator API is re-exported here; the device client (httpx, websockets,
-wfdb) is imported from :mod:`streamdx.sim.device` when needed.
+wfdb) is imported from :mod:`streamdx_devkit.sim.device` when needed.
 """
 
-from streamdx.sim.ecg import (
+from streamdx_devkit.sim.ecg import (
     SCENARIO_NAMES,
     NoiseSpec,
     RhythmInterval,

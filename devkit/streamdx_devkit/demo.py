@@ -46,9 +46,18 @@ __all__ = ["build_parser", "main", "score_beats"]
 SCENARIOS = ("mixed", "af", "ectopy", "vt", "asystole", "leadoff", "brady", "noisy")
 #: Alarms each scenario's ground truth calls for (technical alarms for the noisy one).
 EXPECTED_ALARMS: dict[str, set[str]] = {
-    "mixed": {"af_episode"}, "af": {"af_episode"}, "ectopy": set(), "sinus": set(), "vt": {"vt_run"},
-    "asystole": {"asystole"}, "leadoff": {"lead_off"}, "brady": {"bradycardia"},
-    "noisy": {"signal_unreadable", "lead_off"}, "tachy": {"tachycardia"}, "pause": {"pause"}, "flat": {"lead_off"},
+    "mixed": {"af_episode"},
+    "af": {"af_episode"},
+    "ectopy": set(),
+    "sinus": set(),
+    "vt": {"vt_run"},
+    "asystole": {"asystole"},
+    "leadoff": {"lead_off"},
+    "brady": {"bradycardia"},
+    "noisy": {"signal_unreadable", "lead_off"},
+    "tachy": {"tachycardia"},
+    "pause": {"pause"},
+    "flat": {"lead_off"},
 }
 
 
@@ -80,16 +89,20 @@ async def _follow_labels(bootstrap: str, sink: dict[str, dict[int, EcgLabelV1]],
 
 def _print_labels(labels: dict[str, dict[int, EcgLabelV1]], report: dict[str, Any]) -> None:
     """Beat labels per stream: AAMI classes, unreadable beats (quality gate) and AF beats."""
-    print(f"\nbeat labels (ecg.labels): {'stream':<12} {'labels':>6} {'N':>6} {'S':>5} {'V':>5} {'F':>4} {'Q':>4} "
-          f"{'unread':>6} {'AF %':>6}")
+    print(
+        f"\nbeat labels (ecg.labels): {'stream':<12} {'labels':>6} {'N':>6} {'S':>5} {'V':>5} {'F':>4} {'Q':>4} "
+        f"{'unread':>6} {'AF %':>6}"
+    )
     report["labels"] = {}
     for stream in sorted(labels):
         got = list(labels[stream].values())
         counts = {c: sum(m.beat_class == c for m in got) for c in ("N", "S", "V", "F", "Q")}
         unread = sum(m.quality == "unreadable" for m in got)
         af = 100 * sum(bool(m.af) for m in got) / max(len(got) - unread, 1)
-        print(f"{'':<26}{stream:<12} {len(got):>6} {counts['N']:>6} {counts['S']:>5} {counts['V']:>5} "
-              f"{counts['F']:>4} {counts['Q']:>4} {unread:>6} {af:>6.1f}")
+        print(
+            f"{'':<26}{stream:<12} {len(got):>6} {counts['N']:>6} {counts['S']:>5} {counts['V']:>5} "
+            f"{counts['F']:>4} {counts['Q']:>4} {unread:>6} {af:>6.1f}"
+        )
         report["labels"][stream] = {"labels": len(got), **counts, "unreadable": unread, "af_percent": af}
 
 
@@ -99,15 +112,19 @@ def _print_alerts(receiver: Any, scenarios: dict[str, str], report: dict[str, An
     for e in receiver.events():
         if e["state"] == "raised":
             raised[e["stream_id"]].append(e["kind"] + ("" if e["severity"] != "critical" else "!"))
-    print(f"\nalerts (signed webhooks received: {len(receiver.received)}, rejected {receiver.rejected}; "
-          "! = critical):")
+    print(f"\nalerts (signed webhooks received: {len(receiver.received)}, rejected {receiver.rejected}; ! = critical):")
     print(f"  {'stream':<10} {'scenario':<9} {'expected':<30} raised")
     report["alerts"] = {}
     for stream, scenario in sorted(scenarios.items()):
         expected = sorted(EXPECTED_ALARMS.get(scenario, set()))
         got = raised.get(stream, [])
-        mark = "ok" if {k.rstrip("!") for k in got} & set(expected) or (not expected and not got) else "MISSED" \
-            if expected else "EXTRA"
+        mark = (
+            "ok"
+            if {k.rstrip("!") for k in got} & set(expected) or (not expected and not got)
+            else "MISSED"
+            if expected
+            else "EXTRA"
+        )
         print(f"  {stream:<10} {scenario:<9} {', '.join(expected) or '-':<30} {', '.join(got) or '-'}   [{mark}]")
         report["alerts"][stream] = {"scenario": scenario, "expected": expected, "raised": got}
     others = sorted(set(raised) - set(scenarios))
@@ -124,14 +141,14 @@ async def _follow_forecasts(bootstrap: str, sink: dict[str, list[EsrForecastV1]]
 async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     import uvicorn
 
-    from streamdx.sim import ecg_synthesize
-    from streamdx.sim.device import create_device, stream_ecg
-    from streamdx.sim.esr import esr_cohort_simulate
-    from streamdx.sim.esr_device import stream_tube
     from streamdx_alerts.main import build_alerts_service
     from streamdx_alerts.rules import Profiles
     from streamdx_alerts.settings import AlertsSettings
     from streamdx_alerts.webhooks.receiver import WebhookReceiver
+    from streamdx_devkit.sim import ecg_synthesize
+    from streamdx_devkit.sim.device import create_device, stream_ecg
+    from streamdx_devkit.sim.esr import esr_cohort_simulate
+    from streamdx_devkit.sim.esr_device import stream_tube
     from streamdx_dsp.main import build_dsp_workers, dsp_warm_up
     from streamdx_dsp.settings import DspSettings
     from streamdx_inference.main import build_inference_workers
@@ -145,10 +162,15 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         await ensure_topics(stack.kafka_bootstrap, all_topics(), args.partitions)
         admin = secrets.token_urlsafe(16)
         port = free_port()
-        ingest_settings = IngestSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
-                                         ingest_admin_token=SecretStr(admin), ingest_port=port)
-        server = uvicorn.Server(uvicorn.Config(create_app(ingest_settings), host="127.0.0.1", port=port,
-                                               log_config=None, access_log=False))
+        ingest_settings = IngestSettings(
+            kafka_bootstrap=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            ingest_admin_token=SecretStr(admin),
+            ingest_port=port,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(ingest_settings), host="127.0.0.1", port=port, log_config=None, access_log=False)
+        )
         http_task = asyncio.create_task(server.serve())
         url = f"http://127.0.0.1:{port}"
 
@@ -156,40 +178,58 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
         redis = Redis.from_url(stack.redis_url)
         publisher = Publisher(stack.kafka_bootstrap, dsp_metrics, client_id="streamdx-demo-workers")
         await publisher.start()
-        dsp_settings = DspSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
-                                   batch_timeout_ms=100)
+        dsp_settings = DspSettings(
+            kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, batch_timeout_ms=100
+        )
         runtime = WorkerRuntime(dsp_settings, dsp_metrics, redis, publisher)
-        inf_settings = InferenceSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
-                                         batch_timeout_ms=100)
+        inf_settings = InferenceSettings(
+            kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, batch_timeout_ms=100
+        )
         await dsp_warm_up()
         workers = build_dsp_workers(runtime, dsp_settings) + build_inference_workers(
-            WorkerRuntime(inf_settings, inf_metrics, redis, publisher), inf_settings)
+            WorkerRuntime(inf_settings, inf_metrics, redis, publisher), inf_settings
+        )
         stop = asyncio.Event()
         alerts_port, rx_port = free_port(), free_port()
-        alerts_settings = AlertsSettings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url,
-                                         batch_timeout_ms=100, alerts_admin_token=SecretStr(admin),
-                                         metrics_port=alerts_port, webhook_allow_private=True)
+        alerts_settings = AlertsSettings(
+            kafka_bootstrap=stack.kafka_bootstrap,
+            redis_url=stack.redis_url,
+            batch_timeout_ms=100,
+            alerts_admin_token=SecretStr(admin),
+            metrics_port=alerts_port,
+            webhook_allow_private=True,
+        )
         alerts_metrics = AlertsMetrics(CollectorRegistry())
         alerts_pub = Publisher(stack.kafka_bootstrap, alerts_metrics, client_id="streamdx-demo-alerts")
         await alerts_pub.start()
-        parts = build_alerts_service(WorkerRuntime(alerts_settings, alerts_metrics, redis, alerts_pub),
-                                     alerts_settings, Profiles(), stop)
+        parts = build_alerts_service(
+            WorkerRuntime(alerts_settings, alerts_metrics, redis, alerts_pub), alerts_settings, Profiles(), stop
+        )
         workers += parts.workers
         workers_task = asyncio.create_task(run_workers(workers, stop))
         background = [asyncio.create_task(job(stop)) for job in parts.background]
-        alerts_server = uvicorn.Server(uvicorn.Config(
-            health_app(parts.workers, background, alerts_metrics.registry, parts.routers, parts.app_state),
-            host="127.0.0.1", port=alerts_port, log_config=None, access_log=False))
+        alerts_server = uvicorn.Server(
+            uvicorn.Config(
+                health_app(parts.workers, background, alerts_metrics.registry, parts.routers, parts.app_state),
+                host="127.0.0.1",
+                port=alerts_port,
+                log_config=None,
+                access_log=False,
+            )
+        )
         receiver = WebhookReceiver()
-        rx_server = uvicorn.Server(uvicorn.Config(receiver.app(), host="127.0.0.1", port=rx_port, log_config=None,
-                                                  access_log=False))
+        rx_server = uvicorn.Server(
+            uvicorn.Config(receiver.app(), host="127.0.0.1", port=rx_port, log_config=None, access_log=False)
+        )
         side_servers = [asyncio.create_task(alerts_server.serve()), asyncio.create_task(rx_server.serve())]
         beats: dict[str, list[int]] = defaultdict(list)
         forecasts: dict[str, list[EsrForecastV1]] = defaultdict(list)
         labels: dict[str, dict[int, EcgLabelV1]] = defaultdict(dict)
-        follow = asyncio.gather(_follow_beats(stack.kafka_bootstrap, beats, stop),
-                                _follow_forecasts(stack.kafka_bootstrap, forecasts, stop),
-                                _follow_labels(stack.kafka_bootstrap, labels, stop))
+        follow = asyncio.gather(
+            _follow_beats(stack.kafka_bootstrap, beats, stop),
+            _follow_forecasts(stack.kafka_bootstrap, forecasts, stop),
+            _follow_labels(stack.kafka_bootstrap, labels, stop),
+        )
         try:
             async with httpx.AsyncClient(timeout=30) as client:
                 for _ in range(200):
@@ -204,12 +244,17 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                         if (await client.get(f"{alerts_url}/healthz")).status_code == 200:
                             break
                     await asyncio.sleep(0.1)
-                sub = await client.post(f"{alerts_url}/v1/subscriptions", headers={"Authorization": f"Bearer {admin}"},
-                                        json={"url": f"http://127.0.0.1:{rx_port}/hook", "description": "demo"})
+                sub = await client.post(
+                    f"{alerts_url}/v1/subscriptions",
+                    headers={"Authorization": f"Bearer {admin}"},
+                    json={"url": f"http://127.0.0.1:{rx_port}/hook", "description": "demo"},
+                )
                 sub.raise_for_status()
                 receiver.secret = sub.json()["secret"]
-                print(f"alerts API on {alerts_url} (docs {alerts_url}/docs); webhook receiver "
-                      f"http://127.0.0.1:{rx_port}/hook subscribed to every alert")
+                print(
+                    f"alerts API on {alerts_url} (docs {alerts_url}/docs); webhook receiver "
+                    f"http://127.0.0.1:{rx_port}/hook subscribed to every alert"
+                )
                 for _ in range(600):  # workers own their partitions before devices start
                     if all(w.ready for w in workers):
                         break
@@ -218,17 +263,30 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 ecgs = {}
                 for i in range(args.streams):
                     scenario = SCENARIOS[i % len(SCENARIOS)]
-                    ecgs[f"demo-{i:02d}"] = ecg_synthesize(args.duration, fs_cycle[i % 3], seed=100 + i,
-                                                           scenario=scenario)
+                    ecgs[f"demo-{i:02d}"] = ecg_synthesize(
+                        args.duration, fs_cycle[i % 3], seed=100 + i, scenario=scenario
+                    )
                 keys = {d: await create_device(client, url, admin, d) for d in ecgs}
-                print(f"streaming {len(ecgs)} simulated devices × {args.duration:.0f} s "
-                      f"({'as fast as possible' if args.speed == 0 else f'{args.speed:g}× real time'}) ...")
+                print(
+                    f"streaming {len(ecgs)} simulated devices × {args.duration:.0f} s "
+                    f"({'as fast as possible' if args.speed == 0 else f'{args.speed:g}× real time'}) ..."
+                )
                 started = time.monotonic()
-                reports = await asyncio.gather(*[
-                    stream_ecg(client, url, d, keys[d], e, chunk_s=1.0, speed=args.speed,
-                               transport="ws" if i % 2 else "http")
-                    for i, (d, e) in enumerate(ecgs.items())
-                ])
+                reports = await asyncio.gather(
+                    *[
+                        stream_ecg(
+                            client,
+                            url,
+                            d,
+                            keys[d],
+                            e,
+                            chunk_s=1.0,
+                            speed=args.speed,
+                            transport="ws" if i % 2 else "http",
+                        )
+                        for i, (d, e) in enumerate(ecgs.items())
+                    ]
+                )
                 elapsed = time.monotonic() - started
                 if args.record:
                     report["replay"] = await _replay(client, url, admin, Path(args.record))
@@ -236,16 +294,22 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                 if tubes:
                     print(f"camera rig: {len(tubes)} simulated tubes × {args.tube_minutes} minutes of frames ...")
                     cam_key = await create_device(client, url, admin, "cam-01")
-                    tube_reports = await asyncio.gather(*[
-                        stream_tube(client, url, f"cam-01:{t.tube_id}", cam_key, t, minutes=args.tube_minutes)
-                        for t in tubes
-                    ])
+                    tube_reports = await asyncio.gather(
+                        *[
+                            stream_tube(client, url, f"cam-01:{t.tube_id}", cam_key, t, minutes=args.tube_minutes)
+                            for t in tubes
+                        ]
+                    )
             # let the workers drain: beats settle when counts stop changing
             last, stable_since = -1, time.monotonic()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                total = sum(len(v) for v in beats.values()) + sum(len(v) for v in forecasts.values()) + sum(
-                    len(v) for v in labels.values()) + len(receiver.received)
+                total = (
+                    sum(len(v) for v in beats.values())
+                    + sum(len(v) for v in forecasts.values())
+                    + sum(len(v) for v in labels.values())
+                    + len(receiver.received)
+                )
                 if total != last:
                     last, stable_since = total, time.monotonic()
                 elif total > 0 and time.monotonic() - stable_since > 3:
@@ -268,18 +332,28 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
     for (device, ecg), rep in zip(ecgs.items(), reports, strict=True):
         found = np.array(beats.get(device, []))
         settled = ecg.r_samples[(ecg.r_samples < ecg.n_samples - 5 * ecg.fs)][1:]
-        s = score_beats(settled, found[found <= (settled[-1] if settled.size else 0) + 0.15 * ecg.fs],
-                        round(0.15 * ecg.fs))
+        s = score_beats(
+            settled, found[found <= (settled[-1] if settled.size else 0) + 0.15 * ecg.fs], round(0.15 * ecg.fs)
+        )
         for k in pooled:
             pooled[k] += int(s[k])
-        print(f"{device:<10} {ecg.scenario:<8} {ecg.fs:>5.0f} {rep.accepted:>7} {found.size:>6} "
-              f"{ecg.r_samples.size:>6} {s['se']:>7.2f} {s['ppv']:>7.2f}")
-        report["streams"][device] = {"scenario": ecg.scenario, "fs": ecg.fs, "chunks": rep.accepted,
-                                     "beats": int(found.size), **s}
+        print(
+            f"{device:<10} {ecg.scenario:<8} {ecg.fs:>5.0f} {rep.accepted:>7} {found.size:>6} "
+            f"{ecg.r_samples.size:>6} {s['se']:>7.2f} {s['ppv']:>7.2f}"
+        )
+        report["streams"][device] = {
+            "scenario": ecg.scenario,
+            "fs": ecg.fs,
+            "chunks": rep.accepted,
+            "beats": int(found.size),
+            **s,
+        }
     se = 100 * pooled["tp"] / max(pooled["tp"] + pooled["fn"], 1)
     ppv = 100 * pooled["tp"] / max(pooled["tp"] + pooled["fp"], 1)
-    print(f"\npooled Se {se:.2f} %  +P {ppv:.2f} % "
-          "(150 ms window; the first beat and the last 5 s of each stream unscored)")
+    print(
+        f"\npooled Se {se:.2f} %  +P {ppv:.2f} % "
+        "(150 ms window; the first beat and the last 5 s of each stream unscored)"
+    )
     print(f"ingest: {samples} samples in {elapsed:.1f} s = {samples / elapsed:,.0f} samples/s over HTTP + WebSocket")
     report.update({"pooled": {"se": se, "ppv": ppv, **pooled}, "samples": samples, "elapsed_s": elapsed})
     _print_labels(labels, report)
@@ -295,19 +369,28 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
             fc = forecasts.get(tid, [])
             latest = fc[-1] if fc else None
             shown = f"{latest.h60:.3f} [{latest.h60_low:.3f}, {latest.h60_high:.3f}]" if latest else "-"
-            print(f"{tid:<18} {t.esr_mm_h:>8.0f} {tube_rep.frames_sent:>6} {latest.minute if latest else '-':>6} "
-                  f"{shown:>22} {t.heights[60]:>8.3f}")
-            report["esr"][tid] = {"esr_mm_h": t.esr_mm_h, "forecasts": len(fc), "true_h60": t.heights[60],
-                                  "last": latest.model_dump(mode="json") if latest else None, "simulated": True}
+            print(
+                f"{tid:<18} {t.esr_mm_h:>8.0f} {tube_rep.frames_sent:>6} {latest.minute if latest else '-':>6} "
+                f"{shown:>22} {t.heights[60]:>8.3f}"
+            )
+            report["esr"][tid] = {
+                "esr_mm_h": t.esr_mm_h,
+                "forecasts": len(fc),
+                "true_h60": t.heights[60],
+                "last": latest.model_dump(mode="json") if latest else None,
+                "simulated": True,
+            }
     return report
 
 
 async def _replay(client: httpx.AsyncClient, url: str, admin: str, record: Path) -> dict[str, Any]:
-    from streamdx.sim.device import create_device
+    from streamdx_devkit.sim.device import create_device
 
     key = await create_device(client, url, admin, "holter-01")
-    files = [("files", (record.with_suffix(".hea").name, record.with_suffix(".hea").read_bytes())),
-             ("files", (record.with_suffix(".dat").name, record.with_suffix(".dat").read_bytes()))]
+    files = [
+        ("files", (record.with_suffix(".hea").name, record.with_suffix(".hea").read_bytes())),
+        ("files", (record.with_suffix(".dat").name, record.with_suffix(".dat").read_bytes())),
+    ]
     auth = {"Authorization": f"Bearer {key}"}
     r = await client.post(f"{url}/v1/recordings", files=files, data={"stream_id": "holter-01"}, headers=auth)
     r.raise_for_status()
@@ -340,18 +423,26 @@ def _score_replay(record: Path, stream: str, beats: dict[str, list[int]]) -> dic
     # beats within the pipeline latency of the end of a finished replay are flushed; skip the first 5 s
     truth = truth[truth > 5 * fs]
     score = score_beats(truth, found[found > 5 * fs - 0.15 * fs], round(0.15 * fs))
-    print(f"replayed {record.name} ({stream}): {found.size} beats, Se {score['se']:.2f} %  +P {score['ppv']:.2f} % "
-          "against the record's annotations (150 ms window)")
+    print(
+        f"replayed {record.name} ({stream}): {found.size} beats, Se {score['se']:.2f} %  +P {score['ppv']:.2f} % "
+        "against the record's annotations (150 ms window)"
+    )
     return score
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamdx demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=int, default=len(SCENARIOS),
-                        help="simulated ECG devices, 1..200, one scenario each in turn (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=120.0,
-                        help="seconds of ECG per device, 10..3600 (default: %(default)s)")
+    parser = argparse.ArgumentParser(
+        prog="streamdx demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=len(SCENARIOS),
+        help="simulated ECG devices, 1..200, one scenario each in turn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=120.0, help="seconds of ECG per device, 10..3600 (default: %(default)s)"
+    )
     parser.add_argument("--speed", type=float, default=0.0, help="0 = as fast as possible, 1 = real time")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of each topic (default: %(default)s)")
     parser.add_argument("--record", help="also upload this WFDB record (path without extension) for replay")

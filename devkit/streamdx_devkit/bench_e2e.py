@@ -87,7 +87,7 @@ class _Collected:
 
 def _streams(n: int, seconds: int, fs: int, gain: float, seed: int) -> list[_Stream]:
     """``n`` device signals cut from a pool of synthetic records at distinct offsets."""
-    from streamdx.sim import ecg_synthesize, mv_to_adc
+    from streamdx_devkit.sim import ecg_synthesize, mv_to_adc
 
     pool = []
     for k in range(min(_POOL, n)):

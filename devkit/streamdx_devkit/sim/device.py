@@ -1,7 +1,7 @@
 """``streamdx simulate ecg`` — a device simulator that streams ECG chunks to ingest.
 
 Each simulated device streams one lead as int16 ADC chunks, either a synthetic record
-(:func:`streamdx.sim.ecg.ecg_synthesize`, with ground truth) or a WFDB record
+(:func:`streamdx_devkit.sim.ecg.ecg_synthesize`, with ground truth) or a WFDB record
 (``--record PATH/100``), over HTTP batches or a WebSocket:
 
 * ``POST {ingest}/v1/streams/{stream_id}/ecg`` with ``Authorization: Bearer <api_key>`` and
@@ -45,7 +45,7 @@ import numpy.typing as npt
 from websockets.exceptions import WebSocketException
 
 from streamdx.encoding import encode_i16
-from streamdx.sim.ecg import DEFAULT_GAIN, SCENARIO_NAMES, SyntheticEcg, aami_class, ecg_synthesize
+from streamdx_devkit.sim.ecg import DEFAULT_GAIN, SCENARIO_NAMES, SyntheticEcg, aami_class, ecg_synthesize
 
 __all__ = [
     "MAX_CHUNK_SAMPLES",

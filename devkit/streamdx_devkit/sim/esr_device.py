@@ -1,6 +1,6 @@
 """``streamdx simulate esr`` — a camera rig that pushes rendered frames of *simulated* tubes.
 
-For each simulated tube (:func:`streamdx.sim.esr.esr_cohort_simulate`) it registers the tube
+For each simulated tube (:func:`streamdx_devkit.sim.esr.esr_cohort_simulate`) it registers the tube
 with ingest (``POST /v1/tubes`` with age, sex and ``simulated: true``) and uploads one rendered
 frame per minute (``POST /v1/tubes/{tube_id}/frames``, multipart ``image`` + ``minute``).
 429/503 are retried after ``Retry-After`` with the same minute; any other 4xx stops that tube.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from streamdx.sim.device import IngestError, create_device
-from streamdx.sim.esr import SimulatedTube, esr_cohort_simulate, esr_frame_render
+from streamdx_devkit.sim.device import IngestError, create_device
+from streamdx_devkit.sim.esr import SimulatedTube, esr_cohort_simulate, esr_frame_render
 
 __all__ = ["TubeReport", "build_parser", "main", "stream_tube"]
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamdx.sim.ecg_noise import Artefact, NoiseSpec
-from streamdx.sim.ecg_rhythm import RhythmSegment
+from streamdx_devkit.sim.ecg_noise import Artefact, NoiseSpec
+from streamdx_devkit.sim.ecg_rhythm import RhythmSegment
 
 __all__ = ["ASYSTOLE_S", "SCENARIO_NAMES", "Scenario", "named_scenario"]
 

@@ -2,13 +2,13 @@
 
 :func:`ecg_synthesize` builds a record in four independent, seeded stages:
 
-1. **Rhythm** (:mod:`streamdx.sim.ecg_rhythm`) — R-peak times and beat types from rhythm
+1. **Rhythm** (:mod:`streamdx_devkit.sim.ecg_rhythm`) — R-peak times and beat types from rhythm
    tiles: sinus with LF + respiratory HRV, isolated PVCs (full compensatory pause) and PACs
    (sinus reset), AF (independent gamma-distributed RR, CV ≈ 0.29), VT runs, pauses.
-2. **Morphology** (:mod:`streamdx.sim.ecg_morphology`) — each beat is a sum of Gaussian
+2. **Morphology** (:mod:`streamdx_devkit.sim.ecg_morphology`) — each beat is a sum of Gaussian
    P, Q, R, S, T waves (McSharry et al. 2003, ECGSYN) with RR-scaled timing; PVCs are wide,
    large and P-less; PACs have an inverted early P; AF has no P but 4–9 Hz f-waves.
-3. **Noise** (:mod:`streamdx.sim.ecg_noise`) — baseline wander (0.1–0.5 Hz), band-limited
+3. **Noise** (:mod:`streamdx_devkit.sim.ecg_noise`) — baseline wander (0.1–0.5 Hz), band-limited
    EMG, white amplifier noise, optional powerline.
 4. **Artefacts** — EMG/motion bursts and saturation (added, then everything is clipped at
    ±``full_scale_mv``), then flat-line (0 mV) and lead-off (pinned at the rail) episodes.
@@ -47,10 +47,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.sim.ecg_morphology import beat_waves, draw_morphology, render_fwaves, render_waves
-from streamdx.sim.ecg_noise import Artefact, NoiseSpec, apply_artefacts, render_noise
-from streamdx.sim.ecg_rhythm import RhythmSegment, beat_times
-from streamdx.sim.ecg_scenarios import SCENARIO_NAMES, Scenario, named_scenario
+from streamdx.aami import AAMI_CLASSES, aami_class
+from streamdx_devkit.sim.ecg_morphology import beat_waves, draw_morphology, render_fwaves, render_waves
+from streamdx_devkit.sim.ecg_noise import Artefact, NoiseSpec, apply_artefacts, render_noise
+from streamdx_devkit.sim.ecg_rhythm import RhythmSegment, beat_times
+from streamdx_devkit.sim.ecg_scenarios import SCENARIO_NAMES, Scenario, named_scenario
 
 __all__ = [
     "AAMI_CLASSES",
@@ -82,31 +83,9 @@ TILE_LABELS: tuple[str, ...] = ("N", "AFIB", "VT", "BRADY", "TACHY", "PAUSE", "F
 #: Labels of intervals that overlay the tiles.
 OVERLAY_LABELS: tuple[str, ...] = ("NOISE",)
 
-# fmt: off
-#: MIT-BIH beat symbol → AAMI EC57 class.
-AAMI_CLASSES: dict[str, str] = {
-    "N": "N", "L": "N", "R": "N", "e": "N", "j": "N",
-    "A": "S", "a": "S", "J": "S", "S": "S",
-    "V": "V", "E": "V",
-    "F": "F",
-    "/": "Q", "f": "Q", "Q": "Q",
-}
-# fmt: on
-
 _R_SEARCH_S = 0.04
 _QRS_HALF_S = 0.06
 _MAX_DURATION_S = 24 * 3600.0
-
-
-def aami_class(symbol: str) -> str:
-    """AAMI EC57 class (``N``, ``S``, ``V``, ``F``, ``Q``) of a MIT-BIH beat symbol.
-
-    Raises
-    ------
-    KeyError
-        If ``symbol`` is not a beat symbol.
-    """
-    return AAMI_CLASSES[symbol]
 
 
 @dataclass(frozen=True)
@@ -340,7 +319,7 @@ def ecg_synthesize(
         Seed of every random draw (``numpy.random.SeedSequence``).
     scenario : Scenario or str
         A :class:`Scenario` or one of :data:`SCENARIO_NAMES` (see
-        :mod:`streamdx.sim.ecg_scenarios`).
+        :mod:`streamdx_devkit.sim.ecg_scenarios`).
     heart_rate_bpm : float
         Mean sinus rate (beats/min), 30 … 200; for ``"af"`` the mean ventricular rate.
     noise : NoiseSpec or None
