@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
@@ -473,6 +474,10 @@ async def create_device(client: httpx.AsyncClient, url: str, admin_token: str, d
     return key
 
 
+class _SwitchedOff(Exception):
+    """The ``stop`` event of :func:`stream_ecg` was set: no more chunks."""
+
+
 async def stream_ecg(
     client: httpx.AsyncClient,
     url: str,
@@ -493,6 +498,7 @@ async def stream_ecg(
     sleep: Sleep = asyncio.sleep,
     ws_connect: WsConnect | None = None,
     gap: tuple[float, float] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> StreamReport:
     """Stream a signal to ingest in ``chunk_s`` chunks with consecutive ``seq`` numbers.
 
@@ -539,6 +545,9 @@ async def stream_ecg(
         ``[at_s, at_s + length_s)`` of the signal are not sent (at ``speed`` > 0 the device is
         silent for that time); the next chunk keeps its own ``seq``, so ingest marks it
         ``gap_before``. Counted in ``StreamReport.chunks_dropped``.
+    stop : asyncio.Event or None
+        When set, the device stops before its next chunk (a clean switch-off, not an error);
+        the report counts what was sent until then.
 
     Returns
     -------
@@ -578,7 +587,13 @@ async def stream_ecg(
         if speed > 0:
             delay = started + bodies.place(k) * n_chunk / sig.fs / speed - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if stop is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop is not None and stop.is_set():
+            raise _SwitchedOff
 
     try:
         if transport == "http":
@@ -606,6 +621,8 @@ async def stream_ecg(
             raise ValueError(f"unknown transport {transport!r}")
     except IngestError as exc:
         report.error = str(exc)
+    except _SwitchedOff:
+        pass
     report.elapsed_s = time.perf_counter() - wall0
     return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -206,6 +207,30 @@ async def test_pacing_at_speed(ecg10: SyntheticEcg) -> None:
         rep = await stream_ecg(client, URL, "sim-0001", "k", ecg10, chunk_s=2.0, speed=40.0)
     assert rep.ok
     assert rep.elapsed_s >= 4 * 2.0 / 40.0 - 0.01  # 5 chunks, the last sent at 4 chunk times
+
+
+async def test_stop_switches_the_device_off_cleanly(ecg10: SyntheticEcg) -> None:
+    fake = FakeIngest()
+    stop = asyncio.Event()
+    script_calls = 0
+
+    def stop_after_three(seq: int, attempt: int) -> httpx.Response:
+        nonlocal script_calls
+        script_calls += 1
+        if seq == 2:
+            stop.set()  # switched off while chunk 2 is in flight: it is still acknowledged
+        return _ok()
+
+    fake.script = stop_after_three
+    async with fake.client() as client:
+        rep = await stream_ecg(client, URL, "sim-0001", "k", ecg10, chunk_s=1.0, speed=20.0, stop=stop)
+    assert rep.error is None and rep.accepted == 3 and rep.next_seq == 3
+    assert [b["seq"] for b in fake.bodies] == [0, 1, 2] and script_calls == 3
+    # already stopped: nothing is sent, even without pacing
+    fake2 = FakeIngest()
+    async with fake2.client() as client:
+        rep = await stream_ecg(client, URL, "sim-0001", "k", ecg10, chunk_s=1.0, stop=stop)
+    assert rep.error is None and rep.accepted == 0 and fake2.bodies == []
 
 
 async def test_create_device_and_errors() -> None:
