@@ -536,6 +536,17 @@ def test_jetson_overlay_targets_gpu_arm64() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
+def test_jetson_overlay_runs_dsp_beside_inference_on_the_edge_node() -> None:
+    kustomization = _load(K8S / "overlays" / "jetson" / "kustomization.yaml")[0]
+    assert {"path": "patches/dsp-edge.yaml"} in kustomization["patches"]
+    (patch,) = _load(K8S / "overlays" / "jetson" / "patches" / "dsp-edge.yaml")
+    assert patch["metadata"]["name"] == "streamdx-dsp"
+    pod = patch["spec"]["template"]["spec"]
+    inference = _load(K8S / "overlays" / "jetson" / "patches" / "inference-jetson.yaml")[0]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == inference["nodeSelector"] and pod["tolerations"] == inference["tolerations"]
+    assert "runtimeClassName" not in pod  # no GPU for the DSP
+
+
 def _local_refs(kustomization: dict[str, Any]) -> list[str]:
     refs: list[str] = [*kustomization.get("resources", []), *kustomization.get("components", [])]
     refs += [p["path"] for p in kustomization.get("patches", []) if "path" in p]
