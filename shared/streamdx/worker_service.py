@@ -130,7 +130,8 @@ async def _serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}")
+    publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}",
+                          compression=settings.kafka_compression)
     try:
         if not await start_publisher(publisher, stop):
             return

@@ -169,7 +169,8 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        publisher = Publisher(settings.kafka_bootstrap, metrics, client_id="streamdx-ingest")
+        publisher = Publisher(settings.kafka_bootstrap, metrics, client_id="streamdx-ingest",
+                              compression=settings.kafka_compression)
         sequencer = Sequencer(redis, settings.max_seq_jump)
         acceptor = ChunkAcceptor(publisher, sequencer, metrics, settings.stream_lock_wait_s)
         replays = ReplayManager(acceptor, redis, settings.replay_batch_chunks)

@@ -16,7 +16,10 @@ from streamdx.messaging.errors import Backpressure, BrokerUnavailable
 from streamdx.metrics import PublisherMetrics
 from streamdx.schemas.base import Message
 
-__all__ = ["KeyPartitioner", "Publisher"]
+__all__ = ["COMPRESSIONS", "KeyPartitioner", "Publisher"]
+
+#: Codecs of produced record batches (aiokafka: gzip built in, the others through cramjam).
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
 class KeyPartitioner:
@@ -55,6 +58,10 @@ class Publisher:
         immediately rather than queueing without bound.
     ack_timeout_s : float
         Time allowed for the acknowledgement before :class:`BrokerUnavailable`.
+    client_id : str
+        Client id the broker sees.
+    compression : {"none", "gzip", "snappy", "lz4", "zstd"}
+        Codec of the produced record batches (the service's ``KAFKA_COMPRESSION`` setting).
     """
 
     def __init__(
@@ -65,8 +72,12 @@ class Publisher:
         max_in_flight: int = 20_000,
         ack_timeout_s: float = 10.0,
         client_id: str = "streamdx",
+        compression: str = "none",
     ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
         self._bootstrap = bootstrap
+        self._compression = None if compression == "none" else compression
         self._metrics = metrics
         self._slots = max_in_flight
         self._in_flight = 0
@@ -80,6 +91,7 @@ class Publisher:
             client_id=self._client_id,
             acks="all",
             linger_ms=5,  # records of several streams share a produce request (fewer broker round trips)
+            compression_type=self._compression,  # per record batch; lz4/snappy/zstd through cramjam
             partitioner=KeyPartitioner(),
             max_request_size=2 * 1024 * 1024,
             request_timeout_ms=int(self._ack_timeout_s * 1000),
