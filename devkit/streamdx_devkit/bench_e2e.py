@@ -58,7 +58,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["build_parser", "main"]
+__all__ = ["beats_per_chunk", "build_parser", "gateway_post", "main"]
 
 #: Scenarios of the simulated devices, cycled over the signal pool.
 SCENARIOS = ("sinus", "af", "ectopy", "mixed", "sinus", "af")
@@ -103,16 +103,17 @@ def _streams(n: int, seconds: int, fs: int, gain: float, seed: int) -> list[_Str
     return out
 
 
-def _expected_beats(s: _Stream, fs: int, gain: float) -> int:
-    """Beats the DSP core emits for exactly these chunks (what the dsp service must publish)."""
+def beats_per_chunk(adc: npt.NDArray[np.int16], fs: float, gain: float) -> list[int]:
+    """Beats the DSP core emits after each chunk (row of ``adc``) of one stream: what the dsp
+    service must publish for exactly these chunks (the core is deterministic and chunk-invariant)."""
     from streamdx_dsp.core import ecg_stream_init, ecg_stream_process
 
     state = ecg_stream_init(float(fs))
-    n = 0
-    for chunk in s.adc:
+    counts = []
+    for chunk in adc:
         state, beats = ecg_stream_process(state, chunk.astype(np.float64) / gain)
-        n += len(beats)
-    return n
+        counts.append(len(beats))
+    return counts
 
 
 def _pct(values: Sequence[float]) -> dict[str, float | int | None]:
@@ -195,7 +196,7 @@ async def _sample_lag(client: httpx.AsyncClient, urls: list[str], samples: list[
 async def _gateway(base: str, streams: list[_Stream], start: float, seconds: int, fs: int, gain: float,
                    interval: float, stats: dict[str, int]) -> None:  # fmt: skip
     """One gateway: every ``interval`` s, one batch with the chunks of its devices that became due."""
-    from streamdx_ingest.gateway_format import GATEWAY_MEDIA_TYPE, GatewayChunk, gateway_batch_encode
+    from streamdx_ingest.gateway_format import GatewayChunk, gateway_batch_encode
 
     keys = [s.key for s in streams]
     sent = [0] * len(streams)
@@ -209,26 +210,37 @@ async def _gateway(base: str, streams: list[_Stream], start: float, seconds: int
                     batch.append(GatewayChunk(j, s.stream_id, k, float(fs), start + s.phase_s + k, gain, 0, s.adc[k]))
                     sent[j] += 1
             if batch:
-                body = gateway_batch_encode(keys, batch)
-                for _attempt in range(30):
-                    try:
-                        r = await client.post("/v1/gateway/ecg", content=body,
-                                              headers={"Content-Type": GATEWAY_MEDIA_TYPE})
-                    except httpx.HTTPError:
-                        stats["transport_errors"] += 1
-                        await asyncio.sleep(1.0)
-                        continue
-                    if r.status_code == 200:
-                        reply = r.json()
-                        stats["accepted"] += reply["accepted"]
-                        stats["duplicates"] += reply["duplicates"]
-                        stats["chunk_errors"] += reply["errors"]
-                        break
-                    stats[f"http_{r.status_code}"] += 1
-                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                await gateway_post(client, gateway_batch_encode(keys, batch), stats)
                 stats["batches"] += 1
                 stats["chunks_sent"] += len(batch)
             await asyncio.sleep(max(0.0, interval - (time.time() - now)))
+
+
+async def gateway_post(client: httpx.AsyncClient, body: bytes, stats: dict[str, int],
+                       attempts: int = 30) -> dict[str, Any] | None:  # fmt: skip
+    """POST one gateway batch to ``client``'s ingest (its ``base_url``), sending it again while the
+    service refuses it as a whole (429/503, after its Retry-After) or cannot be reached (after 1 s),
+    at most ``attempts`` times. Counts ``accepted``, ``duplicates`` and ``chunk_errors`` of the
+    reply, and each refusal (``http_<status>``) or ``transport_errors``, in ``stats``. Returns the
+    reply (one result per chunk), ``None`` when the batch was never answered 200."""
+    from streamdx_ingest.gateway_format import GATEWAY_MEDIA_TYPE
+
+    for _attempt in range(attempts):
+        try:
+            r = await client.post("/v1/gateway/ecg", content=body, headers={"Content-Type": GATEWAY_MEDIA_TYPE})
+        except httpx.HTTPError:
+            stats["transport_errors"] += 1
+            await asyncio.sleep(1.0)
+            continue
+        if r.status_code == 200:
+            reply: dict[str, Any] = r.json()
+            stats["accepted"] += reply["accepted"]
+            stats["duplicates"] += reply["duplicates"]
+            stats["chunk_errors"] += reply["errors"]
+            return reply
+        stats[f"http_{r.status_code}"] += 1
+        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+    return None
 
 
 def _spawn_env(stack: Any, extra: dict[str, str]) -> dict[str, str]:
@@ -246,7 +258,7 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
     streams = _streams(n, seconds, fs, gain, args.seed)
     for i, s in enumerate(streams):
         s.phase_s = (i % args.gateway_size) / args.gateway_size  # staggered within each gateway
-        s.expected_beats = _expected_beats(s, fs, gain)
+        s.expected_beats = sum(beats_per_chunk(s.adc, fs, gain))
     prep_s = time.perf_counter() - t_prep
     import uvicorn
 
