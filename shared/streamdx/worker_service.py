@@ -45,12 +45,14 @@ M = TypeVar("M", bound=WorkerMetrics)
 
 @dataclass
 class WorkerRuntime(Generic[M]):
-    """Shared dependencies handed to a service's worker factory (``metrics``: the service's own class)."""
+    """Shared dependencies handed to a service's worker factory (``metrics``: the service's own class;
+    ``stop``: set when the service stops, e.g. for handlers that wait for Redis to give up then)."""
 
     settings: WorkerSettings
     metrics: M
     redis: Redis
     publisher: Publisher
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -135,7 +137,7 @@ async def _serve(
     try:
         if not await start_publisher(publisher, stop):
             return
-        built = await build(WorkerRuntime(settings, metrics, redis, publisher))
+        built = await build(WorkerRuntime(settings, metrics, redis, publisher, stop))
         parts = built if isinstance(built, ServiceParts) else ServiceParts(list(built))
         workers = parts.workers
         tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]

@@ -6,7 +6,8 @@ Thin adapters around the pure engines in :mod:`streamdx_alerts.engine`:
   through :func:`~streamdx_alerts.engine.rhythm.rhythm_step`; also sets the bounded
   per-stream HR and AF-burden gauges;
 * :class:`StatusHandler` (batch mode, ``ecg.status``): the technical engine, and the wall
-  time each stream was last heard of (Redis sorted set, for the no-data watchdog);
+  time each stream was last heard of (Redis sorted set, for the no-data watchdog; while Redis
+  is unavailable the batch waits for it rather than dead-lettering good statuses);
 * :class:`EsrHandler` (per record, ``esr.forecasts``): the ESR threshold rule.
 
 Each keeps its engine's state per key through the worker's checkpoints (JSON codecs below),
@@ -16,6 +17,7 @@ so a replacement worker resumes without repeating or losing an alert; events car
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -34,6 +36,7 @@ from streamdx_alerts.engine.esr import EsrObs, EsrState, esr_step
 from streamdx_alerts.engine.lifecycle import AlertChange
 from streamdx_alerts.engine.rhythm import RhythmBeat, RhythmState, rhythm_step
 from streamdx_alerts.engine.technical import StatusObs, TechnicalState, technical_step
+from streamdx_alerts.redis_retry import until_redis_answers
 from streamdx_alerts.rules import Profiles
 
 __all__ = [
@@ -199,13 +202,22 @@ class RhythmHandler(_Counting):
 
 
 class StatusHandler(_Counting):
-    """Batch handler for ``ecg.status``; records each stream's last-heard wall time in Redis."""
+    """Batch handler for ``ecg.status``; records each stream's last-heard wall time in Redis.
 
-    def __init__(self, profiles: Profiles, metrics: AlertsMetrics, redis: Redis, gauges: StreamGauges) -> None:
+    Redis unavailable: that write is retried with back-off (the batch waits, see
+    :func:`~streamdx_alerts.redis_retry.until_redis_answers`) rather than raised, which would
+    dead-letter every status of the batch and lose their technical-alarm state; it gives up
+    (raises, and the batch is not committed) only once ``stop`` is set.
+    """
+
+    def __init__(self, profiles: Profiles, metrics: AlertsMetrics, redis: Redis, gauges: StreamGauges, *,
+                 stop: asyncio.Event | None = None, retry_backoff_s: tuple[float, float] = (0.2, 5.0)) -> None:
         super().__init__(metrics)
         self._profiles = profiles
         self._redis = redis
         self._gauges = gauges
+        self._stop = stop
+        self._backoff = retry_backoff_s
 
     async def __call__(
         self, batches: Sequence[KeyBatch[EcgStatusV1, TechnicalState]]
@@ -224,12 +236,15 @@ class StatusHandler(_Counting):
             elif kb.messages:
                 alive[kb.key] = now
         if alive or ended:
-            pipe = self._redis.pipeline(transaction=False)
-            if alive:
-                pipe.zadd(LAST_SEEN_KEY, alive)
-            if ended:
-                pipe.zrem(LAST_SEEN_KEY, *ended)
-            await pipe.execute()
+            async def record_seen() -> None:
+                pipe = self._redis.pipeline(transaction=False)
+                if alive:
+                    pipe.zadd(LAST_SEEN_KEY, alive)
+                if ended:
+                    pipe.zrem(LAST_SEEN_KEY, *ended)
+                await pipe.execute()
+
+            await until_redis_answers(record_seen, what="last-seen times", backoff_s=self._backoff, stop=self._stop)
         for h in out:
             self._count([e for e in h.outputs if isinstance(e, AlertEventV1)])
         for sid in ended:

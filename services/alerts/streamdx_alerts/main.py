@@ -52,7 +52,7 @@ def build_alerts_service(
         worker(Topic.ECG_LABELS, rhythm_store_group, EcgLabelV1, JsonStateCodec(RhythmState),
                batch_handler=RhythmHandler(profiles, m, gauges)),
         worker(Topic.ECG_STATUS, settings.alerts_status_group, EcgStatusV1, JsonStateCodec(TechnicalState),
-               batch_handler=StatusHandler(profiles, m, rt.redis, gauges)),
+               batch_handler=StatusHandler(profiles, m, rt.redis, gauges, stop=stop)),
         worker(Topic.ESR_FORECASTS, settings.alerts_esr_group, EsrForecastV1, JsonStateCodec(EsrState),
                handler=EsrHandler(profiles, m)),
     ]
@@ -98,6 +98,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     async def build(rt: WorkerRuntime[AlertsMetrics]) -> ServiceParts:
-        return build_alerts_service(rt, settings, profiles)
+        return build_alerts_service(rt, settings, profiles, stop=rt.stop)
 
     return serve_workers("alerts", settings, AlertsMetrics(CollectorRegistry()), build)
