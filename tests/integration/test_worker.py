@@ -246,6 +246,33 @@ async def test_checkpoint_interval_writes_kept_states_once_and_on_stop(stack: St
     await pub.stop()
 
 
+async def test_checkpoint_beyond_the_partition_end_means_a_recreated_topic_not_a_replay(
+    stack: StackInfo, redis: Redis
+) -> None:
+    """A topic deleted and created again (an in-memory broker restarted) starts its offsets afresh,
+    below those of the streams' checkpoints: a checkpoint at or beyond the partition's end cannot
+    be of this log, so the stream's new records are applied to its state, not skipped as replays."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    prefix = f"r{uuid.uuid4().hex[:6]}"
+    key, group = f"{prefix}-a", f"g-{prefix}"
+    await produce(pub, [AddV1(key_id=key, seq=i, value=i + 1) for i in range(3)])
+    (partition,) = {r.partition for r in await read_topic(stack.kafka_bootstrap, AddV1.TOPIC) if r.key == key.encode()}
+    store = StateStore(redis, group)  # the key's total was 100 after offset 10**9 of the topic's earlier log
+    await store.save_many({key: Checkpoint(IntCodec().dumps(100), partition, 10**9)})
+    worker = make_worker(stack, group, pub, store, metrics)
+
+    async def applied() -> bool:
+        return len(await totals(stack, prefix)) >= 3
+
+    await run_until(worker, applied)
+    assert [(t.seq, t.total) for t in await totals(stack, prefix)] == [(0, 101), (1, 103), (2, 106)]
+    cp = await store.load(key)
+    assert cp is not None and cp.offset < 10**9 and IntCodec().loads(cp.state or b"") == 106
+    await pub.stop()
+
+
 async def test_scale_out_and_in_rebalances_without_loss_or_double_apply(stack: StackInfo, redis: Redis) -> None:
     """A second worker joins the group mid-stream and the first one leaves: partitions move
     twice, the rebalance hooks hand state over through Redis, and every total stays exact."""

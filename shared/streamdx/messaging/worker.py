@@ -7,7 +7,12 @@ for all keys (``batch_handler``, see "Batch mode" below). Per batch it:
 1. validates each record against the topic's model — a record that fails goes to
    ``<topic>.dlq`` with the reason in headers, never blocks the partition;
 2. skips records at or below the checkpointed offset of their key (redelivery after a crash
-   or rebalance), so state is never applied twice;
+   or rebalance), so state is never applied twice — unless that offset is at or beyond the
+   partition's high watermark, which a partition's log never shrinks below: the topic was
+   deleted and created again (a broker that kept it in memory restarted, an operator re-created
+   it), so the record is new data and is applied to the key's state (a re-created topic that
+   has already grown past the checkpointed offset when the worker first reads it cannot be
+   told from a replay);
 3. calls the handler with the key's state; a handler that raises sends the record to the
    dead-letter topic with the reason and keeps the state object it was given (a handler that
    updates its state in place must therefore validate before it mutates);
@@ -385,10 +390,25 @@ class StreamWorker(Generic[In, S]):
             entry = self._entry_from_checkpoint(cp) if cp is not None else None
             if entry is not None:  # the checkpointed state: loaded once per batch, not per record
                 self._cache[key] = entry
-        if entry is not None and entry.partition == record.partition and record.offset <= entry.offset:
+        if (entry is not None and entry.partition == record.partition and record.offset <= entry.offset
+                and not self._log_recreated(record, entry.offset)):
             self._metrics.skipped_replays.labels(topic=self.topic, group=self.group).inc()
             return None
         return key, msg, entry
+
+    def _log_recreated(self, record: ConsumerRecord, checkpointed: int) -> bool:
+        """Whether ``record``'s partition cannot hold the checkpointed offset: it is at or beyond the
+        high watermark of the fetch that returned the record (see step 2 of the module doc)."""
+        consumer = self._consumer
+        high = consumer.highwater(TopicPartition(record.topic, record.partition)) if consumer is not None else None
+        if high is None or checkpointed < high:
+            return False
+        log.warning(
+            "checkpoint beyond the end of the partition: the topic was re-created, applying its records",
+            extra=log_fields(group=self.group, partition=record.partition, offset=record.offset,
+                             checkpoint_offset=checkpointed, high_watermark=high),
+        )
+        return True
 
     def _store_entry(self, key: str, entry: _Entry[S], result: _BatchResult) -> None:
         self._cache[key] = entry
