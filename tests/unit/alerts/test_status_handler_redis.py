@@ -15,7 +15,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from streamdx.messaging.worker import KeyBatch
 from streamdx.metrics import AlertsMetrics
 from streamdx.schemas import EcgStatusV1
-from streamdx_alerts.engine.technical import TechnicalState
 from streamdx_alerts.handlers import LAST_SEEN_KEY, StatusHandler, StreamGauges
 from streamdx_alerts.rules import Profiles
 
