@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from streamdx.messaging.admin import ensure_topics
 from streamdx.messaging.codec import encode_message
@@ -94,6 +95,21 @@ class CrashingStore(StateStore):
         await super().save_many(checkpoints)
         if self.calls == self.crash_at and self.after_write:
             raise Crash
+
+
+class RedisDownForLoads(StateStore):
+    """Redis is unavailable for the first ``failures`` checkpoint loads of keys starting with ``prefix``."""
+
+    def __init__(self, redis: Redis, ns: str, prefix: str, failures: int) -> None:
+        super().__init__(redis, ns)
+        self.prefix = prefix
+        self.failures = failures
+
+    async def load(self, key: str) -> Checkpoint | None:
+        if key.startswith(self.prefix) and self.failures > 0:
+            self.failures -= 1
+            raise RedisConnectionError("Redis is restarting")
+        return await super().load(key)
 
 
 async def produce(pub: Publisher, msgs: list[AddV1]) -> None:
@@ -270,6 +286,51 @@ async def test_checkpoint_beyond_the_partition_end_means_a_recreated_topic_not_a
     assert [(t.seq, t.total) for t in await totals(stack, prefix)] == [(0, 101), (1, 103), (2, 106)]
     cp = await store.load(key)
     assert cp is not None and cp.offset < 10**9 and IntCodec().loads(cp.state or b"") == 106
+    await pub.stop()
+
+
+async def test_a_key_met_while_redis_is_down_waits_for_its_checkpoint(stack: StackInfo, redis: Redis) -> None:
+    """A key whose state is not in memory needs its checkpoint from Redis: while Redis is unavailable
+    the worker waits for it (retried with back-off) instead of crashing, then applies the records."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    prefix = f"l{uuid.uuid4().hex[:6]}"
+    await produce(pub, [AddV1(key_id=f"{prefix}-a", seq=i, value=i + 1) for i in range(3)])
+    store = RedisDownForLoads(redis, f"g-{prefix}", prefix, failures=3)
+    worker = make_worker(stack, f"g-{prefix}", pub, store, metrics)
+
+    async def applied() -> bool:
+        return len(await totals(stack, prefix)) >= 3
+
+    await run_until(worker, applied)
+    assert [(t.seq, t.total) for t in await totals(stack, prefix)] == [(0, 1), (1, 3), (2, 6)]
+    assert store.failures == 0
+    await pub.stop()
+
+
+async def test_stopped_while_waiting_for_redis_the_worker_returns_having_applied_nothing(
+    stack: StackInfo, redis: Redis
+) -> None:
+    """Stopped while it waits for a checkpoint, the worker drops the batch (its next owner takes it up):
+    it returns, neither crashing nor hanging, with no output and no checkpoint of the key."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    pub = Publisher(stack.kafka_bootstrap, metrics)
+    await pub.start()
+    prefix = f"s{uuid.uuid4().hex[:6]}"
+    await produce(pub, [AddV1(key_id=f"{prefix}-a", seq=0, value=1)])
+    store = RedisDownForLoads(redis, f"g-{prefix}", prefix, failures=10**6)
+    worker = make_worker(stack, f"g-{prefix}", pub, store, metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(300):  # until the worker has met our key (it reads the earlier tests' records first)
+        if store.failures < 10**6 or task.done():
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 20)  # returns: no crash, no hang
+    assert store.failures < 10**6
+    assert await totals(stack, prefix) == [] and await StateStore(redis, f"g-{prefix}").load(f"{prefix}-a") is None
     await pub.stop()
 
 

@@ -7,7 +7,8 @@ for all keys (``batch_handler``, see "Batch mode" below). Per batch it:
 1. validates each record against the topic's model — a record that fails goes to
    ``<topic>.dlq`` with the reason in headers, never blocks the partition;
 2. skips records at or below the checkpointed offset of their key (redelivery after a crash
-   or rebalance), so state is never applied twice — unless that offset is at or beyond the
+   or rebalance; a key's checkpoint is loaded from Redis when it is not in memory, waiting while
+   Redis is unavailable), so state is never applied twice — unless that offset is at or beyond the
    partition's high watermark, which a partition's log never shrinks below: the topic was
    deleted and created again (a broker that kept it in memory restarted, an operator re-created
    it), so the record is new data and is applied to the key's state (a re-created topic that
@@ -140,6 +141,10 @@ class HandlerRejected(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class _Abandoned(Exception):
+    """The worker was stopped while it waited for Redis: the batch in progress is dropped, not committed."""
 
 
 @dataclass(slots=True)
@@ -313,7 +318,7 @@ class StreamWorker(Generic[In, S]):
                     started = time.perf_counter()
                     done = await self._process_batch(batch, stop)
                     if not done:
-                        break  # stopping while the broker was down: leave it to the next owner
+                        break  # stopping while the broker or Redis was down: leave it to the next owner
                     self._metrics.batch_seconds.labels(group=self.group).observe(time.perf_counter() - started)
                     self.batches += 1
                 await self._update_lag(consumer)
@@ -327,13 +332,16 @@ class StreamWorker(Generic[In, S]):
 
     async def _process_batch(self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event) -> bool:
         result = _BatchResult()
-        if self._batch_handler is not None:
-            await self._process_keyed(batch, self._batch_handler, result)
-        else:
-            for tp, records in batch.items():
-                for record in records:
-                    await self._process_record(record, result)
-                    result.commits[tp] = record.offset + 1
+        try:
+            if self._batch_handler is not None:
+                await self._process_keyed(batch, self._batch_handler, result)
+            else:
+                for tp, records in batch.items():
+                    for record in records:
+                        await self._process_record(record, result)
+                        result.commits[tp] = record.offset + 1
+        except _Abandoned:
+            return False
         if not await self._retry(lambda: self._publisher.publish_records(result.outputs), stop, "publish"):
             return False
         self._dirty.update(result.touched)
@@ -386,7 +394,7 @@ class StreamWorker(Generic[In, S]):
             return None
         entry = self._cache.get(key)
         if entry is None:
-            cp = await self._store.load(key)
+            cp = await self._load(key)
             entry = self._entry_from_checkpoint(cp) if cp is not None else None
             if entry is not None:  # the checkpointed state: loaded once per batch, not per record
                 self._cache[key] = entry
@@ -395,6 +403,17 @@ class StreamWorker(Generic[In, S]):
             self._metrics.skipped_replays.labels(topic=self.topic, group=self.group).inc()
             return None
         return key, msg, entry
+
+    async def _load(self, key: str) -> Checkpoint | None:
+        """The key's checkpoint, retried while Redis is unavailable (:class:`_Abandoned` once stopping)."""
+        found: list[Checkpoint | None] = []
+
+        async def load() -> None:
+            found.append(await self._store.load(key))
+
+        if not await self._retry(load, self._stop, "checkpoint load"):
+            raise _Abandoned
+        return found[0]
 
     def _log_recreated(self, record: ConsumerRecord, checkpointed: int) -> bool:
         """Whether ``record``'s partition cannot hold the checkpointed offset: it is at or beyond the
