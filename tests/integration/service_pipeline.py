@@ -278,6 +278,9 @@ class Pipeline:
     async def start_server(self, name: Literal["redis", "tansu"]) -> None:
         await asyncio.to_thread(self.stack.start_server, name)
 
+    async def restart_server(self, name: Literal["redis", "tansu"]) -> None:
+        await asyncio.to_thread(self.stack.restart, name)
+
     async def ensure_topics(self) -> None:
         """Create the platform's topics that do not exist (what an operator's topics job does)."""
         await ensure_topics(self.stack.kafka_bootstrap, all_topics(), PARTITIONS)

@@ -401,8 +401,7 @@ async def test_broker_restart_services_reconnect_and_continue(pipeline: Pipeline
     await p.send(devices, range(half), RATE_HZ, stats)
     await wait_processed(p, devices, half, signals)  # nothing in flight: the in-memory broker would lose it
     await p.collector.stop()
-    await p.stop_server("tansu")
-    await p.start_server("tansu")
+    await p.restart_server("tansu")
     await p.ensure_topics()
     await p.collector.start()
     await p.send(devices, [half], RATE_HZ, stats)  # processed end to end once every worker has reconnected
