@@ -133,16 +133,6 @@ def _cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-async def _wait_http(client: httpx.AsyncClient, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if (await client.get(url)).status_code == 200:
-                return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout_s:.0f} s")
-
-
 async def _collect(bootstrap: str, out: _Collected, stop: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -243,15 +233,11 @@ async def gateway_post(client: httpx.AsyncClient, body: bytes, stats: dict[str, 
     return None
 
 
-def _spawn_env(stack: Any, extra: dict[str, str]) -> dict[str, str]:
-    return {**os.environ, "KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "REDIS_URL": stack.redis_url,
-            "LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1", **extra}  # fmt: skip
-
-
 async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     from streamdx.embedded import EmbeddedStack, free_port
     from streamdx.messaging.admin import all_topics, ensure_topics
     from streamdx_alerts.webhooks.receiver import WebhookReceiver
+    from streamdx_devkit.local_services import LocalServices, wait_http_ok
 
     fs, seconds, gain = args.fs, args.seconds, 200.0
     t_prep = time.perf_counter()
@@ -266,17 +252,14 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         await ensure_topics(stack.kafka_bootstrap, all_topics(), args.partitions)
         ingest_port, alerts_port, rx_port = free_port(), free_port(), free_port()
         admin = secrets.token_urlsafe(16)
-        procs: dict[str, list[asyncio.subprocess.Process]] = defaultdict(list)
+        services = LocalServices(stack.kafka_bootstrap, stack.redis_url, logdir, env={"LOG_LEVEL": "WARNING"})
         metrics_urls: list[str] = []
-        logs = []
 
-        async def spawn(service: str, env: dict[str, str]) -> asyncio.subprocess.Process:
-            log = (logdir / f"{service}-{len(procs[service])}-n{n}.log").open("wb")
-            logs.append(log)
-            p = await asyncio.create_subprocess_exec(sys.executable, "-m", "streamdx.cli", "serve", service,
-                                                     env=_spawn_env(stack, env), stdout=log, stderr=log)  # fmt: skip
-            procs[service].append(p)
-            return p
+        def cpu_by_service() -> dict[str, float]:
+            out: dict[str, float] = defaultdict(float)
+            for svc in services.running:
+                out[svc.name.split("-")[0]] += _cpu_seconds(svc.pid)
+            return {**out, **{name: _cpu_seconds(pid) for name, pid in stack.pids.items()}}
 
         receiver = WebhookReceiver()
         rx = uvicorn.Server(uvicorn.Config(receiver.app(), host="127.0.0.1", port=rx_port, log_config=None,
@@ -288,21 +271,22 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         stats: dict[str, int] = defaultdict(int)
         tasks: list[asyncio.Task[Any]] = []
         try:
-            await spawn("ingest", {"INGEST_PORT": str(ingest_port), "INGEST_ADMIN_TOKEN": admin,
-                                   "GATEWAY_MAX_CHUNKS": "4096"})  # fmt: skip
+            base = f"http://127.0.0.1:{ingest_port}"
+            await services.start("ingest", {"INGEST_PORT": str(ingest_port), "INGEST_ADMIN_TOKEN": admin,
+                                            "GATEWAY_MAX_CHUNKS": "4096"}, name=f"ingest-0-n{n}", url=base)  # fmt: skip
             for service in ("dsp", "inference"):
-                for _ in range(args.workers):
+                for i in range(args.workers):
                     port = free_port()
                     metrics_urls.append(f"http://127.0.0.1:{port}")
-                    await spawn(service, {"METRICS_PORT": str(port)})
-            await spawn("alerts", {"METRICS_PORT": str(alerts_port), "ALERTS_ADMIN_TOKEN": admin,
-                                   "WEBHOOK_ALLOW_PRIVATE": "true"})  # fmt: skip
+                    await services.start(service, {"METRICS_PORT": str(port)}, name=f"{service}-{i}-n{n}",
+                                         url=metrics_urls[-1])  # fmt: skip
             metrics_urls.append(f"http://127.0.0.1:{alerts_port}")
-            base = f"http://127.0.0.1:{ingest_port}"
+            await services.start("alerts", {"METRICS_PORT": str(alerts_port), "ALERTS_ADMIN_TOKEN": admin,
+                                            "WEBHOOK_ALLOW_PRIVATE": "true"}, name=f"alerts-0-n{n}",
+                                 url=metrics_urls[-1])  # fmt: skip
             async with httpx.AsyncClient(timeout=30) as client:
-                await _wait_http(client, f"{base}/readyz", 120)
-                for url in metrics_urls:
-                    await _wait_http(client, f"{url}/readyz", 180)
+                for svc in services.running:
+                    await wait_http_ok(client, f"{svc.url}/readyz", 180, svc.process)
                 sub = await client.post(f"http://127.0.0.1:{alerts_port}/v1/subscriptions",
                                         headers={"Authorization": f"Bearer {admin}"},
                                         json={"url": f"http://127.0.0.1:{rx_port}/hook", "description": "bench e2e"})
@@ -318,8 +302,7 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
                         s.key = r.json()["api_key"]
 
                 await asyncio.gather(*(create(s) for s in streams))
-                cpu0 = {name: sum(_cpu_seconds(p.pid) for p in ps) for name, ps in procs.items()}
-                cpu0.update({name: _cpu_seconds(pid) for name, pid in stack.pids.items()})
+                cpu0 = cpu_by_service()
                 cpu0["bench (load generator, collector)"] = time.process_time()
                 cpu0_t = time.time()
                 tasks.append(asyncio.create_task(_collect(stack.kafka_bootstrap, collected, stop)))
@@ -339,28 +322,15 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
                         break
                     await asyncio.sleep(0.5)
                 await asyncio.sleep(2.0)  # alerts and webhooks of the last labels
-                cpu1 = {name: sum(_cpu_seconds(p.pid) for p in ps) for name, ps in procs.items()}
-                cpu1.update({name: _cpu_seconds(pid) for name, pid in stack.pids.items()})
+                cpu1 = cpu_by_service()
                 cpu1["bench (load generator, collector)"] = time.process_time()
                 cpu_wall = time.time() - cpu0_t
         finally:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for ps in procs.values():
-                for p in ps:
-                    if p.returncode is None:
-                        p.terminate()
-            for ps in procs.values():
-                for p in ps:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(p.wait(), timeout=20)
-                    if p.returncode is None:
-                        p.kill()
-                        await p.wait()
+            await services.stop_all()
             rx.should_exit = True
             await asyncio.gather(rx_task, return_exceptions=True)
-            for log in logs:
-                log.close()
     cores = {k: (cpu1[k] - cpu0[k]) / cpu_wall for k in cpu1 if k in cpu0}
     return _report(n, args, streams, collected, lag, stats, start, sent_end, lag_at_end, receiver, cores, prep_s)
 
