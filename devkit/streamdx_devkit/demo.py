@@ -176,50 +176,40 @@ async def _device(client: httpx.AsyncClient, url: str, dev: _Device, t0: datetim
         k += 1
 
 
-async def _gateway(client: httpx.AsyncClient, url: str, devs: list[_Device], t0: datetime,
-                   stop: asyncio.Event) -> None:  # fmt: skip
-    """A gateway: every second, one binary batch with the chunk that became due on each device."""
-    from streamdx_devkit.sim import mv_to_adc
-    from streamdx_ingest.gateway_format import GATEWAY_MEDIA_TYPE, GatewayChunk, gateway_batch_encode
+async def _gateway(url: str, devs: list[_Device], t0: datetime, stop: asyncio.Event) -> None:
+    """A gateway: every second, one binary batch with the chunk that became due on each device
+    (sent again while ingest refuses it as a whole, :func:`~streamdx_devkit.bench_e2e.gateway_post`)."""
+    from streamdx_devkit.bench_e2e import gateway_post
+    from streamdx_devkit.sim.ecg import DEFAULT_GAIN, mv_to_adc
+    from streamdx_ingest.gateway_format import GatewayChunk, gateway_batch_encode
 
-    gain = 200.0
     keys = [d.key for d in devs]
     started = time.monotonic()
     seq = 0
     adc: list[Any] = [None] * len(devs)
-    while not stop.is_set():
-        k, offset = divmod(seq, SEGMENT_S)
-        if offset == 0:
-            for j, d in enumerate(devs):
-                d.segments.append(await asyncio.to_thread(_segment, d, k))
-                adc[j] = mv_to_adc(d.segments[-1].signal_mv, gain)
-        await asyncio.sleep(max(0.0, started + seq - time.monotonic()))
-        t_chunk = (t0 + timedelta(seconds=seq)).timestamp()
-        chunks = [GatewayChunk(j, d.stream_id, seq, d.fs, t_chunk, gain, 0,
-                               adc[j][round(offset * d.fs): round((offset + 1) * d.fs)])
-                  for j, d in enumerate(devs)]  # fmt: skip
-        body = gateway_batch_encode(keys, chunks)
-        for _attempt in range(10):
-            try:
-                r = await client.post(f"{url}/v1/gateway/ecg", content=body,
-                                      headers={"Content-Type": GATEWAY_MEDIA_TYPE})
-            except httpx.HTTPError as exc:
-                err = f"gateway: {type(exc).__name__}"
-                await asyncio.sleep(1.0)
-                continue
-            if r.status_code == 200:
-                for d, res in zip(devs, r.json()["results"], strict=True):
-                    d.chunks_accepted += res["status"] == "accepted"
-                    if res["status"] not in ("accepted", "duplicate"):
-                        d.error = f"gateway chunk {seq}: {res}"
-                break
-            err = f"gateway: HTTP {r.status_code}"
-            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
-        else:
-            for d in devs:
-                d.error = err
-            return
-        seq += 1
+    stats: Counter[str] = Counter()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            k, offset = divmod(seq, SEGMENT_S)
+            if offset == 0:
+                for j, d in enumerate(devs):
+                    d.segments.append(await asyncio.to_thread(_segment, d, k))
+                    adc[j] = mv_to_adc(d.segments[-1].signal_mv, DEFAULT_GAIN)
+            await asyncio.sleep(max(0.0, started + seq - time.monotonic()))
+            t_chunk = (t0 + timedelta(seconds=seq)).timestamp()
+            chunks = [GatewayChunk(j, d.stream_id, seq, d.fs, t_chunk, DEFAULT_GAIN, 0,
+                                   adc[j][round(offset * d.fs): round((offset + 1) * d.fs)])
+                      for j, d in enumerate(devs)]  # fmt: skip
+            reply = await gateway_post(client, gateway_batch_encode(keys, chunks), stats, attempts=10)
+            if reply is None:
+                for d in devs:
+                    d.error = f"gateway: batch {seq} never accepted ({dict(stats)})"
+                return
+            for d, res in zip(devs, reply["results"], strict=True):
+                d.chunks_accepted += res["status"] == "accepted"
+                if res["status"] == "error":
+                    d.error = f"gateway chunk {seq}: {res}"
+            seq += 1
 
 
 # ------------------------------------------------------------------------------ the run
@@ -346,7 +336,7 @@ async def _demo(args: argparse.Namespace) -> dict[str, Any]:
                         for d in devices if d.transport != "gateway"]  # fmt: skip
             gateway_devs = [d for d in devices if d.transport == "gateway"]
             if gateway_devs:
-                senders.append(asyncio.create_task(_gateway(client, ingest, gateway_devs, t0, stop)))
+                senders.append(asyncio.create_task(_gateway(ingest, gateway_devs, t0, stop)))
             if tubes:
                 cam_key = await create_device(client, ingest, admin, "cam-01")
 
