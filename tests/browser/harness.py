@@ -109,7 +109,7 @@ async def _pipeline(stack: StackInfo, tag: str) -> AsyncIterator[tuple[str, str]
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
     stop = asyncio.Event()
-    parts = build_alerts_service(WorkerRuntime(alerts, metrics, redis, pub), alerts, Profiles(), stop)
+    parts = build_alerts_service(WorkerRuntime(alerts, metrics, redis, pub, stop), alerts, Profiles())
     tasks = [asyncio.create_task(w.run(stop)) for w in parts.workers]
     tasks += [asyncio.create_task(job(stop)) for job in parts.background]
     try:

@@ -72,8 +72,8 @@ async def running_alerts(stack: StackInfo, settings: AlertsSettings) -> AsyncIte
     pub = Publisher(stack.kafka_bootstrap, metrics)
     await pub.start()
     stop = asyncio.Event()
-    parts: ServiceParts = build_alerts_service(WorkerRuntime(settings, metrics, redis, pub), settings, Profiles(),
-                                               stop)
+    parts: ServiceParts = build_alerts_service(WorkerRuntime(settings, metrics, redis, pub, stop), settings,
+                                               Profiles())
     tasks = [asyncio.create_task(w.run(stop)) for w in parts.workers]
     tasks += [asyncio.create_task(job(stop)) for job in parts.background]
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,9 +27,10 @@ __all__ = ["build_alerts_service", "build_parser", "main"]
 
 
 def build_alerts_service(
-    rt: WorkerRuntime[AlertsMetrics], settings: AlertsSettings, profiles: Profiles, stop: asyncio.Event | None = None
+    rt: WorkerRuntime[AlertsMetrics], settings: AlertsSettings, profiles: Profiles
 ) -> ServiceParts:
-    """The alerts service's workers, background tasks and routers on shared dependencies."""
+    """The alerts service's workers, background tasks and routers on shared dependencies (``rt.stop``:
+    the service's stop event, which ends the waits for Redis of its handlers and webhook delivery)."""
     from streamdx_alerts.alert_log import AlertLog, RecordAlerts
     from streamdx_alerts.api.alerts import alerts_router
     from streamdx_alerts.api.subscriptions import SubscriptionsApi, subscriptions_router
@@ -52,15 +52,15 @@ def build_alerts_service(
         worker(Topic.ECG_LABELS, rhythm_store_group, EcgLabelV1, JsonStateCodec(RhythmState),
                batch_handler=RhythmHandler(profiles, m, gauges)),
         worker(Topic.ECG_STATUS, settings.alerts_status_group, EcgStatusV1, JsonStateCodec(TechnicalState),
-               batch_handler=StatusHandler(profiles, m, rt.redis, gauges, stop=stop)),
+               batch_handler=StatusHandler(profiles, m, rt.redis, gauges, stop=rt.stop)),
         worker(Topic.ESR_FORECASTS, settings.alerts_esr_group, EsrForecastV1, JsonStateCodec(EsrState),
                handler=EsrHandler(profiles, m)),
     ]
-    delivery = build_webhook_delivery(settings, rt.redis, rt.publisher, m, stop=stop)
+    delivery = build_webhook_delivery(settings, rt.redis, rt.publisher, m, stop=rt.stop)
     workers.append(delivery.worker)
     alert_log = AlertLog(rt.redis, max_alerts=settings.alerts_log_max, ttl_s=settings.alerts_log_ttl_s)
     workers.append(worker(Topic.ALERTS_EVENTS, settings.alerts_log_group, AlertEventV1, None,
-                          handler=RecordAlerts(alert_log, stop=stop)))
+                          handler=RecordAlerts(alert_log, stop=rt.stop)))
     watchdog = NoDataWatchdog(rt.redis, rt.publisher, profiles, m, settings.no_data_timeout_s)
     return ServiceParts(
         workers=workers,
@@ -98,6 +98,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     async def build(rt: WorkerRuntime[AlertsMetrics]) -> ServiceParts:
-        return build_alerts_service(rt, settings, profiles, stop=rt.stop)
+        return build_alerts_service(rt, settings, profiles)
 
     return serve_workers("alerts", settings, AlertsMetrics(CollectorRegistry()), build)
