@@ -87,13 +87,17 @@ class CrashingStore(StateStore):
         self.calls = 0
         self.crash_at = crash_at
         self.after_write = after_write
+        self.dead = False
 
     async def save_many(self, checkpoints: dict[str, Checkpoint]) -> None:  # type: ignore[override]
+        if self.dead:  # a dead process writes nothing more, even if the crash surfaced elsewhere first
+            raise Crash
         self.calls += any(k.startswith(self.prefix) for k in checkpoints)
-        if self.calls == self.crash_at and not self.after_write:
+        self.dead = self.calls == self.crash_at
+        if self.dead and not self.after_write:
             raise Crash
         await super().save_many(checkpoints)
-        if self.calls == self.crash_at and self.after_write:
+        if self.dead:
             raise Crash
 
 
