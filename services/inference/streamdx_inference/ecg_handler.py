@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,7 @@ from pydantic_core import to_json
 from streamdx.messaging.worker import Handled, HandlerRejected, KeyBatch
 from streamdx.metrics import InferenceMetrics
 from streamdx.schemas import EcgBeatV1, EcgLabelV1
+from streamdx_inference.ecg.features import EcgBeatBatch
 from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState
 
 __all__ = ["EcgBeatsHandler", "EcgLabelStateCodec", "EcgLabelStreamState", "beat_arrays"]
@@ -93,22 +95,20 @@ def beat_arrays(
     beats: Sequence[EcgBeatV1],
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32],
            npt.NDArray[np.bool_]]:  # fmt: skip
-    """The labeler's inputs of consecutive beats: waves (n, 300), rr_prev, rr_next, quality
-    (n, 5 = flat, saturated, hf_noise, baseline_excursion_mv, score) and reset (after_gap)."""
+    """The labeler's inputs of beats (of one stream or of several, concatenated): waves (n, 300),
+    rr_prev, rr_next, quality (n, 5 = flat, saturated, hf_noise, baseline_excursion_mv, score) and
+    reset (after_gap)."""
     n = len(beats)
     waves = np.empty((n, 300), np.float32)
     for i, b in enumerate(beats):
         waves[i] = b.waveform_mv()
     rp = np.fromiter((b.rr_prev_s for b in beats), np.float64, n)
     rn = np.fromiter((np.nan if b.rr_next_s is None else b.rr_next_s for b in beats), np.float64, n)
-    q = np.array([(b.quality.flat, b.quality.saturated, b.quality.hf_noise, b.quality.baseline_excursion_mv,
-                   b.quality.score) for b in beats], np.float32).reshape(n, 5)  # fmt: skip
+    qs = [b.quality for b in beats]
+    q = np.array([(x.flat, x.saturated, x.hf_noise, x.baseline_excursion_mv, x.score) for x in qs],
+                 np.float32).reshape(n, 5)  # fmt: skip
     reset = np.fromiter((b.after_gap for b in beats), np.bool_, n)
     return waves, rp, rn, q, reset
-
-
-def _unit(p: float) -> float:
-    return min(1.0, max(0.0, float(p)))
 
 
 class EcgBeatsHandler:
@@ -149,14 +149,11 @@ class EcgBeatsHandler:
                     new.append(b)
                     last = b.beat_index
             fresh.append((state, new))
-        items = []
-        for state, new in fresh:
-            waves, rp, rn, q, reset = beat_arrays(new)
-            items.append((state.label, waves, rp, rn, q, reset))
         labels: list[list[BeatLabel]]
         if any(new for _, new in fresh):
+            batch = EcgBeatBatch.of([len(new) for _, new in fresh], *beat_arrays([b for _, new in fresh for b in new]))
             started = time.perf_counter()
-            states, labels = await asyncio.to_thread(self._labeler.label_many, items)
+            states, labels = await asyncio.to_thread(self._labeler.label_batch, [s.label for s, _ in fresh], batch)
             self._metrics.inference_seconds.labels(model=LABELER_METRIC).observe(time.perf_counter() - started)
         else:
             states, labels = [s.label for s, _ in fresh], [[] for _ in fresh]
@@ -167,18 +164,18 @@ class EcgBeatsHandler:
                 continue
             msgs = [self._message(b, lab) for b, lab in zip(new, beat_labels, strict=True)]
             out.append(Handled(EcgLabelStreamState(label_state, new[-1].beat_index), msgs))
-        for h in out:  # counted once every message is built (a failed call is retried by the worker)
-            for m in h.outputs:
-                assert isinstance(m, EcgLabelV1)
-                self._metrics.labels.labels(aami_class=m.beat_class or "unreadable").inc()
+        # counted once every message is built (a failed call is retried by the worker)
+        classes = Counter(lab.beat_class or "unreadable" for beat_labels in labels for lab in beat_labels)
+        for name, n in classes.items():
+            self._metrics.labels.labels(aami_class=name).inc(n)
         return out
 
     def _message(self, b: EcgBeatV1, lab: BeatLabel) -> EcgLabelV1:
         return EcgLabelV1(
             stream_id=b.stream_id, beat_index=b.beat_index, r_sample=b.r_sample, r_time=b.r_time,
             rr_prev_s=b.rr_prev_s, quality="ok" if lab.quality == "ok" else "unreadable",
-            quality_prob=_unit(lab.quality_prob), af_prob=_unit(lab.af_prob), af=lab.af,
+            quality_prob=lab.quality_prob, af_prob=lab.af_prob, af=lab.af,  # probabilities: in [0, 1] (BeatLabel)
             beat_class=lab.beat_class,  # type: ignore[arg-type]  # one of AAMI_CLASSES or None
-            class_probs={c: _unit(p) for c, p in lab.class_probs.items()},  # type: ignore[misc]
+            class_probs=lab.class_probs,  # type: ignore[arg-type]  # keys: AAMI_CLASSES
             models=self._versions, window=b.window, after_gap=b.after_gap, rr_prev_lost_s=b.rr_prev_lost_s,
         )  # fmt: skip

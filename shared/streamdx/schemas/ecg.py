@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from streamdx.encoding import EncodingError, decode_f32, decode_i16
 from streamdx.schemas.base import Message
@@ -96,6 +96,23 @@ class SignalQuality(BaseModel):
     score: float = Field(ge=0, le=1, description="0 = unusable, 1 = clean")
 
 
+class _DecodedWaveform:
+    """A beat message's waveform decoded once (read-only). Derived from the ``waveform`` field, so it
+    never makes two messages unequal (pydantic compares private attributes too)."""
+
+    __slots__ = ("array", "source")
+
+    def __init__(self, source: str) -> None:
+        self.array = decode_f32(source, BEAT_LENGTH)
+        self.array.flags.writeable = False
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _DecodedWaveform)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class EcgBeatV1(Message):
     """One segmented beat with its RR features (idempotency key: stream_id, beat_index)."""
 
@@ -132,10 +149,12 @@ class EcgBeatV1(Message):
         default=0.0, ge=0, description="Seconds of lost signal (flat line / lead off) between the previous R and this R"
     )
 
+    _wave: _DecodedWaveform | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _waveform_length(self) -> EcgBeatV1:
         try:
-            decode_f32(self.waveform, BEAT_LENGTH)
+            self._wave = _DecodedWaveform(self.waveform)  # kept: a consumer decodes it only once
         except EncodingError as exc:
             raise ValueError(str(exc)) from exc
         return self
@@ -147,7 +166,10 @@ class EcgBeatV1(Message):
         return f"{self.stream_id}:{self.beat_index}"
 
     def waveform_mv(self) -> npt.NDArray[np.float32]:
-        return decode_f32(self.waveform, BEAT_LENGTH)
+        """The decoded waveform (mV; read-only, decoded once when the message was validated)."""
+        if self._wave is None or self._wave.source is not self.waveform:  # e.g. model_copy(update=...)
+            self._wave = _DecodedWaveform(self.waveform)
+        return self._wave.array
 
 
 AamiClass = Literal["N", "S", "V", "F", "Q"]

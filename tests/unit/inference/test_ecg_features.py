@@ -10,13 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamdx_inference.ecg.features import (
+    AMP_ALPHA,
     CAUSAL_SCALARS,
     N_SCALARS,
+    RR_ALPHA,
     RR_CONTEXT,
     SCALAR_RR_NEXT,
+    TEMPLATE_ALPHA,
+    EcgBeatBatch,
     EcgContext,
     EcgFeatures,
     ecg_beat_features,
+    ecg_beat_features_batch,
+    ecg_beat_features_many,
     ecg_context_init,
 )
 
@@ -128,3 +134,98 @@ def test_an_ectopic_shape_deviates_from_the_template() -> None:
     dev = f.rr[:, 2, -1]  # each beat's own deviation is the last entry of its context
     assert dev[30] > 3 * np.median(dev[5:30]) and dev[30] > 0.5
     np.testing.assert_allclose(f.rr[31, 2, -2], dev[30])  # and it stays in the next beats' context
+
+
+def _reference_sequential(ctx: EcgContext, w: np.ndarray, rp: np.ndarray, reset: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, EcgContext
+]:  # fmt: skip
+    """The feature function's sequential part written as the plain per-beat loop of its definition
+    (module docstring): normalised waves, templates, RR windows and QRS-deviation windows."""
+    a_run, m_run, hist, t, dh = ctx.amp_mv, ctx.rr_mean_s, list(ctx.rr), ctx.template.copy(), list(ctx.dev)
+    waves, tpls, rrw, devw = [], [], [], []
+    rp = np.clip(rp, 0.1, 10.0)
+    for i in range(rp.size):
+        if reset[i]:
+            a_run, m_run, hist, t, dh = 0.0, 0.0, [], np.zeros(0, np.float32), []
+        x = w[i] - np.median(w[i])
+        amp = max(float(np.abs(x[95:106]).max()), 1e-3)
+        scale = a_run if a_run > 0 else amp
+        a_run = amp if a_run <= 0 else a_run + AMP_ALPHA * (amp - a_run)
+        m_run = rp[i] if m_run <= 0 else m_run + RR_ALPHA * (rp[i] - m_run)
+        hist = [*hist, float(rp[i])][-RR_CONTEXT:]
+        x = np.clip(x / np.float32(scale), -8, 8).astype(np.float32)
+        if t.size == 0:
+            t = x.copy()
+        diff = (x - t)[70:160].astype(np.float64)
+        tq = t[70:160].astype(np.float64)
+        dev = float(np.log1p(min(10.0, np.sqrt(diff @ diff / (tq @ tq + 1e-6)))))
+        dh = [*dh, dev][-RR_CONTEXT:]
+        rate = TEMPLATE_ALPHA if dev < np.log1p(0.5) else TEMPLATE_ALPHA / 4
+        t = (t + np.float32(rate) * (x - t)).astype(np.float32)
+        waves.append(x)
+        tpls.append(t)
+        rrw.append(np.r_[np.full(RR_CONTEXT - len(hist), np.nan), hist])
+        devw.append(np.r_[np.zeros(RR_CONTEXT - len(dh)), dh])
+    out = EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=t, dev=dh)
+    return np.array(waves), np.array(tpls), np.array(rrw), np.array(devw), out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 4), st.floats(0, 1)), min_size=1, max_size=6), min_size=1,
+                max_size=6), st.integers(0, 1000))  # fmt: skip
+def test_batched_streams_equal_the_per_beat_definition(calls: list[list[tuple[int, float]]], seed: int) -> None:
+    """Several streams per call, any number of beats each (0 too), resets anywhere: the
+    rank-vectorised sequential part equals the plain per-beat loop, stream by stream."""
+    n_streams = max(len(c) for c in calls)
+    w, rp, rn, q = _beats(200, seed)
+    rng = np.random.default_rng(seed)
+    ctxs = [ecg_context_init() for _ in range(n_streams)]
+    refs = [ecg_context_init() for _ in range(n_streams)]
+    pos = 0
+    for call in calls:
+        spec = call + [(0, 1.0)] * (n_streams - len(call))
+        counts = [k for k, _ in spec]
+        idx = (pos + np.arange(sum(counts))) % 200
+        pos += sum(counts)
+        reset = rng.random(idx.size) < np.repeat([p for _, p in spec], counts) * 0.3
+        batch = EcgBeatBatch.of(counts, w[idx], rp[idx], rn[idx], q[idx], reset)
+        ctxs, f = ecg_beat_features_batch(ctxs, batch)
+        assert len(f) == idx.size
+        start = 0
+        for s, k in enumerate(counts):
+            sl = slice(start, start + k)
+            rw, rt, rr, rd, refs[s] = _reference_sequential(refs[s], w[idx][sl], rp[idx][sl], reset[sl])
+            start += k
+            if k == 0:
+                continue
+            np.testing.assert_allclose(f.wave[sl, 0], rw, atol=1e-5)
+            np.testing.assert_allclose(f.wave[sl, 1], rt, atol=1e-5)
+            med = np.nanmedian(rr, axis=1, keepdims=True)
+            np.testing.assert_allclose(f.rr[sl, 0], np.where(np.isnan(rr), 0.0, np.log(rr / med)), atol=1e-5)
+            np.testing.assert_array_equal(f.rr[sl, 1], ~np.isnan(rr))
+            np.testing.assert_allclose(f.rr[sl, 2], rd, atol=1e-4)
+        for c, r in zip(ctxs, refs, strict=True):
+            np.testing.assert_allclose(c.rr, r.rr)
+            np.testing.assert_allclose(c.dev, r.dev, atol=1e-4)
+            assert c.amp_mv == pytest.approx(r.amp_mv) and c.rr_mean_s == pytest.approx(r.rr_mean_s)
+            np.testing.assert_allclose(c.template, r.template, atol=1e-5)
+
+
+def test_many_streams_equal_one_stream_at_a_time() -> None:
+    w, rp, rn, q = _beats(60, 3)
+    cuts = (0, 20, 40)
+    ctxs, feats = ecg_beat_features_many(
+        [(ecg_context_init(), w[a:a + 20], rp[a:a + 20], rn[a:a + 20], q[a:a + 20], None) for a in cuts])
+    for a, ctx, f in zip(cuts, ctxs, feats, strict=True):
+        c1, f1 = ecg_beat_features(ecg_context_init(), w[a:a + 20], rp[a:a + 20], rn[a:a + 20], q[a:a + 20])
+        assert c1.rr == ctx.rr and c1.dev == ctx.dev
+        np.testing.assert_array_equal(f1.wave, f.wave)
+        np.testing.assert_array_equal(f1.scalars, f.scalars)
+
+
+def test_a_batch_whose_counts_do_not_add_up_is_rejected() -> None:
+    w, rp, rn, q = _beats(5)
+    with pytest.raises(ValueError, match="do not add up"):
+        EcgBeatBatch.of([2, 2], w, rp, rn, q)
+    with pytest.raises(ValueError, match="contexts for"):
+        ecg_beat_features_batch([ecg_context_init()], EcgBeatBatch.of([2, 3], w, rp, rn, q))

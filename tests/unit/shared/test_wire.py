@@ -84,6 +84,23 @@ def test_beat_waveform_length_enforced() -> None:
         EcgBeatV1(waveform=encode_f32(np.zeros(299)), **kw)  # type: ignore[arg-type]
 
 
+def test_beat_waveform_is_decoded_once_read_only_and_follows_copies() -> None:
+    q = SignalQuality(flat=False, saturated=False, hf_noise=0.1, baseline_excursion_mv=0.2, score=0.9)
+    kw = dict(stream_id="s", beat_index=0, r_sample=10, r_time=datetime(2026, 1, 1, tzinfo=UTC), fs=360,
+              rr_prev_s=0.8, rr_next_s=0.8, rr_local_mean_s=0.8, rr_irregularity=0.0, quality=q)
+    wave = np.linspace(-1, 1, 300, dtype=np.float32)
+    beat = decode_message(encode_message(EcgBeatV1(waveform=encode_f32(wave), **kw)).value, (), EcgBeatV1)  # type: ignore[arg-type]
+    got = beat.waveform_mv()
+    np.testing.assert_array_equal(got, wave)
+    assert got is beat.waveform_mv()  # decoded when validated, not at every call
+    with pytest.raises(ValueError, match="read-only"):
+        got[0] = 5.0
+    assert beat == EcgBeatV1(waveform=encode_f32(wave), **kw)  # type: ignore[arg-type]  # equality: by fields
+    assert beat != EcgBeatV1(waveform=encode_f32(wave[::-1].copy()), **kw)  # type: ignore[arg-type]
+    other = beat.model_copy(update={"waveform": encode_f32(2 * wave)})  # no validation: decoded anew
+    np.testing.assert_array_equal(other.waveform_mv(), 2 * wave)
+
+
 def test_logs_drop_everything_not_allow_listed() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "accepted", None, None)
     record.fields = {"seq": 3, "api_key": "sdx_secret", "samples": [1, 2], "age": 71,  # type: ignore[attr-defined]

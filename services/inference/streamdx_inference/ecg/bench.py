@@ -3,7 +3,7 @@
 The beats are the DSP's own (:func:`~streamdx_inference.ecg.datasets.beats_of_signal`, the
 streaming core the dsp service runs) over synthetic ECG from :func:`streamdx_devkit.sim.ecg_synthesize`
 (sinus, AF, ectopy, mixed, noisy, brady; no external data), or over the WFDB records of
-``--data``. One call of :meth:`EcgLabeler.label_many` labels a batch of ``B`` beats made of
+``--data``. One call of :meth:`EcgLabeler.label_batch` labels a batch of ``B`` beats made of
 ``B / k`` streams with ``k`` consecutive beats each (``--beats-per-stream``) (their per-stream state carried
 from call to call), exactly as the inference worker labels a ``getmany`` batch. The process is
 pinned to one CPU and onnxruntime runs with one intra-op thread; each batch size runs for
@@ -26,16 +26,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_inference.ecg.features import EcgFeatures, ecg_beat_features
+from streamdx_inference.ecg.features import EcgBeatBatch, ecg_beat_features_batch
 from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
 
 __all__ = ["BeatPool", "bench_labeler", "build_parser", "main", "synthetic_pool"]
 
 SCENARIOS = ("sinus", "af", "ectopy", "mixed", "noisy", "brady")
 BATCH_SIZES = (1, 64, 512, 4096)
-
-Item = tuple[StreamLabelState, npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64],
-             npt.NDArray[np.float32], None]  # fmt: skip
 
 
 class BeatPool:
@@ -56,14 +53,16 @@ class BeatPool:
     def __len__(self) -> int:
         return int(self.rr_prev.size)
 
-    def items(self, states: list[StreamLabelState], per_stream: int, start: int) -> list[Item]:
-        """One batch: ``len(states)`` streams of ``per_stream`` consecutive beats from ``start``."""
+    def batch(self, n_streams: int, per_stream: int, start: int) -> tuple[
+        npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64],
+        npt.NDArray[np.float32],
+    ]:  # fmt: skip
+        """One batch as the worker builds it: ``n_streams`` streams of ``per_stream`` consecutive
+        beats from ``start``, concatenated (counts, waves, rr_prev_s, rr_next_s, quality)."""
         n = len(self)
-        out: list[Item] = []
-        for i, st in enumerate(states):
-            idx = (start + i * per_stream + np.arange(per_stream)) % n
-            out.append((st, self.waves[idx], self.rr_prev[idx], self.rr_next[idx], self.quality[idx], None))
-        return out
+        idx = (start + np.arange(n_streams * per_stream)) % n
+        counts = np.full(n_streams, per_stream, np.int64)
+        return counts, self.waves[idx], self.rr_prev[idx], self.rr_next[idx], self.quality[idx]
 
 
 def synthetic_pool(duration_s: float = 120.0, fs: float = 360.0, seed: int = 2026) -> BeatPool:
@@ -114,14 +113,14 @@ def bench_labeler(
     states = [StreamLabelState() for _ in range(n_streams)]
     pos = 0
     for _ in range(3):  # warm-up (session allocations for this shape)
-        states, _labels = labeler.label_many(pool.items(states, k, pos))
+        states, _labels = labeler.label_batch(states, EcgBeatBatch.of(*pool.batch(n_streams, k, pos)))
         pos += n_streams * k
     lat: list[float] = []
     t_end = time.perf_counter() + seconds
     while len(lat) < max_calls and (time.perf_counter() < t_end or len(lat) < 5):
-        items = pool.items(states, k, pos)
+        arrays = pool.batch(n_streams, k, pos)
         t0 = time.perf_counter()
-        states, _labels = labeler.label_many(items)
+        states, _labels = labeler.label_batch(states, EcgBeatBatch.of(*arrays))
         lat.append(time.perf_counter() - t0)
         pos += n_streams * k
     a = np.asarray(lat)
@@ -136,20 +135,20 @@ def profile_labeler(
     """Seconds per beat (x 1e6 = µs) of each step of one ``label_many`` call of ``batch`` beats."""
     k = max(1, min(per_stream, batch))
     n_streams = max(1, batch // k)
-    items = pool.items([StreamLabelState() for _ in range(n_streams)], k, 0)
+    states = [StreamLabelState() for _ in range(n_streams)]
+    arrays = pool.batch(n_streams, k, 0)
     t_feat, t_models = 0.0, {m.name: 0.0 for m in (labeler.quality, labeler.af, labeler.beats)}
     t_total = 0.0
     for _ in range(reps):
         t0 = time.perf_counter()
-        feats = [ecg_beat_features(st.ctx, w, rp, rn, q, r)[1] for st, w, rp, rn, q, r in items]
-        allf = EcgFeatures.concat(feats)
+        _, allf = ecg_beat_features_batch([st.ctx for st in states], EcgBeatBatch.of(*arrays))
         t_feat += time.perf_counter() - t0
         for m in (labeler.quality, labeler.af, labeler.beats):
             t1 = time.perf_counter()
             m.run(allf)
             t_models[m.name] += time.perf_counter() - t1
         t2 = time.perf_counter()
-        labeler.label_many(items)
+        labeler.label_batch(states, EcgBeatBatch.of(*arrays))
         t_total += time.perf_counter() - t2
     nb = reps * n_streams * k
     out = {"features_us": 1e6 * t_feat / nb, **{f"{n}_us": 1e6 * t / nb for n, t in t_models.items()}}

@@ -52,9 +52,11 @@ __all__ = [
     "SCALAR_NAMES",
     "SCALAR_RR_NEXT",
     "TEMPLATE_ALPHA",
+    "EcgBeatBatch",
     "EcgContext",
     "EcgFeatures",
     "ecg_beat_features",
+    "ecg_beat_features_batch",
     "ecg_beat_features_many",
     "ecg_context_init",
 ]
@@ -186,105 +188,204 @@ def ecg_context_init() -> EcgContext:
 _Item = tuple[EcgContext, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, "npt.ArrayLike | None"]
 
 
-def _checked(
-    waves: npt.ArrayLike, rr_prev_s: npt.ArrayLike, rr_next_s: npt.ArrayLike, quality: npt.ArrayLike,
-    reset: npt.ArrayLike | None,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float32],
-           npt.NDArray[np.bool_]]:  # fmt: skip
-    w = np.asarray(waves, dtype=np.float32)
-    rp = np.asarray(rr_prev_s, dtype=np.float64).reshape(-1)
-    rn = np.asarray(rr_next_s, dtype=np.float64).reshape(-1)
-    q = np.asarray(quality, dtype=np.float32)
-    n = rp.size
-    if w.ndim != 2 or w.shape != (n, BEAT_SAMPLES) or rn.size != n or q.shape != (n, 5):
-        raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
-    # rr_next is NaN when unknown (fixed beat window: the beat left before the next R)
-    if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and not np.isinf(rn).any()):
-        raise ValueError("beat features must be finite")
-    if n and (rp.min() <= 0 or (rn <= 0).any()):
-        raise ValueError("RR intervals must be positive")
-    r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
-    if r.size != n:
-        raise ValueError("reset must have one flag per beat")
-    return w, rp, rn, q, r
+@dataclass(frozen=True)
+class EcgBeatBatch:
+    """The beats of several streams, concatenated stream after stream (the feature function's input).
 
-
-def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFeatures]]:
-    """The feature function over several streams at once (vectorised over all their beats).
-
-    The sequential part (running averages, template, RR history) is a short loop per beat;
-    everything else is one numpy expression over the beats of every stream.
+    Attributes
+    ----------
+    counts : ndarray of int64, shape (s,)
+        Beats of each stream, in order.
+    waves : ndarray of float32, shape (n, 300)
+        Beat waveforms (mV) as emitted by the DSP (R at index 100).
+    rr_prev_s, rr_next_s : ndarray of float64, shape (n,)
+        RR intervals before and after each beat (s); ``rr_next_s`` is NaN when unknown.
+    quality : ndarray of float32, shape (n, 5)
+        The DSP's ``flat, saturated, hf_noise, baseline_excursion_mv, score``.
+    reset : ndarray of bool, shape (n,)
+        Beats after which their stream restarted (the context is cleared before them).
     """
-    checked = [_checked(*it[1:]) for it in items]
-    sizes = [c[1].size for c in checked]
-    total = sum(sizes)
-    if total == 0:
-        return [it[0] for it in items], [EcgFeatures(np.zeros((0, 2, BEAT_SAMPLES), np.float32),
-                                                     np.zeros((0, 3, RR_CONTEXT), np.float32),
-                                                     np.zeros((0, N_SCALARS), np.float32)) for _ in items]  # fmt: skip
-    w = np.concatenate([c[0] for c in checked]) if len(checked) > 1 else checked[0][0].copy()
-    rp = np.clip(np.concatenate([c[1] for c in checked]), _RR_MIN_S, _RR_MAX_S)
-    rn = np.clip(np.concatenate([c[2] for c in checked]), _RR_MIN_S, _RR_MAX_S)
-    q = np.concatenate([c[3] for c in checked]).astype(np.float64)
-    w -= np.median(w, axis=1, keepdims=True)
-    amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
-    amp_l, rp_l = amp.tolist(), rp.tolist()
 
-    # sequential per stream: running amplitude and RR mean (values *before* each beat), RR windows
+    counts: npt.NDArray[np.int64]
+    waves: npt.NDArray[np.float32]
+    rr_prev_s: npt.NDArray[np.float64]
+    rr_next_s: npt.NDArray[np.float64]
+    quality: npt.NDArray[np.float32]
+    reset: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.rr_prev_s.size)
+
+    @classmethod
+    def of(
+        cls, counts: npt.ArrayLike, waves: npt.ArrayLike, rr_prev_s: npt.ArrayLike, rr_next_s: npt.ArrayLike,
+        quality: npt.ArrayLike, reset: npt.ArrayLike | None = None,
+    ) -> EcgBeatBatch:  # fmt: skip
+        """Validate and convert; raises ``ValueError`` on shapes that do not match, a non-finite
+        value or a non-positive RR interval (``rr_next_s`` may be NaN: unknown)."""
+        c = np.asarray(counts, dtype=np.int64).reshape(-1)
+        w = np.asarray(waves, dtype=np.float32)
+        rp = np.asarray(rr_prev_s, dtype=np.float64).reshape(-1)
+        rn = np.asarray(rr_next_s, dtype=np.float64).reshape(-1)
+        q = np.asarray(quality, dtype=np.float32)
+        n = rp.size
+        if w.ndim != 2 or w.shape != (n, BEAT_SAMPLES) or rn.size != n or q.shape != (n, 5):
+            raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {rp.shape}, {q.shape}")
+        if (c < 0).any() or int(c.sum()) != n:
+            raise ValueError(f"stream beat counts {c.tolist()[:8]} do not add up to {n} beats")
+        # rr_next is NaN when unknown (fixed beat window: the beat left before the next R)
+        if not (np.isfinite(w).all() and np.isfinite(q).all() and np.isfinite(rp).all() and not np.isinf(rn).any()):
+            raise ValueError("beat features must be finite")
+        if n and (rp.min() <= 0 or (rn <= 0).any()):
+            raise ValueError("RR intervals must be positive")
+        r = np.zeros(n, dtype=bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)
+        if r.size != n:
+            raise ValueError("reset must have one flag per beat")
+        return cls(c, w, rp, rn, q, r)
+
+    @classmethod
+    def concat(cls, items: Sequence[tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike, npt.ArrayLike,
+                                          npt.ArrayLike | None]]) -> EcgBeatBatch:  # fmt: skip
+        """The batch of several streams' ``(waves, rr_prev_s, rr_next_s, quality, reset)``."""
+        parts = []
+        for waves, rp, rn, q, reset in items:
+            w = np.asarray(waves, dtype=np.float32)
+            p = np.asarray(rp, dtype=np.float64).reshape(-1)
+            parts.append((w, p, np.asarray(rn, dtype=np.float64).reshape(-1), np.asarray(q, dtype=np.float32),
+                          np.zeros(p.size, bool) if reset is None else np.asarray(reset, dtype=bool).reshape(-1)))
+        counts = [p[1].size for p in parts]
+        for (w, p, rn, q, r) in parts:  # per stream: a mismatch is reported before concatenating
+            if w.ndim != 2 or w.shape != (p.size, BEAT_SAMPLES) or rn.size != p.size or q.shape != (p.size, 5):
+                raise ValueError(f"expected waves (n, 300), rr (n,), quality (n, 5); got {w.shape}, {p.shape}, "
+                                 f"{q.shape}")  # fmt: skip
+            if r.size != p.size:
+                raise ValueError("reset must have one flag per beat")
+        if not parts:
+            return cls.of([], np.zeros((0, BEAT_SAMPLES)), [], [], np.zeros((0, 5)))
+        return cls.of(counts, *(np.concatenate([p[k] for p in parts]) for k in range(5)))
+
+
+def _empty_features(n: int = 0) -> EcgFeatures:
+    return EcgFeatures(np.zeros((n, 2, BEAT_SAMPLES), np.float32), np.zeros((n, 3, RR_CONTEXT), np.float32),
+                       np.zeros((n, N_SCALARS), np.float32))  # fmt: skip
+
+
+def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> tuple[list[EcgContext], EcgFeatures]:
+    """The feature function over the beats of several streams at once.
+
+    The sequential part (running averages, RR and QRS-deviation histories, template) runs
+    as one numpy step per beat *rank*: step ``i`` updates every stream that has an
+    ``i``-th beat in the batch, so a batch of one new beat per stream (the worker's usual
+    case) costs a single vectorised step, whatever the number of streams.
+
+    Parameters
+    ----------
+    ctxs : sequence of EcgContext
+        Each stream's context (one per entry of ``batch.counts``); not modified.
+    batch : EcgBeatBatch
+        The streams' beats, concatenated in the order of ``ctxs``.
+
+    Returns
+    -------
+    ctxs : list of EcgContext
+        Each stream's context after its last beat.
+    features : EcgFeatures
+        Model inputs, one row per beat of ``batch``, in its order.
+    """
+    counts = batch.counts
+    n_streams = counts.size
+    if n_streams != len(ctxs):
+        raise ValueError(f"{len(ctxs)} contexts for {n_streams} streams")
+    total = len(batch)
+    if total == 0:
+        return list(ctxs), _empty_features()
+    rp = np.clip(batch.rr_prev_s, _RR_MIN_S, _RR_MAX_S)
+    rn = np.clip(batch.rr_next_s, _RR_MIN_S, _RR_MAX_S)
+    q = batch.quality.astype(np.float64)
+    reset = batch.reset
+    w = batch.waves - np.median(batch.waves, axis=1, keepdims=True)
+    amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
+
+    # the streams' contexts as arrays: histories right-aligned (oldest first), NaN / 0 where unknown
+    a_run = np.fromiter((c.amp_mv for c in ctxs), np.float64, n_streams)
+    m_run = np.fromiter((c.rr_mean_s for c in ctxs), np.float64, n_streams)
+    hist = np.full((n_streams, RR_CONTEXT), np.nan)
+    devh = np.zeros((n_streams, RR_CONTEXT))
+    n_rr = np.zeros(n_streams, np.int64)
+    n_dev = np.zeros(n_streams, np.int64)
+    tpl_run = np.zeros((n_streams, BEAT_SAMPLES), np.float32)
+    has_tpl = np.zeros(n_streams, bool)
+    for s, c in enumerate(ctxs):
+        n_rr[s], n_dev[s] = len(c.rr), len(c.dev)
+        if c.rr:
+            hist[s, RR_CONTEXT - len(c.rr):] = c.rr
+        if c.dev:
+            devh[s, RR_CONTEXT - len(c.dev):] = c.dev
+        if c.template.size:
+            tpl_run[s] = c.template
+            has_tpl[s] = True
+
     scale = np.empty(total)
     mean_prev = np.empty(total)
-    win = np.full((total, RR_CONTEXT), np.nan)
-    ctxs: list[EcgContext] = []
-    g = 0
-    for (ctx, *_), c in zip(items, checked, strict=True):
-        a_run, m_run, hist = ctx.amp_mv, ctx.rr_mean_s, list(ctx.rr)
-        resets = c[4].tolist()
-        for i in range(c[1].size):
-            if resets[i]:
-                a_run, m_run, hist = 0.0, 0.0, []
-            av, rv = amp_l[g], rp_l[g]
-            scale[g] = a_run if a_run > 0 else av
-            mean_prev[g] = m_run if m_run > 0 else rv
-            a_run = av if a_run <= 0 else a_run + AMP_ALPHA * (av - a_run)
-            m_run = rv if m_run <= 0 else m_run + RR_ALPHA * (rv - m_run)
-            hist.append(rv)
-            if len(hist) > RR_CONTEXT:
-                del hist[0]
-            win[g, RR_CONTEXT - len(hist) :] = hist
-            g += 1
-        ctxs.append(EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=ctx.template, dev=list(ctx.dev)))
-    w /= scale[:, None].astype(np.float32)
-    np.clip(w, -_WAVE_CLIP, _WAVE_CLIP, out=w)
-    tpl = np.empty_like(w)
-    dwin = np.zeros((total, RR_CONTEXT))
-    a = np.float32(TEMPLATE_ALPHA)
+    win = np.empty((total, RR_CONTEXT))
+    dwin = np.empty((total, RR_CONTEXT))
+    tpl = np.empty((total, BEAT_SAMPLES), np.float32)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    a_fast = np.float32(TEMPLATE_ALPHA)
     a_slow = np.float32(TEMPLATE_ALPHA / 4.0)
-    qrs = slice(*_QRS_SPAN)
-    g = 0
-    for k, c in enumerate(checked):
-        t = ctxs[k].template.astype(np.float32) if ctxs[k].template.size else None
-        dh = ctxs[k].dev
-        resets = c[4].tolist()
-        for i in range(c[1].size):
-            if t is None or resets[i]:
-                if resets[i]:
-                    dh = []
-                t = w[g].copy()
-            tq = t[qrs]
-            diff = w[g, qrs] - tq
-            dev = math.log1p(min(_DEV_MAX, math.sqrt(float(np.dot(diff, diff)) / (float(np.dot(tq, tq)) + 1e-6))))
-            dh.append(dev)
-            if len(dh) > RR_CONTEXT:
-                del dh[0]
-            dwin[g, RR_CONTEXT - len(dh) :] = dh
-            # a beat unlike the template (an ectopic beat) moves it only slowly, so frequent PVCs do not
-            # turn the template into a PVC and make the normal beats look ectopic
-            t = t + (a if dev < _DEV_GATE else a_slow) * (w[g] - t)
-            tpl[g] = t
-            g += 1
-        if t is not None:
-            ctxs[k].template = t.copy()
-        ctxs[k].dev = dh
+    lo, hi = _QRS_SPAN
+    for i in range(int(counts.max())):
+        act = np.flatnonzero(counts > i)
+        g = starts[act] + i
+        r = reset[g]
+        if r.any():
+            cleared = act[r]
+            a_run[cleared] = 0.0
+            m_run[cleared] = 0.0
+            hist[cleared] = np.nan
+            devh[cleared] = 0.0
+            n_rr[cleared] = 0
+            n_dev[cleared] = 0
+            has_tpl[cleared] = False
+        av, rv, ar, mr = amp[g], rp[g], a_run[act], m_run[act]
+        sc = np.where(ar > 0, ar, av)
+        scale[g] = sc
+        mean_prev[g] = np.where(mr > 0, mr, rv)
+        a_run[act] = np.where(ar > 0, ar + AMP_ALPHA * (av - ar), av)
+        m_run[act] = np.where(mr > 0, mr + RR_ALPHA * (rv - mr), rv)
+        hist[act, :-1] = hist[act, 1:]
+        hist[act, -1] = rv
+        n_rr[act] = np.minimum(n_rr[act] + 1, RR_CONTEXT)
+        win[g] = hist[act]
+        # this beat normalised by the running amplitude before it, then compared with the template
+        wg = np.clip(w[g] / sc[:, None].astype(np.float32), -_WAVE_CLIP, _WAVE_CLIP)
+        w[g] = wg
+        new = ~has_tpl[act]
+        if new.any():
+            tpl_run[act[new]] = wg[new]
+            has_tpl[act[new]] = True
+        t = tpl_run[act]
+        tq = t[:, lo:hi]
+        diff = wg[:, lo:hi] - tq
+        ratio = np.sqrt((diff * diff).sum(axis=1, dtype=np.float64) / ((tq * tq).sum(axis=1, dtype=np.float64) + 1e-6))
+        dev = np.log1p(np.minimum(_DEV_MAX, ratio))
+        devh[act, :-1] = devh[act, 1:]
+        devh[act, -1] = dev
+        n_dev[act] = np.minimum(n_dev[act] + 1, RR_CONTEXT)
+        dwin[g] = devh[act]
+        # a beat unlike the template (an ectopic beat) moves it only slowly, so frequent PVCs do not
+        # turn the template into a PVC and make the normal beats look ectopic
+        rate = np.where(dev < _DEV_GATE, a_fast, a_slow).astype(np.float32)
+        t = t + rate[:, None] * (wg - t)
+        tpl_run[act] = t
+        tpl[g] = t
+
+    out_ctxs = [
+        c if counts[s] == 0 else EcgContext(
+            rr=hist[s, RR_CONTEXT - n_rr[s]:].tolist(), rr_mean_s=float(m_run[s]), amp_mv=float(a_run[s]),
+            template=tpl_run[s].copy(), dev=devh[s, RR_CONTEXT - n_dev[s]:].tolist())
+        for s, c in enumerate(ctxs)
+    ]  # fmt: skip
 
     valid = ~np.isnan(win)
     cnt = valid.sum(axis=1)
@@ -312,12 +413,9 @@ def _features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFe
     known = np.isfinite(rn)
     sc[:, 11] = np.where(known, np.log(np.where(known, rn, 1.0) / mean_prev), 0.0)
     sc[:, 12] = np.where(known, np.log(np.where(known, rn, 1.0) / rp), 0.0)
-    allf = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid, dwin), axis=1).astype(np.float32),
-                       sc.astype(np.float32))  # fmt: skip
-    if len(items) == 1:
-        return ctxs, [allf]
-    bounds = np.cumsum([0, *sizes])
-    return ctxs, [allf.take(slice(int(bounds[i]), int(bounds[i + 1]))) for i in range(len(items))]
+    feats = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid, dwin), axis=1).astype(np.float32),
+                        sc.astype(np.float32))  # fmt: skip
+    return out_ctxs, feats
 
 
 def ecg_beat_features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], list[EcgFeatures]]:
@@ -336,7 +434,12 @@ def ecg_beat_features_many(items: Sequence[_Item]) -> tuple[list[EcgContext], li
     features : list of EcgFeatures
         Each stream's features, identical to calling :func:`ecg_beat_features` per stream.
     """
-    return _features_many(items)
+    batch = EcgBeatBatch.concat([it[1:] for it in items])
+    ctxs, allf = ecg_beat_features_batch([it[0] for it in items], batch)
+    if len(items) == 1:
+        return ctxs, [allf]
+    bounds = np.concatenate(([0], np.cumsum(batch.counts)))
+    return ctxs, [allf.take(slice(int(bounds[i]), int(bounds[i + 1]))) for i in range(len(items))]
 
 
 def ecg_beat_features(
@@ -377,5 +480,5 @@ def ecg_beat_features(
     ValueError
         On shapes that do not match or non-finite / non-positive values.
     """
-    ctxs, feats = _features_many([(ctx, waves, rr_prev_s, rr_next_s, quality, reset)])
-    return ctxs[0], feats[0]
+    ctxs, feats = ecg_beat_features_batch([ctx], EcgBeatBatch.concat([(waves, rr_prev_s, rr_next_s, quality, reset)]))
+    return ctxs[0], feats

@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_inference.ecg.features import EcgContext, EcgFeatures, ecg_beat_features_many, ecg_context_init
+from streamdx_inference.ecg.features import (
+    EcgBeatBatch,
+    EcgContext,
+    EcgFeatures,
+    ecg_beat_features_batch,
+    ecg_context_init,
+)
 
 __all__ = [
     "AAMI_CLASSES",
@@ -146,7 +152,8 @@ class StreamLabelState:
 
 @dataclass(frozen=True)
 class BeatLabel:
-    """Labels of one beat (``af``/``beat_class`` are None when the beat is unreadable)."""
+    """Labels of one beat (``af``/``beat_class`` are None when the beat is unreadable); every
+    probability is in [0, 1]."""
 
     quality: str
     quality_prob: float
@@ -204,51 +211,53 @@ class EcgLabeler:
         Each item is ``(state, waves, rr_prev_s, rr_next_s, quality, reset)`` for one
         stream's consecutive beats; returns the new states and the labels, in order.
         """
-        ctxs, feats = ecg_beat_features_many([(st.ctx, w, rp, rn, q, rs) for st, w, rp, rn, q, rs in streams])
-        pending = []
-        for (state, _, _, _, q, reset), ctx, f in zip(streams, ctxs, feats, strict=True):
-            qa = np.asarray(q, dtype=np.float64).reshape(-1, 5)
-            dsp_bad = (qa[:, 0] > 0) | (qa[:, 1] > 0) | (qa[:, 4] < DSP_SCORE_MIN) | (qa[:, 2] > DSP_HF_NOISE_MAX)
-            r = np.zeros(len(f), bool) if reset is None else np.asarray(reset, bool).reshape(-1)
-            first_reset = bool(r.size and r[0])
-            af0 = -1.0 if first_reset else state.af_smooth
-            q0 = 1.0 if first_reset else state.q_smooth
-            pending.append(_Pending(StreamLabelState(ctx, af0, q0), f, dsp_bad))
-        sizes = [len(p.features) for p in pending]
-        if sum(sizes) == 0:
-            return [p.state for p in pending], [[] for _ in pending]
-        allf = EcgFeatures.concat([p.features for p in pending])
-        pq = self.quality.run(allf).reshape(-1)
-        pa = self.af.run(allf).reshape(-1)
-        pb = self.beats.run(allf).reshape(-1, len(AAMI_CLASSES))
-        out_states, out_labels = [], []
-        pb_l = pb.astype(np.float64).tolist()
-        pos = 0
+        batch = EcgBeatBatch.concat([it[1:] for it in streams])
+        return self.label_batch([it[0] for it in streams], batch)
+
+    def label_batch(
+        self, states: Sequence[StreamLabelState], batch: EcgBeatBatch
+    ) -> tuple[list[StreamLabelState], list[list[BeatLabel]]]:
+        """:meth:`label_many` on beats already concatenated stream after stream (one state per stream)."""
+        ctxs, feats = ecg_beat_features_batch([st.ctx for st in states], batch)
+        counts = batch.counts.tolist()
+        total = len(batch)
+        if total == 0:
+            return [StreamLabelState(c, st.af_smooth, st.q_smooth) for c, st in zip(ctxs, states, strict=True)], \
+                [[] for _ in states]  # fmt: skip
+        qa = batch.quality
+        dsp_bad = (qa[:, 0] > 0) | (qa[:, 1] > 0) | (qa[:, 4] < DSP_SCORE_MIN) | (qa[:, 2] > DSP_HF_NOISE_MAX)
+        # probabilities in [0, 1] exactly (float32 rounding aside, the models' outputs already are)
+        pq = np.clip(self.quality.run(feats).reshape(-1).astype(np.float64), 0.0, 1.0)
+        pa = np.clip(self.af.run(feats).reshape(-1).astype(np.float64), 0.0, 1.0)
+        pb = np.clip(self.beats.run(feats).reshape(-1, len(AAMI_CLASSES)).astype(np.float64), 0.0, 1.0)
+        # the most probable class, and the most probable one other than S (for beats in AF)
+        top = pb.argmax(axis=1)
+        no_s = pb.copy()
+        no_s[:, _S] = -np.inf
+        top_no_s = no_s.argmax(axis=1)
         qt, at = self.quality.threshold, self.af.threshold
-        for p, n, item in zip(pending, sizes, streams, strict=True):
-            r = np.zeros(n, bool) if item[5] is None else np.asarray(item[5], bool).reshape(-1)
-            smooth = p.state.af_smooth
-            qs = p.state.q_smooth
+        pq_l, pa_l, bad_l, reset_l = pq.tolist(), pa.tolist(), dsp_bad.tolist(), batch.reset.tolist()
+        cls_l = [AAMI_CLASSES[j] for j in top.tolist()]
+        cls_af_l = [AAMI_CLASSES[j] for j in top_no_s.tolist()]
+        probs_l = [dict(zip(AAMI_CLASSES, row, strict=True)) for row in pb.tolist()]
+        out_states, out_labels = [], []
+        k = 0
+        for state, ctx, n in zip(states, ctxs, counts, strict=True):
+            smooth, qs = state.af_smooth, state.q_smooth
             labels = []
-            for i in range(n):
-                k = pos + i
-                if r[i] and i > 0:
+            for _ in range(n):
+                if reset_l[k]:
                     smooth, qs = -1.0, 1.0
-                qk = 1.0 if p.dsp_bad[i] else float(pq[k])
-                qs += QUALITY_SMOOTH_ALPHA * (qk - qs)
-                bad = bool(p.dsp_bad[i] or pq[k] > qt or qs > qt)
-                raw = float(pa[k])
-                if not bad:
-                    smooth = raw if smooth < 0 else smooth + AF_SMOOTH_ALPHA * (raw - smooth)
-                probs = dict(zip(AAMI_CLASSES, pb_l[k], strict=True))
-                if bad:
-                    labels.append(BeatLabel("unreadable", float(pq[k]), raw, None, None, probs))
+                p_q = pq_l[k]
+                qs += QUALITY_SMOOTH_ALPHA * ((1.0 if bad_l[k] else p_q) - qs)
+                raw = pa_l[k]
+                if bad_l[k] or p_q > qt or qs > qt:
+                    labels.append(BeatLabel("unreadable", p_q, raw, None, None, probs_l[k]))
                 else:
+                    smooth = raw if smooth < 0 else smooth + AF_SMOOTH_ALPHA * (raw - smooth)
                     in_af = smooth > at
-                    order = np.argsort(-pb[k])
-                    j = int(order[1]) if in_af and int(order[0]) == _S else int(order[0])
-                    labels.append(BeatLabel("ok", float(pq[k]), smooth, in_af, AAMI_CLASSES[j], probs))
-            pos += n
-            out_states.append(StreamLabelState(p.state.ctx, smooth, qs))
+                    labels.append(BeatLabel("ok", p_q, smooth, in_af, cls_af_l[k] if in_af else cls_l[k], probs_l[k]))
+                k += 1
+            out_states.append(StreamLabelState(ctx, smooth, qs))
             out_labels.append(labels)
         return out_states, out_labels
