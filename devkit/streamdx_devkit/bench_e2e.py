@@ -235,6 +235,7 @@ async def gateway_post(client: httpx.AsyncClient, body: bytes, stats: dict[str, 
 
 async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
     from streamdx.embedded import EmbeddedStack, free_port
+    from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tune_gc
     from streamdx.messaging.admin import all_topics, ensure_topics
     from streamdx_alerts.webhooks.receiver import WebhookReceiver
     from streamdx_devkit.local_services import LocalServices, wait_http_ok
@@ -246,6 +247,7 @@ async def _run(n: int, args: argparse.Namespace, logdir: Path) -> dict[str, Any]
         s.phase_s = (i % args.gateway_size) / args.gateway_size  # staggered within each gateway
         s.expected_beats = sum(beats_per_chunk(s.adc, fs, gain))
     prep_s = time.perf_counter() - t_prep
+    tune_gc(DEFAULT_GC_THRESHOLD0)  # the load generator and collector pause no more than the services do
     import uvicorn
 
     with EmbeddedStack() as stack:

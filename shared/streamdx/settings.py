@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0
+
 __all__ = ["ServiceSettings", "WorkerSettings", "service_parser", "settings_help"]
 
 
@@ -26,6 +28,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level")
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of created topics")
     topic_replication: int = Field(default=1, ge=1, le=16, description="Replication factor of created topics")
+    gc_threshold0: int = Field(
+        default=DEFAULT_GC_THRESHOLD0, ge=0, le=10_000_000,
+        description="Allocations between passes of the garbage collector's youngest generation (0: Python's "
+        "default, 700); objects created at start-up are frozen out of its reach",
+    )
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         default="zstd", description="Compression of the record batches this service produces (zstd: ECG batches "
         "~2.8x smaller for ~5 us of CPU per record; consumers read any codec)")

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from streamdx.gc_tuning import GcPauses, tune_gc
 from streamdx.logs import configure_logging, log_fields
 from streamdx.messaging.publisher import Publisher
 from streamdx.messaging.worker import StreamWorker
@@ -134,11 +135,13 @@ async def _serve(
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}",
                           compression=settings.kafka_compression)
+    gc_pauses = GcPauses(metrics.registry)
     try:
         if not await start_publisher(publisher, stop):
             return
         built = await build(WorkerRuntime(settings, metrics, redis, publisher, stop))
         parts = built if isinstance(built, ServiceParts) else ServiceParts(list(built))
+        tune_gc(settings.gc_threshold0)  # once the models and the workers exist
         workers = parts.workers
         tasks = [asyncio.create_task(w.run(stop), name=f"{w.group}:{w.topic}") for w in workers]
         tasks += [asyncio.create_task(job(stop), name=getattr(job, "__qualname__", "background"))
@@ -158,6 +161,7 @@ async def _serve(
         server.should_exit = True
         await http
     finally:
+        gc_pauses.close()
         await publisher.stop()
         await redis.aclose()
         log.info("stopped", extra=log_fields(service=service))

@@ -24,13 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     build_parser().parse_args(argv)
     import uvicorn
+    from prometheus_client import CollectorRegistry
 
+    from streamdx.gc_tuning import GcPauses, tune_gc
     from streamdx.logs import configure_logging
     from streamdx_ingest.app import create_app
 
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_config=None, access_log=False,
-                ws_max_size=settings.max_chunk_bytes)
+    registry = CollectorRegistry()
+    app = create_app(settings, registry)
+    gc_pauses = GcPauses(registry)
+    tune_gc(settings.gc_threshold0)
+    try:
+        uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_config=None, access_log=False,
+                    ws_max_size=settings.max_chunk_bytes)
+    finally:
+        gc_pauses.close()
     return 0

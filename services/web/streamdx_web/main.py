@@ -25,12 +25,15 @@ def main(argv: Sequence[str]) -> int:
     build_parser().parse_args(argv)
     import uvicorn
 
+    from streamdx.gc_tuning import tune_gc
     from streamdx.logs import configure_logging
     from streamdx_web.app import create_app
     from streamdx_web.settings import WebSettings
 
     settings = WebSettings()
     configure_logging("web", settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.web_host, port=settings.web_port, log_config=None,
-                access_log=False, proxy_headers=False)
+    app = create_app(settings)
+    tune_gc(settings.gc_threshold0)
+    uvicorn.run(app, host=settings.web_host, port=settings.web_port, log_config=None, access_log=False,
+                proxy_headers=False)
     return 0
