@@ -23,6 +23,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -139,36 +140,59 @@ class _Counting:
                 self._metrics.alerts_open.labels(kind=e.kind, severity=e.severity).dec()
 
 
+@dataclass
+class _StreamSeries:
+    seen: float
+    hr: Any = None  # the gauges' children, created at the stream's first value
+    burden: Any = None
+
+
 class StreamGauges:
     """The per-stream HR and AF-burden gauges, bounded to ``max_streams`` series each.
 
-    The least recently updated stream's series are removed when a new stream would exceed
-    the bound, and any stream idle for ``GAUGE_IDLE_S`` is removed too.
+    Streams get series in the order they first send a value, up to ``max_streams``; a
+    stream idle for ``GAUGE_IDLE_S`` loses its series and frees its place. Beyond the bound a
+    new stream is not exported until a place is free: the exported series stay stable (no
+    churn between scrapes, which Prometheus stores as ever new series) and an update costs
+    a dictionary lookup.
     """
 
     def __init__(self, metrics: AlertsMetrics, max_streams: int) -> None:
         self._metrics = metrics
         self._max = max_streams
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[str, _StreamSeries] = OrderedDict()  # least recently updated first
 
     def set(self, stream_id: str, hr: float | None, burden: float | None, now: float | None = None) -> None:
         if self._max <= 0:
             return
         now = time.time() if now is None else now
-        self._seen[stream_id] = now
-        self._seen.move_to_end(stream_id)
-        if hr is not None:
-            self._metrics.stream_heart_rate.labels(stream_id=stream_id).set(hr)
-        if burden is not None:
-            self._metrics.stream_af_burden.labels(stream_id=stream_id).set(burden)
-        while len(self._seen) > self._max or (self._seen and now - next(iter(self._seen.values())) > GAUGE_IDLE_S):
+        while self._seen and now - next(iter(self._seen.values())).seen > GAUGE_IDLE_S:
             self.remove(next(iter(self._seen)))
+        entry = self._seen.get(stream_id)
+        if entry is None:
+            if len(self._seen) >= self._max:
+                return
+            entry = self._seen[stream_id] = _StreamSeries(now)
+        else:
+            entry.seen = now
+            self._seen.move_to_end(stream_id)
+        if hr is not None:
+            if entry.hr is None:
+                entry.hr = self._metrics.stream_heart_rate.labels(stream_id=stream_id)
+            entry.hr.set(hr)
+        if burden is not None:
+            if entry.burden is None:
+                entry.burden = self._metrics.stream_af_burden.labels(stream_id=stream_id)
+            entry.burden.set(burden)
 
     def remove(self, stream_id: str) -> None:
-        self._seen.pop(stream_id, None)
-        for g in (self._metrics.stream_heart_rate, self._metrics.stream_af_burden):
-            with contextlib.suppress(KeyError):
-                g.remove(stream_id)
+        entry = self._seen.pop(stream_id, None)
+        if entry is None:
+            return
+        for g, child in ((self._metrics.stream_heart_rate, entry.hr), (self._metrics.stream_af_burden, entry.burden)):
+            if child is not None:
+                with contextlib.suppress(KeyError):
+                    g.remove(stream_id)
 
     def __len__(self) -> int:
         return len(self._seen)
