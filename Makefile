@@ -20,7 +20,7 @@ test: $(STAMP)
 		echo "note: the browser tests (tests/browser) are skipped without Chromium: sudo apt-get install chromium"
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not integration and not evaluation and not slow"

@@ -45,6 +45,11 @@ class WorkerSettings(ServiceSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="Port of /healthz, /readyz and /metrics")
     batch_max_records: int = Field(default=500, ge=1, le=100_000, description="Records per consumed batch")
     batch_timeout_ms: int = Field(default=200, ge=1, le=60_000, description="Max wait for a batch (ms)")
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, le=300_000,
+        description="Consumer-group session timeout: how long the partitions of a worker that died without "
+        "leaving its group wait before another worker takes them over",
+    )
     checkpoint_interval_s: float = Field(
         default=5.0, ge=0, le=300,
         description="Seconds between state checkpoints of the stream workers (0: after every batch); outputs "

@@ -198,7 +198,8 @@ class Pipeline:
 
     def _env(self, name: Service, port: int) -> dict[str, str]:
         extra = {"LOG_LEVEL": "WARNING", "METRICS_PORT": str(port),
-                 "CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s)}  # fmt: skip
+                 "CHECKPOINT_INTERVAL_S": str(self.checkpoint_interval_s),
+                 "KAFKA_SESSION_TIMEOUT_MS": "6000"}  # fmt: skip  # a killed worker's partitions move on sooner
         if name == "ingest":
             extra |= {"INGEST_PORT": str(port), "INGEST_ADMIN_TOKEN": ADMIN_TOKEN}
         elif name == "alerts":  # no wall-clock alarms (no_data) in comparisons; short webhook lease

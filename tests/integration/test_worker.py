@@ -136,6 +136,7 @@ def make_worker(stack: StackInfo, group: str, pub: Publisher, store: StateStore,
         topic=AddV1.TOPIC, group=group, model=AddV1, handler=add_handler, codec=IntCodec(), publisher=pub,
         store=store, metrics=metrics, bootstrap=stack.kafka_bootstrap, batch_max_records=7, batch_timeout_ms=100,
         max_cached_keys=max_cached_keys, checkpoint_interval_s=checkpoint_interval_s,
+        session_timeout_ms=6000,  # the broker's minimum: a crashed worker's partitions move on sooner
     )
 
 

@@ -70,7 +70,7 @@ def make_batch_worker(stack: StackInfo, group: str, pub: Publisher, store: State
     return StreamWorker(
         topic=AddV1.TOPIC, group=group, model=AddV1, batch_handler=handler, codec=IntCodec(), publisher=pub,
         store=store, metrics=metrics, bootstrap=stack.kafka_bootstrap, batch_max_records=max_records,
-        batch_timeout_ms=100,
+        batch_timeout_ms=100, session_timeout_ms=6000,
     )
 
 

@@ -44,7 +44,8 @@ def build_alerts_service(
             topic=topic, group=group, model=model, codec=codec, publisher=rt.publisher,
             store=StateStore(rt.redis, group), metrics=m, bootstrap=settings.kafka_bootstrap,
             batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-            checkpoint_interval_s=settings.checkpoint_interval_s, **handler,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            session_timeout_ms=settings.kafka_session_timeout_ms, **handler,
         )
 
     rhythm_store_group = settings.alerts_rhythm_group

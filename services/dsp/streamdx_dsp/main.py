@@ -31,14 +31,14 @@ def build_dsp_workers(rt: WorkerRuntime[DspMetrics], settings: DspSettings) -> l
         codec=DspStateCodec(settings.dsp_beat_window), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
         batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        checkpoint_interval_s=settings.checkpoint_interval_s,
+        checkpoint_interval_s=settings.checkpoint_interval_s, session_timeout_ms=settings.kafka_session_timeout_ms,
     )
     esr: StreamWorker[EsrFrameV1, Any] = StreamWorker(
         topic=Topic.ESR_FRAMES, group=settings.dsp_esr_group, model=EsrFrameV1,
         handler=EsrFramesHandler(), codec=EsrTrackerCodec(), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.dsp_esr_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
         batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        checkpoint_interval_s=settings.checkpoint_interval_s,
+        checkpoint_interval_s=settings.checkpoint_interval_s, session_timeout_ms=settings.kafka_session_timeout_ms,
     )
     return [ecg, esr]
 

@@ -46,7 +46,7 @@ def build_slides_workers(
             batch_handler=SlideTilesHandler(detector, rt.metrics), codec=None, publisher=rt.publisher,
             store=StateStore(rt.redis, settings.inference_slides_group), metrics=rt.metrics,
             bootstrap=settings.kafka_bootstrap, batch_max_records=settings.slides_batch_tiles,
-            batch_timeout_ms=settings.batch_timeout_ms,
+            batch_timeout_ms=settings.batch_timeout_ms, session_timeout_ms=settings.kafka_session_timeout_ms,
         )
         workers.append(tiles)
     else:
@@ -57,7 +57,7 @@ def build_slides_workers(
         handler=SlideMergeHandler(SlideRecords(rt.redis), iou=settings.slides_merge_iou), codec=SlideMergeCodec(),
         publisher=rt.publisher, store=StateStore(rt.redis, settings.inference_slides_merge_group),
         metrics=rt.metrics, bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms,
+        batch_timeout_ms=settings.batch_timeout_ms, session_timeout_ms=settings.kafka_session_timeout_ms,
     )
     workers.append(merge)
     return workers
@@ -76,6 +76,7 @@ def build_inference_workers(
         store=StateStore(rt.redis, settings.inference_esr_group), metrics=rt.metrics,
         bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
     labeler = EcgLabeler.from_dir(settings.models_dir, providers=providers, int8=settings.ecg_models_int8)
     ecg: StreamWorker[EcgBeatV1, Any] = StreamWorker(
@@ -84,6 +85,7 @@ def build_inference_workers(
         store=StateStore(rt.redis, settings.inference_ecg_group), metrics=rt.metrics,
         bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
     )
     return [ecg, esr, *build_slides_workers(rt, settings, providers)]
 

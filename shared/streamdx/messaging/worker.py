@@ -237,6 +237,7 @@ class StreamWorker(Generic[In, S]):
         retry_backoff_s: tuple[float, float] = (0.2, 5.0),
         max_cached_keys: int = 50_000,
         checkpoint_interval_s: float = 0.0,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self.topic = topic
         self.group = group
@@ -257,6 +258,7 @@ class StreamWorker(Generic[In, S]):
         self._cache: OrderedDict[str, _Entry[S]] = OrderedDict()  # LRU; checkpoints are in Redis
         self._max_cached = max_cached_keys
         self._interval = checkpoint_interval_s
+        self._session_timeout_ms = session_timeout_ms
         self._dirty: dict[str, _Entry[S]] = {}  # applied, not yet checkpointed (interval mode)
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_flush = time.monotonic()
@@ -299,6 +301,9 @@ class StreamWorker(Generic[In, S]):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # a worker that died without leaving the group holds its partitions this long
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(100, min(3000, self._session_timeout_ms // 3)),
         )
         self._stop = stop
         consumer.subscribe([self.topic], listener=_Rebalance(self))
