@@ -9,7 +9,7 @@ which show directly in the label and alert latency. Almost all of the services' 
 is acyclic and freed by reference counting at once, so collecting less often is safe:
 :func:`tune_gc` moves what start-up created (modules, models, settings) out of the
 collector's reach (:func:`gc.freeze`) and raises the generation-0 threshold.
-:class:`GcPauses` exports the pauses as a histogram so that the effect can be seen.
+:class:`GcPauses` observes the pauses in the services' ``streamdx_gc_pause_seconds`` histogram.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import gc
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from streamdx.metrics import PublisherMetrics
 
 __all__ = ["DEFAULT_GC_THRESHOLD0", "GcPauses", "tune_gc"]
 
@@ -44,19 +44,14 @@ def tune_gc(threshold0: int) -> None:
 
 
 class GcPauses:
-    """``streamdx_gc_pause_seconds{generation}``: the duration of each collector pass.
+    """Observe each collector pass in ``metrics.gc_pause`` (``streamdx_gc_pause_seconds{generation}``).
 
     The collector's callbacks are global to the process: install one per service process
     and :meth:`close` it when the service stops.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._hist = Histogram(
-            "streamdx_gc_pause_seconds", "Duration of each pass of the cyclic garbage collector (the process pauses)",
-            ["generation"], registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-        )  # fmt: skip
-        self._children = [self._hist.labels(generation=str(g)) for g in range(3)]
+    def __init__(self, metrics: PublisherMetrics) -> None:
+        self._children = [metrics.gc_pause.labels(generation=str(g)) for g in range(3)]
         self._started = 0.0
         gc.callbacks.append(self._callback)
 

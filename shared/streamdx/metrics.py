@@ -36,11 +36,16 @@ _SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 
 
 class PublisherMetrics:
-    """Families of a process that publishes messages."""
+    """Families of a process that publishes messages (every service process)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.produced = Counter("streamdx_messages_produced", "Messages produced", ["topic"], registry=registry)
+        self.gc_pause = Histogram(
+            "streamdx_gc_pause_seconds", "Duration of each pass of the cyclic garbage collector (the process pauses)",
+            ["generation"], registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )  # fmt: skip
 
 
 class WorkerMetrics(PublisherMetrics):

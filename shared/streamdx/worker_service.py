@@ -135,7 +135,7 @@ async def _serve(
     redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     publisher = Publisher(settings.kafka_bootstrap, metrics, client_id=f"streamdx-{service}",
                           compression=settings.kafka_compression)
-    gc_pauses = GcPauses(metrics.registry)
+    gc_pauses = GcPauses(metrics)
     try:
         if not await start_publisher(publisher, stop):
             return

@@ -214,6 +214,7 @@ def create_app(settings: IngestSettings, registry: CollectorRegistry | None = No
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
 
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.state.metrics = metrics  # the process entry point observes the garbage collector in it
 
     # -- error mapping -------------------------------------------------------------
     @app.exception_handler(RequestValidationError)

@@ -24,7 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     build_parser().parse_args(argv)
     import uvicorn
-    from prometheus_client import CollectorRegistry
 
     from streamdx.gc_tuning import GcPauses, tune_gc
     from streamdx.logs import configure_logging
@@ -32,9 +31,8 @@ def main(argv: Sequence[str]) -> int:
 
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level)
-    registry = CollectorRegistry()
-    app = create_app(settings, registry)
-    gc_pauses = GcPauses(registry)
+    app = create_app(settings)
+    gc_pauses = GcPauses(app.state.metrics)
     tune_gc(settings.gc_threshold0)
     try:
         uvicorn.run(app, host=settings.ingest_host, port=settings.ingest_port, log_config=None, access_log=False,

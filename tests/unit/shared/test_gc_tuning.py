@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from streamdx.gc_tuning import GcPauses, tune_gc
+from streamdx.metrics import PublisherMetrics
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def _passes(registry: CollectorRegistry, generation: int) -> float:
 
 
 def test_tune_gc_freezes_start_up_objects_and_sets_the_threshold(restored_gc: None) -> None:
-    survivor = [[] for _ in range(100)]
+    survivor: list[list[int]] = [[] for _ in range(100)]
     tune_gc(12_345)
     assert gc.get_threshold()[0] == 12_345
     assert gc.get_freeze_count() >= len(survivor)
@@ -35,7 +36,7 @@ def test_tune_gc_freezes_start_up_objects_and_sets_the_threshold(restored_gc: No
 
 def test_every_pass_is_observed_until_closed() -> None:
     registry = CollectorRegistry()
-    pauses = GcPauses(registry)
+    pauses = GcPauses(PublisherMetrics(registry))
     try:
         gc.collect(0)
         gc.collect(2)
