@@ -24,7 +24,9 @@ one batch each and applies the decision rules:
   is irregular; MITDB annotates such beats N): it takes the most probable other class.
 
 :meth:`EcgLabeler.label_many` labels the beats of many streams with one model call per
-model, which is how the worker batches a ``getmany`` batch.
+model; :meth:`EcgLabeler.label_batch` does the same on beats already concatenated
+(:class:`~streamdx_inference.ecg.features.EcgBeatBatch`), which is how the worker labels a
+``getmany`` batch.
 """
 
 from __future__ import annotations
@@ -161,13 +163,6 @@ class BeatLabel:
     af: bool | None
     beat_class: str | None
     class_probs: dict[str, float]
-
-
-@dataclass
-class _Pending:
-    state: StreamLabelState
-    features: EcgFeatures
-    dsp_bad: npt.NDArray[np.bool_]
 
 
 class EcgLabeler:
