@@ -42,6 +42,25 @@ async def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> 
         await consumer.stop()
 
 
+async def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """Whether consumer group ``group`` has committed, on every partition of ``topic``, the
+    partition's current end offset (it consumed everything there is)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return False
+        end = await consumer.end_offsets(tps)
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if (committed or 0) < end[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
 async def read_messages(bootstrap: str, model: type[M], key: str, *, timeout_s: float = 10.0) -> list[M]:
     """Messages of ``model``'s topic with partition key ``key``, in offset order."""
     records = [r for r in await read_topic(bootstrap, model.TOPIC, timeout_s=timeout_s) if r.key == key.encode()]

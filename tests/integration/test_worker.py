@@ -22,7 +22,7 @@ from streamdx.schemas.base import Message
 from streamdx.schemas.topics import dlq_topic
 from streamdx.state_store import Checkpoint, StateStore
 from tests.conftest import StackInfo
-from tests.integration.kafka_reading import read_topic
+from tests.integration.kafka_reading import group_caught_up, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -216,12 +216,17 @@ async def test_replacement_worker_resumes_without_loss_or_double_apply(
     replacement = make_worker(stack, group, pub, StateStore(redis, group), metrics, max_cached_keys=2,
                               checkpoint_interval_s=interval)
 
-    async def complete() -> bool:  # every output there and every key's final state checkpointed
+    async def complete() -> bool:
+        """Every output there, every key's final state checkpointed, and the replacement has consumed
+        the whole topic (the dying worker may have published and checkpointed everything before it
+        died: the replacement must still meet the records whose commit was lost)."""
         got = await totals(stack, prefix)
         if not {(t.key_id, t.seq) for t in got} >= {(m.key_id, m.seq) for m in msgs}:
             return False
         cps = [await StateStore(redis, group).load(k) for k in keys]
-        return all(cp is not None and IntCodec().loads(cp.state or b"") == 30 * 31 for cp in cps)
+        if not all(cp is not None and IntCodec().loads(cp.state or b"") == 30 * 31 for cp in cps):
+            return False
+        return await group_caught_up(stack.kafka_bootstrap, group, AddV1.TOPIC)
 
     await run_until(replacement, complete)
     out = await totals(stack, prefix)
