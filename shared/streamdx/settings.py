@@ -8,7 +8,7 @@ the environment.
 from __future__ import annotations
 
 import argparse
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,6 +55,13 @@ class WorkerSettings(ServiceSettings):
         description="Seconds between state checkpoints of the stream workers (0: after every batch); outputs "
         "are published every batch either way, a crash replays at most this much (identical outputs)",
     )
+
+    def consumer_options(self) -> dict[str, Any]:
+        """The :class:`~streamdx.messaging.worker.StreamWorker` arguments every worker of the
+        service takes from its settings (broker, batch wait, group session): one place to add
+        the next one. Batch size and checkpoint interval stay per worker."""
+        return {"bootstrap": self.kafka_bootstrap, "batch_timeout_ms": self.batch_timeout_ms,
+                "session_timeout_ms": self.kafka_session_timeout_ms}
 
 
 def settings_help(settings: type[BaseSettings]) -> str:

@@ -42,10 +42,8 @@ def build_alerts_service(
     def worker(topic: str, group: str, model: Any, codec: Any, **handler: Any) -> StreamWorker[Any, Any]:
         return StreamWorker(
             topic=topic, group=group, model=model, codec=codec, publisher=rt.publisher,
-            store=StateStore(rt.redis, group), metrics=m, bootstrap=settings.kafka_bootstrap,
-            batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-            checkpoint_interval_s=settings.checkpoint_interval_s,
-            session_timeout_ms=settings.kafka_session_timeout_ms, **handler,
+            store=StateStore(rt.redis, group), metrics=m, batch_max_records=settings.batch_max_records,
+            checkpoint_interval_s=settings.checkpoint_interval_s, **settings.consumer_options(), **handler,
         )
 
     rhythm_store_group = settings.alerts_rhythm_group

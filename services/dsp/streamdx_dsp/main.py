@@ -29,16 +29,16 @@ def build_dsp_workers(rt: WorkerRuntime[DspMetrics], settings: DspSettings) -> l
         topic=Topic.ECG_SAMPLES, group=settings.dsp_group, model=EcgSamplesV1,
         handler=EcgSamplesHandler(rt.metrics, settings.dsp_beat_window),
         codec=DspStateCodec(settings.dsp_beat_window), publisher=rt.publisher,
-        store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
-        batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        checkpoint_interval_s=settings.checkpoint_interval_s, session_timeout_ms=settings.kafka_session_timeout_ms,
+        store=StateStore(rt.redis, settings.dsp_group), metrics=rt.metrics,
+        batch_max_records=settings.batch_max_records, checkpoint_interval_s=settings.checkpoint_interval_s,
+        **settings.consumer_options(),
     )
     esr: StreamWorker[EsrFrameV1, Any] = StreamWorker(
         topic=Topic.ESR_FRAMES, group=settings.dsp_esr_group, model=EsrFrameV1,
         handler=EsrFramesHandler(), codec=EsrTrackerCodec(), publisher=rt.publisher,
-        store=StateStore(rt.redis, settings.dsp_esr_group), metrics=rt.metrics, bootstrap=settings.kafka_bootstrap,
-        batch_max_records=settings.batch_max_records, batch_timeout_ms=settings.batch_timeout_ms,
-        checkpoint_interval_s=settings.checkpoint_interval_s, session_timeout_ms=settings.kafka_session_timeout_ms,
+        store=StateStore(rt.redis, settings.dsp_esr_group), metrics=rt.metrics,
+        batch_max_records=settings.batch_max_records, checkpoint_interval_s=settings.checkpoint_interval_s,
+        **settings.consumer_options(),
     )
     return [ecg, esr]
 

@@ -45,8 +45,7 @@ def build_slides_workers(
             topic=Topic.SLIDES_TILES, group=settings.inference_slides_group, model=SlideTileV1,
             batch_handler=SlideTilesHandler(detector, rt.metrics), codec=None, publisher=rt.publisher,
             store=StateStore(rt.redis, settings.inference_slides_group), metrics=rt.metrics,
-            bootstrap=settings.kafka_bootstrap, batch_max_records=settings.slides_batch_tiles,
-            batch_timeout_ms=settings.batch_timeout_ms, session_timeout_ms=settings.kafka_session_timeout_ms,
+            batch_max_records=settings.slides_batch_tiles, **settings.consumer_options(),
         )
         workers.append(tiles)
     else:
@@ -56,8 +55,7 @@ def build_slides_workers(
         topic=Topic.SLIDES_DETECTIONS, group=settings.inference_slides_merge_group, model=SlideDetectionsV1,
         handler=SlideMergeHandler(SlideRecords(rt.redis), iou=settings.slides_merge_iou), codec=SlideMergeCodec(),
         publisher=rt.publisher, store=StateStore(rt.redis, settings.inference_slides_merge_group),
-        metrics=rt.metrics, bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms, session_timeout_ms=settings.kafka_session_timeout_ms,
+        metrics=rt.metrics, batch_max_records=settings.batch_max_records, **settings.consumer_options(),
     )
     workers.append(merge)
     return workers
@@ -74,18 +72,16 @@ def build_inference_workers(
         topic=Topic.ESR_HEIGHTS, group=settings.inference_esr_group, model=EsrHeightV1,
         handler=EsrHeightsHandler(forecaster), codec=TubeSeriesCodec(), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.inference_esr_group), metrics=rt.metrics,
-        bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
+        batch_max_records=settings.batch_max_records, checkpoint_interval_s=settings.checkpoint_interval_s,
+        **settings.consumer_options(),
     )
     labeler = EcgLabeler.from_dir(settings.models_dir, providers=providers, int8=settings.ecg_models_int8)
     ecg: StreamWorker[EcgBeatV1, Any] = StreamWorker(
         topic=Topic.ECG_BEATS, group=settings.inference_ecg_group, model=EcgBeatV1,
         batch_handler=EcgBeatsHandler(labeler, rt.metrics), codec=EcgLabelStateCodec(), publisher=rt.publisher,
         store=StateStore(rt.redis, settings.inference_ecg_group), metrics=rt.metrics,
-        bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms, checkpoint_interval_s=settings.checkpoint_interval_s,
-        session_timeout_ms=settings.kafka_session_timeout_ms,
+        batch_max_records=settings.batch_max_records, checkpoint_interval_s=settings.checkpoint_interval_s,
+        **settings.consumer_options(),
     )
     return [ecg, esr, *build_slides_workers(rt, settings, providers)]
 

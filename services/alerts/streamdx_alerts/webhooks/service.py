@@ -124,7 +124,6 @@ def build_webhook_delivery(
     worker: StreamWorker[AlertEventV1, None] = StreamWorker(
         topic=Topic.ALERTS_EVENTS, group=settings.alerts_delivery_group, model=AlertEventV1, handler=handler,
         codec=None, publisher=publisher, store=StateStore(redis, settings.alerts_delivery_group), metrics=metrics,
-        bootstrap=settings.kafka_bootstrap, batch_max_records=settings.batch_max_records,
-        batch_timeout_ms=settings.batch_timeout_ms, session_timeout_ms=settings.kafka_session_timeout_ms,
+        batch_max_records=settings.batch_max_records, **settings.consumer_options(),
     )
     return WebhookDelivery(worker, dispatcher, handler, queue, subscriptions, settings, http)
