@@ -21,9 +21,9 @@ from streamdx_dsp.core import (
     ecg_wavelet_stream_v2,
     ecg_wavelet_stream_v2_init,
 )
-from streamdx_dsp.core._wavelet_kernels import hop_plan, periodic_shrink, shrink_hop
+from streamdx_dsp.core._wavelet_kernels import hop_shrink, periodic_shrink
 from streamdx_dsp.core.wavelet_denoise import dwt_filters
-from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack, wavelet_ring_unpack
+from streamdx_dsp.core.wavelet_stream import H2, L2, P2, R2, hop_matrices, wavelet_ring_pack, wavelet_ring_unpack
 from streamdx_dsp.evaluation.latency import wavelet_lag_samples
 
 
@@ -45,18 +45,18 @@ def test_window_shrinkage_matches_pywavelets() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 1000), keep0=st.integers(0, 28), keep_len=st.integers(1, 4), lam=st.floats(0.0, 2.0))
-def test_hop_shrinkage_equals_the_kept_part_of_the_whole_window(
-    seed: int, keep0: int, keep_len: int, lam: float
-) -> None:
+@given(seed=st.integers(0, 1000), lam=st.floats(0.0, 2.0), scale=st.floats(0.01, 100.0))
+def test_hop_matrices_give_the_kept_part_of_the_whole_window_shrinkage(seed: int, lam: float, scale: float) -> None:
+    """One hop by its matrices equals the kept samples of the mirrored window's 3-level shrinkage."""
     lo, hi = dwt_filters()
-    w = np.random.default_rng(seed).normal(size=32)
-    full = w.copy()
-    periodic_shrink(full, 32, lo, hi, 3, lam, np.empty(40), np.empty(40), np.empty(40))
-    n1, n2 = hop_plan(32, keep0, keep_len)
-    out = np.empty(keep_len)
-    shrink_hop(w, 32, lo, hi, lam, keep0, keep_len, n1, n2, out, np.empty(6 * 40))
-    np.testing.assert_allclose(out, full[keep0 : keep0 + keep_len], atol=1e-12)
+    core = np.random.default_rng(seed).normal(size=L2 + H2 + R2) * scale
+    full = np.concatenate((core, core[::-1][:P2]))
+    periodic_shrink(full, full.size, lo, hi, 3, lam, np.empty(40), np.empty(40), np.empty(40))
+    hop_mt, hop_s = hop_matrices()
+    assert hop_mt.shape == (L2 + H2 + R2, H2 + hop_s.shape[0]) and hop_s.shape == (17, H2)
+    out = np.empty(H2)
+    hop_shrink(core, hop_mt, hop_s, lam, out)
+    np.testing.assert_allclose(out, full[L2 : L2 + H2], atol=1e-12 * scale)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

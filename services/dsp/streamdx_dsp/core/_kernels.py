@@ -130,36 +130,47 @@ def _median_abs(x):
 
 @_jit
 def _select(v, k):
-    """``k``-th smallest of ``v`` (reordered in place: ``v[:k]`` <= result)."""
+    """``k``-th smallest of ``v`` (reordered in place: ``v[:k]`` <= result).
+
+    Quickselect with a three-way partition (values below, equal to, above a median-of-3
+    pivot; equal runs, e.g. of a flat line, end the search at once). The partition loops
+    move values with selects instead of branches: which side a value falls on is
+    unpredictable, and mispredicted branches cost more than the moves.
+    """
     lo = 0
     hi = v.size - 1
     while hi > lo:
-        mid = (lo + hi) // 2
+        mid = (lo + hi) >> 1
         a, b, c = v[lo], v[mid], v[hi]
-        if a > b:
-            a, b = b, a
-        if b > c:
-            b = c
-            if a > b:
-                b = a
-        pivot = b
-        i = lo
-        j = hi
-        while i <= j:
-            while v[i] < pivot:
-                i += 1
-            while v[j] > pivot:
-                j -= 1
-            if i <= j:
-                v[i], v[j] = v[j], v[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
+        pivot = max(min(a, b), min(max(a, b), c))
+        if v[mid] == pivot:
+            v[mid], v[hi] = v[hi], v[mid]
+        elif v[lo] == pivot:
+            v[lo], v[hi] = v[hi], v[lo]
+        lt = lo  # v[lo:lt] < pivot
+        for i in range(lo, hi):
+            t = v[i]
+            s = v[lt]
+            below = t < pivot
+            v[i] = s if below else t
+            v[lt] = t if below else s
+            lt += 1 if below else 0
+        if k < lt:
+            hi = lt - 1
+            continue
+        eq = lt  # v[lt:eq] == pivot
+        for i in range(lt, hi):
+            t = v[i]
+            s = v[eq]
+            same = t == pivot
+            v[i] = s if same else t
+            v[eq] = t if same else s
+            eq += 1 if same else 0
+        v[eq], v[hi] = v[hi], v[eq]
+        if k > eq:
+            lo = eq + 1
         else:
-            break
+            return pivot
     return v[k]
 
 

@@ -25,7 +25,7 @@ __all__ = ["stream_step"]
 
 @_jit
 def stream_step(
-    x, ring, wcnt, sig, lo, hi, wpar, lam_fac,
+    x, ring, wcnt, sig, lo, hi, hop_mt, hop_s, wpar, lam_fac,
     run, rail, sos, bp_zi, qb, qa, rp_zi, f_tail, sq_tail, fs, qpar, min_ptp, h_ecg, h_bins, h_start,
     feat, feat_start, cand_next, dpar_i, spk, npk, last_r, last_slope, rr_d, rr_dn, sb, sb_next, dpar_f,
     fixed, pending, prev_r, rr_b, rr_bn, u, v, pre, post,
@@ -48,16 +48,16 @@ def stream_step(
         sig,
         lo,
         hi,
+        hop_mt,
+        hop_s,
         wpar[0],
         wpar[1],
         wpar[2],
-        wpar[3],
         lam_fac,
         wpar[4],
         wpar[5],
         wpar[6],
         wpar[7],
-        np.empty((4, 256)),
     )
     n_new = den.size
     r_peaks = np.zeros(0, np.int64)

@@ -11,7 +11,7 @@ import numpy as np
 
 from streamdx_dsp.core._kernels import _jit, _median_abs
 
-__all__ = ["N_ROWS", "PIECE", "RING", "hop_plan", "periodic_shrink", "shrink_hop", "wavelet_stream_step"]
+__all__ = ["N_ROWS", "PIECE", "RING", "hop_shrink", "periodic_shrink", "wavelet_stream_step"]
 
 
 @_jit
@@ -72,113 +72,6 @@ def periodic_shrink(w, n, lo, hi, levels, lam, a, d, rec):
             w[2 * i + 1] = l1 * a1_ + g1 * d1_ + l3 * a2_ + g3 * d2_ + l5 * a3 + g5 * d3 + l7 * a4 + g7 * d4
 
 
-@_jit
-def _needed(idx, n_out_level):
-    """Coefficient indices (mod the level's length) that synthesis of the samples ``idx`` of
-    the level below reads: ``i-2..i+1`` for ``2i``, ``i-1..i+2`` for ``2i+1`` (sorted, unique)."""
-    mark = np.zeros(n_out_level, np.bool_)
-    for m in idx:
-        i = m >> 1
-        a = i - 2 if m & 1 == 0 else i - 1
-        for q in range(4):
-            mark[(a + q) % n_out_level] = True
-    return np.nonzero(mark)[0]
-
-
-@_jit
-def hop_plan(n, keep0, keep_len):
-    """Which level-1 and level-2 coefficients the kept samples ``[keep0, keep0 + keep_len)`` of a
-    3-level periodic shrinkage of ``n`` samples depend on (see :func:`shrink_hop`)."""
-    keep = np.arange(keep0, keep0 + keep_len)
-    n1 = _needed(keep, n // 2)
-    n2 = _needed(n1, n // 4)
-    return n1, n2
-
-
-@_jit
-def _pad(src, n, p, dst):
-    """``dst[q] = src[(q - p) mod n]`` for ``q < n + 2p``."""
-    for q in range(p):
-        dst[q] = src[n - p + q]
-        dst[n + p + q] = src[q]
-    for q in range(n):
-        dst[p + q] = src[q]
-
-
-@_jit
-def _fir8(x, b, f):
-    """``sum_j f[j] x[b - j]`` for an 8-tap filter."""
-    return (f[0] * x[b] + f[1] * x[b - 1] + f[2] * x[b - 2] + f[3] * x[b - 3] + f[4] * x[b - 4] + f[5] * x[b - 5]
-            + f[6] * x[b - 6] + f[7] * x[b - 7])  # fmt: skip
-
-
-@_jit
-def _syn_point(a, d, m, n, lo, hi):
-    """Sample ``m`` of the periodic inverse step from ``a``/``d`` of length ``n`` (transpose of the analysis).
-
-    ``n`` is a power of two, so the periodic index is a mask (an integer division per tap
-    would cost more than the arithmetic). ``lo``/``hi`` are the filters as tuples.
-    """
-    i = m >> 1
-    k = n - 1
-    if m & 1 == 0:
-        q = i - 2
-        return (lo[0] * a[q & k] + hi[0] * d[q & k] + lo[2] * a[(q + 1) & k] + hi[2] * d[(q + 1) & k]
-                + lo[4] * a[(q + 2) & k] + hi[4] * d[(q + 2) & k]
-                + lo[6] * a[(q + 3) & k] + hi[6] * d[(q + 3) & k])  # fmt: skip
-    q = i - 1
-    return (lo[1] * a[q & k] + hi[1] * d[q & k] + lo[3] * a[(q + 1) & k] + hi[3] * d[(q + 1) & k]
-            + lo[5] * a[(q + 2) & k] + hi[5] * d[(q + 2) & k]
-            + lo[7] * a[(q + 3) & k] + hi[7] * d[(q + 3) & k])  # fmt: skip
-
-
-@_jit
-def shrink_hop(w, n, lo, hi, lam, keep0, keep_len, n1, n2, out, sc):
-    """The samples ``[keep0, keep0 + keep_len)`` of :func:`periodic_shrink` (3 levels) of ``w[:n]``
-    (``n`` a power of two).
-
-    Same arithmetic, restricted to what those samples depend on: all approximations, the
-    level-1 and level-2 details listed in ``n1``/``n2`` (from :func:`hop_plan`), all level-3
-    details, and synthesis only where it is read. Writes ``out[:keep_len]``; ``sc`` is a
-    scratch array of at least ``6 * (n + 8)`` samples.
-    """
-    lo = (lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7])  # values: no aliasing with the scratch
-    hi = (hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7])
-    m = n + 8
-    wp = sc[0:m]
-    a1 = sc[m : 2 * m]
-    d1 = sc[2 * m : 3 * m]
-    a2 = sc[3 * m : 4 * m]
-    d2 = sc[4 * m : 5 * m]
-    t = sc[5 * m : 6 * m]
-    h1, h2, h3 = n // 2, n // 4, n // 8
-    # analysis on the input padded periodically by 4 each side: x[(2k + 4 - j) mod n] = wp[2k + 8 - j]
-    _pad(w, n, 4, wp)
-    for k in range(h1):
-        a1[k] = _fir8(wp, 2 * k + 8, lo)
-    for k in n1:
-        d1[k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
-    _pad(a1, h1, 4, wp)
-    for k in range(h2):
-        a2[k] = _fir8(wp, 2 * k + 8, lo)
-    for k in n2:
-        d2[k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
-    # level 3 (all): approximation in t[:h3], details in t[h3:2 h3]
-    _pad(a2, h2, 4, wp)
-    for k in range(h3):
-        t[k] = _fir8(wp, 2 * k + 8, lo)
-        t[h3 + k] = _shrink(_fir8(wp, 2 * k + 8, hi), lam)
-    # synthesis only where it is read: level 2 at n2, level 1 at n1, the kept samples
-    a3 = t[:h3]
-    d3 = t[h3 : 2 * h3]
-    for i2 in n2:
-        a2[i2] = _syn_point(a3, d3, i2, h3, lo, hi)
-    for i1 in n1:
-        a1[i1] = _syn_point(a2, d2, i1, h2, lo, hi)
-    for z in range(keep_len):
-        out[z] = _syn_point(a1, d1, keep0 + z, h1, lo, hi)
-
-
 #: Ring capacity of each coefficient sequence (a power of two); input is consumed in
 #: pieces of at most ``_PIECE`` samples so that no live value is overwritten. Values
 #: before index 0 are read from the never-written end of the ring, i.e. as zeros (the
@@ -211,16 +104,6 @@ def _shrink(c, lam):
 
 
 @_jit
-def _ring_pair(r, b, lo, hi):
-    """``(sum_j lo[j] r[b - j], sum_j hi[j] r[b - j])`` over a ring buffer (indices masked)."""
-    x0, x1, x2, x3 = r[b & _MASK], r[(b - 1) & _MASK], r[(b - 2) & _MASK], r[(b - 3) & _MASK]
-    x4, x5, x6, x7 = r[(b - 4) & _MASK], r[(b - 5) & _MASK], r[(b - 6) & _MASK], r[(b - 7) & _MASK]
-    a = lo[0] * x0 + lo[1] * x1 + lo[2] * x2 + lo[3] * x3 + lo[4] * x4 + lo[5] * x5 + lo[6] * x6 + lo[7] * x7
-    d = hi[0] * x0 + hi[1] * x1 + hi[2] * x2 + hi[3] * x3 + hi[4] * x4 + hi[5] * x5 + hi[6] * x6 + hi[7] * x7
-    return a, d
-
-
-@_jit
 def _ring_syn(ar, dr, m, lo, hi):
     """Sample ``m`` of an inverse step from approximation/detail rings (indices ``m//2 - 2 .. + 2``)."""
     i = m >> 1
@@ -236,7 +119,51 @@ def _ring_syn(ar, dr, m, lo, hi):
 
 
 @_jit
-def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, sig_block, look, qbin, pad, scratch):
+def _gather(r, first, n, out):
+    """``out[t] = r[(first + t) & (RING - 1)]`` for ``t < n`` (a ring segment as a linear array)."""
+    for t in range(n):
+        out[t] = r[(first + t) & _MASK]
+
+
+@_jit
+def _analysis(xs, n, lo, hi, a, d):
+    """``a[i] = sum_j lo[j] xs[2i + 7 - j]`` (``d`` with ``hi``) for ``i < n``: one DWT level on a linear array."""
+    l0, l1, l2, l3, l4, l5, l6, l7 = lo
+    g0, g1, g2, g3, g4, g5, g6, g7 = hi
+    for i in range(n):
+        b = 2 * i + 7
+        x0, x1, x2, x3 = xs[b], xs[b - 1], xs[b - 2], xs[b - 3]
+        x4, x5, x6, x7 = xs[b - 4], xs[b - 5], xs[b - 6], xs[b - 7]
+        a[i] = l0 * x0 + l1 * x1 + l2 * x2 + l3 * x3 + l4 * x4 + l5 * x5 + l6 * x6 + l7 * x7
+        d[i] = g0 * x0 + g1 * x1 + g2 * x2 + g3 * x3 + g4 * x4 + g5 * x5 + g6 * x6 + g7 * x7
+
+
+@_jit
+def hop_shrink(core, hop_mt, hop_s, lam, out):
+    """Denoised hop of one cA2 window by the matrices of ``wavelet_stream.hop_matrices``.
+
+    ``y = core @ hop_mt``: its first ``h`` values are the hop synthesised from the
+    level-5 approximation alone, the others the detail coefficients the hop depends on;
+    ``out = y[:h] + soft(y[h:], lam) @ hop_s``. Equal (up to rounding) to the kept part
+    of :func:`periodic_shrink` of the mirrored window.
+    """
+    nc, ny = hop_mt.shape
+    h = out.size
+    y = np.zeros(ny)
+    for q in range(nc):
+        c = core[q]
+        for j in range(ny):
+            y[j] += hop_mt[q, j] * c
+    for o in range(h):
+        out[o] = y[o]
+    for c in range(ny - h):
+        v = _shrink(y[h + c], lam)
+        for o in range(h):
+            out[o] += hop_s[c, o] * v
+
+
+@_jit
+def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_mt, hop_s, h2, l2, r2, lam_fac, sig_block, look, qbin, pad):
     """Advance the bounded-delay denoiser by ``x_new`` (see ``wavelet_stream.py`` for the definition).
 
     ``ring`` (8, RING) holds the recent values of the padded stream's sequences (input,
@@ -244,22 +171,28 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
     sequence at column ``i & (RING - 1)``; ``cnt`` (int64[7]) their counts and the number
     of noise-scale blocks; ``sig`` the recent noise scales (ring of 16). Updated in place.
     A detail coefficient at cD1 position ``q`` is shrunk with the scale of block
-    ``q // sig_block - 1``, known when it is computed (``sig_block`` is 128). Returns the
-    denoised output ``den`` and the raw input aligned with it ``raw`` (a multiple of
-    ``qbin`` samples in all) and ``ahead``, the ``look`` input samples after them.
+    ``q // sig_block - 1``, known when it is computed (``sig_block`` is 128). Levels 3-5
+    of a hop use ``hop_mt``/``hop_s`` (:func:`hop_shrink`; windows of ``l2 + h2 + r2``
+    cA2 values). Levels 1-2 are computed on linear copies of the ring segments they
+    read. Returns the denoised output ``den`` and the raw input aligned with it ``raw``
+    (a multiple of ``qbin`` samples in all) and ``ahead``, the ``look`` input samples
+    after them.
     """
     n_new = x_new.size
-    lo_a, hi_a = lo, hi
-    lo = (lo_a[0], lo_a[1], lo_a[2], lo_a[3], lo_a[4], lo_a[5], lo_a[6], lo_a[7])  # values: no aliasing with rings
-    hi = (hi_a[0], hi_a[1], hi_a[2], hi_a[3], hi_a[4], hi_a[5], hi_a[6], hi_a[7])
-    den = np.empty(n_new + RING)
-    raw = np.empty(n_new + RING)
+    lo = (lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7])  # values: no aliasing with rings
+    hi = (hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7])
+    cap = n_new + RING
+    den = np.empty(cap)
+    raw = np.empty(cap)
     n_out = 0
-    nW = l2 + h2 + r2 + p2
-    w = scratch[0]
-    n1, n2 = hop_plan(nW, l2, h2)
+    core = l2 + h2 + r2
+    # scratch: linear input / cA1 segments, coefficients, median block, hop windows
+    xs = np.empty(2 * _PIECE + 16)
+    ca = np.empty(_PIECE)
+    cd = np.empty(_PIECE)
+    blk = np.empty(sig_block)
+    win = np.empty(_PIECE // 2 + core + h2)
     hop_out = np.empty(h2)
-    sc6 = np.empty(6 * (nW + 8))
     xr = ring[_X]
     a1r = ring[_A1]
     d1r = ring[_D1]
@@ -279,47 +212,52 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         pos = e
         # level 1: c[k] = sum_j f[j] x[2k + 4 - j] once x[2k + 4] is known
         nA1 = cnt[_C1]
-        nsb = cnt[_CS]
         k_end = (nX - 5) // 2 + 1
-        lam = _lam(sig, (nA1 >> 7) - 1, lam_fac)
-        for k in range(nA1, k_end):
-            a1r[k & _MASK], d = _ring_pair(xr, 2 * k + 4, lo, hi)
-            if k & (sig_block - 1) == 0 and k > 0:
-                # block nsb = k // sig_block - 1 is complete: its noise scale
-                for q in range(sig_block):
-                    w[q] = d1r[(k - sig_block + q) & _MASK]
-                sig[nsb & (_SIG_RING - 1)] = _median_abs(w[:sig_block]) / 0.6745
-                nsb += 1
+        nk = k_end - nA1
+        if nk > 0:
+            _gather(xr, 2 * nA1 - 3, 2 * nk + 6, xs)
+            _analysis(xs, nk, lo, hi, ca, cd)
+            for i in range(nk):
+                a1r[(nA1 + i) & _MASK] = ca[i]
+                d1r[(nA1 + i) & _MASK] = cd[i]
+            # shrink, block by block: at the start of block b, the scale of block b - 1 is complete
+            nsb = cnt[_CS]
+            k = nA1
+            while k < k_end:
+                if k & (sig_block - 1) == 0 and k > 0:
+                    _gather(d1r, k - sig_block, sig_block, blk)
+                    sig[nsb & (_SIG_RING - 1)] = _median_abs(blk) / 0.6745
+                    nsb += 1
                 lam = _lam(sig, (k >> 7) - 1, lam_fac)
-            d1r[k & _MASK] = d
-            d1s[k & _MASK] = _shrink(d, lam)
-        if k_end > nA1:
+                seg_end = min(k_end, (k // sig_block + 1) * sig_block)
+                for q in range(k, seg_end):
+                    d1s[q & _MASK] = _shrink(cd[q - nA1], lam)
+                k = seg_end
+            cnt[_CS] = nsb
             nA1 = k_end
             cnt[_C1] = nA1
-        cnt[_CS] = nsb
         # level 2 (shrunk cD2 at cD1 position 2k)
         nA2 = cnt[_C2]
         k_end = (nA1 - 5) // 2 + 1
-        for k in range(nA2, k_end):
-            a2r[k & _MASK], d = _ring_pair(a1r, 2 * k + 4, lo, hi)
-            d2s[k & _MASK] = _shrink(d, _lam(sig, ((2 * k) >> 7) - 1, lam_fac))
-        if k_end > nA2:
+        nk = k_end - nA2
+        if nk > 0:
+            _gather(a1r, 2 * nA2 - 3, 2 * nk + 6, xs)
+            _analysis(xs, nk, lo, hi, ca, cd)
+            for i in range(nk):
+                k = nA2 + i
+                a2r[k & _MASK] = ca[i]
+                d2s[k & _MASK] = _shrink(cd[i], _lam(sig, ((2 * k) >> 7) - 1, lam_fac))
             nA2 = k_end
             cnt[_C2] = nA2
-        # levels 3-5: windows of cA2 (left l2, hop h2, right r2, mirror p2)
+        # levels 3-5: windows of cA2 (left l2, hop h2, right r2, mirrored)
         nB = cnt[_CB]
         b_end = ((nA2 - r2) // h2) * h2
-        core = l2 + h2 + r2
-        for s in range(nB, b_end, h2):
-            base = s - l2
-            for q in range(core):
-                w[q] = a2r[(base + q) & _MASK]
-            for q in range(p2):
-                w[core + q] = w[core - 1 - q]
-            shrink_hop(w, nW, lo_a, hi_a, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), l2, h2, n1, n2, hop_out, sc6)
-            for q in range(h2):
-                a2dr[(s + q) & _MASK] = hop_out[q]
         if b_end > nB:
+            _gather(a2r, nB - l2, b_end - nB + l2 + r2, win)
+            for s in range(nB, b_end, h2):
+                hop_shrink(win[s - nB : s - nB + core], hop_mt, hop_s, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), hop_out)
+                for q in range(h2):
+                    a2dr[(s + q) & _MASK] = hop_out[q]
             nB = b_end
             cnt[_CB] = nB
         # level 2 -> 1: a1d[2i] reads indices i-2..i+1, a1d[2i+1] reads i-1..i+2 (all < lim)
@@ -336,8 +274,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
         n_end = min(2 * (min(nA1d, nA1) - 2) + 1, nX - look)
         n_end = pad + ((n_end - pad) // qbin) * qbin if n_end > pad else nY
         for n in range(nY, n_end):
-            v = _ring_syn(a1dr, d1s, n, lo, hi)
-            den[n_out] = v
+            den[n_out] = _ring_syn(a1dr, d1s, n, lo, hi)
             raw[n_out] = xr[n & _MASK]
             n_out += 1
         if n_end > nY:
@@ -346,4 +283,4 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, h2, l2, r2, p2, lam_fac, 
     ahead = np.empty(look)
     for q in range(look):
         ahead[q] = xr[(nY + q) & _MASK]
-    return den[:n_out].copy(), raw[:n_out].copy(), ahead
+    return den[:n_out], raw[:n_out], ahead

@@ -88,6 +88,7 @@ from streamdx_dsp.core.wavelet_stream import (
     WaveletStream,
     ecg_wavelet_stream_v2,
     ecg_wavelet_stream_v2_init,
+    hop_matrices,
 )
 
 __all__ = [
@@ -535,14 +536,15 @@ def _fused_params(fs: float) -> tuple[Any, ...]:
     )  # fmt: skip
     dpar_f = np.array([p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay])
     lo, hi = dwt_filters()
+    hop_mt, hop_s = hop_matrices()
     qb, qa = qrs_filter_ba(fs)
-    return wpar, qpar, dpar_i, dpar_f, lo, hi, ecg_bandpass_sos(fs), qb, qa
+    return wpar, qpar, dpar_i, dpar_f, lo, hi, hop_mt, hop_s, ecg_bandpass_sos(fs), qb, qa
 
 
 def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[Beat]) -> None:
     """One compiled call for a piece of input once the detector has learned (see ``_stream_kernels``)."""
     fs = state.fs
-    wpar, qpar, dpar_i, dpar_f, lo, hi, sos, qb, qa = _fused_params(fs)
+    wpar, qpar, dpar_i, dpar_f, lo, hi, hop_mt, hop_s, sos, qb, qa = _fused_params(fs)
     w = state.wavelet
     h = state.history
     det = state.detector
@@ -551,7 +553,7 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[B
         n_new, det.feat, det.feat_start, det.cand_next, r_peaks, det.spk, det.npk, det.last_r, det.last_slope,
         det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, ready, waves, values,
     ) = stream_step(
-        x, w.ring, w.cnt, w.sig, lo, hi, wpar, LAM_FAC,
+        x, w.ring, w.cnt, w.sig, lo, hi, hop_mt, hop_s, wpar, LAM_FAC,
         state.run, state.rail, sos, state.bandpass.zi, qb, qa, det.zi, det.f_tail, det.sq_tail,
         fs, qpar, MIN_PTP_MV, h.ecg, h.bins, h.start,
         det.feat, det.feat_start, det.cand_next, dpar_i, det.spk, det.npk, det.last_r, det.last_slope, det.rr,

@@ -43,7 +43,9 @@ at once (the test oracle).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +68,7 @@ __all__ = [
     "ecg_wavelet_reference",
     "ecg_wavelet_stream_v2",
     "ecg_wavelet_stream_v2_init",
+    "hop_matrices",
 ]
 
 PAD = 32
@@ -168,11 +171,62 @@ def ecg_wavelet_stream_v2(
         The ``LOOK`` input samples after the last output sample.
     """
     lo, hi = dwt_filters()
+    hop_mt, hop_s = hop_matrices()
     den, raw, ahead = wavelet_stream_step(
-        np.ascontiguousarray(x_mv, dtype=np.float64), st.ring, st.cnt, st.sig, lo, hi,
-        H2, L2, R2, P2, LAM_FAC, SIGMA_BLOCK, LOOK, _QBIN, PAD, np.empty((4, 256)),
+        np.ascontiguousarray(x_mv, dtype=np.float64), st.ring, st.cnt, st.sig, lo, hi, hop_mt, hop_s,
+        H2, L2, R2, LAM_FAC, SIGMA_BLOCK, LOOK, _QBIN, PAD,
     )  # fmt: skip
     return st, den, raw, ahead
+
+
+@lru_cache(maxsize=1)
+def hop_matrices() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Levels 3-5 of one hop as matrices (read-only): ``(hop_mt, hop_s)``.
+
+    The window of a hop is its ``L2 + H2 + R2`` cA2 values ``c`` followed by their last
+    ``P2`` mirrored; its periodised 3-level db4 DWT is linear in ``c``, and the kept ``H2``
+    samples depend on the level-5 approximation and on 17 of the 28 detail coefficients
+    (all of level 5, those of levels 3-4 whose synthesis atoms reach the hop). So
+
+    ``y = c @ hop_mt`` gives, first, the hop synthesised from the approximation alone,
+    then those detail coefficients; the denoised hop is
+    ``y[:H2] + soft(y[H2:], lambda) @ hop_s``. Built from PyWavelets' transform by unit
+    impulses (exact: structurally absent terms are exact zeros). One dense product per
+    hop replaces the cascade of three analysis and synthesis levels.
+    """
+    w = pywt.Wavelet(DWT_WAVELET)
+    n_core = L2 + H2 + R2
+    keep = slice(L2, L2 + H2)
+
+    def window(c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.concatenate((c, c[::-1][:P2]))
+
+    eye = np.eye(n_core)
+    with warnings.catch_warnings():  # "level 3 is too high" for 32 samples: the boundary is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        coeffs = [pywt.wavedec(window(e), w, mode="periodization", level=3) for e in eye]
+    shapes = [c.size for c in coeffs[0]]
+    # synthesis of the hop from each detail coefficient alone (levels 5, 4, 3 in pywt's order)
+    s_rows, sel = [], []
+    flat_off = shapes[0]
+    for lev, size in enumerate(shapes[1:], start=1):
+        for i in range(size):
+            cs = [np.zeros(n) for n in shapes]
+            cs[lev][i] = 1.0
+            row = pywt.waverec(cs, w, mode="periodization")[keep]
+            if np.any(row != 0.0):
+                s_rows.append(row)
+                sel.append(flat_off + i)
+        flat_off += size
+    flat = np.array([np.concatenate(c) for c in coeffs])  # (n_core, all coefficients)
+    approx = np.array(
+        [pywt.waverec([c[0]] + [np.zeros(n) for n in shapes[1:]], w, mode="periodization")[keep] for c in coeffs]
+    )
+    hop_mt = np.ascontiguousarray(np.concatenate((approx, flat[:, sel]), axis=1))
+    hop_s = np.ascontiguousarray(np.array(s_rows))
+    hop_mt.setflags(write=False)
+    hop_s.setflags(write=False)
+    return hop_mt, hop_s
 
 
 def _soft(c: npt.NDArray[np.float64], lam: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
