@@ -52,10 +52,10 @@ def test_hop_matrices_give_the_kept_part_of_the_whole_window_shrinkage(seed: int
     core = np.random.default_rng(seed).normal(size=L2 + H2 + R2) * scale
     full = np.concatenate((core, core[::-1][:P2]))
     periodic_shrink(full, full.size, lo, hi, 3, lam, np.empty(40), np.empty(40), np.empty(40))
-    hop_mt, hop_s = hop_matrices()
-    assert hop_mt.shape == (L2 + H2 + R2, H2 + hop_s.shape[0]) and hop_s.shape == (17, H2)
+    hop_m, hop_s = hop_matrices()
+    assert hop_m.shape == (H2 + hop_s.shape[0], L2 + H2 + R2) and hop_s.shape == (17, H2)
     out = np.empty(H2)
-    hop_shrink(core, hop_mt, hop_s, lam, out)
+    hop_shrink(core, hop_m, hop_s, lam, out)
     np.testing.assert_allclose(out, full[L2 : L2 + H2], atol=1e-12 * scale)
 
 

@@ -82,7 +82,7 @@ def _drop_stale_kernel_cache() -> None:
 _drop_stale_kernel_cache()
 
 
-def _jit(fn: _F) -> _F:
+def _jit(fn: _F, fastmath: frozenset[str] = frozenset()) -> _F:
     """``numba.njit`` with an on-disk cache when a writable cache location exists.
 
     Cache location, first writable of: ``NUMBA_CACHE_DIR``; the package's
@@ -91,7 +91,7 @@ def _jit(fn: _F) -> _F:
     any, the kernels are compiled in memory at every process start.
     """
     try:
-        return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+        return cast(_F, numba.njit(cache=True, nogil=True, fastmath=set(fastmath))(fn))
     except RuntimeError:  # no writable cache locator
         pass
     if not _NB_CONFIG.CACHE_DIR:  # NUMBA_CACHE_DIR unset: try the temporary directory
@@ -99,10 +99,20 @@ def _jit(fn: _F) -> _F:
             tmp = os.path.join(tempfile.gettempdir(), "streamdx-numba-cache")
             os.makedirs(tmp, exist_ok=True)
             _NB_CONFIG.CACHE_DIR = tmp
-            return cast(_F, numba.njit(cache=True, nogil=True)(fn))
+            return cast(_F, numba.njit(cache=True, nogil=True, fastmath=set(fastmath))(fn))
         except (OSError, RuntimeError):
             _NB_CONFIG.CACHE_DIR = ""
-    return cast(_F, numba.njit(cache=False, nogil=True)(fn))
+    return cast(_F, numba.njit(cache=False, nogil=True, fastmath=set(fastmath))(fn))
+
+
+def _jit_reassoc(fn: _F) -> _F:
+    """:func:`_jit` allowing floating-point reassociation and contraction (FMA) only.
+
+    For dot products, which vectorise only when their sums may be reordered. The
+    results differ from the sequential order in the last bits but depend on the values
+    alone (the same inputs give the same outputs); no finite-math assumptions are made.
+    """
+    return _jit(fn, fastmath=frozenset({"reassoc", "contract"}))
 
 
 @_jit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamdx_dsp.core._kernels import _jit, _median_abs
+from streamdx_dsp.core._kernels import _jit, _jit_reassoc, _median_abs
 
 __all__ = ["N_ROWS", "PIECE", "RING", "hop_shrink", "periodic_shrink", "wavelet_stream_step"]
 
@@ -138,32 +138,35 @@ def _analysis(xs, n, lo, hi, a, d):
         d[i] = g0 * x0 + g1 * x1 + g2 * x2 + g3 * x3 + g4 * x4 + g5 * x5 + g6 * x6 + g7 * x7
 
 
-@_jit
-def hop_shrink(core, hop_mt, hop_s, lam, out):
+@_jit_reassoc
+def hop_shrink(core, hop_m, hop_s, lam, out):
     """Denoised hop of one cA2 window by the matrices of ``wavelet_stream.hop_matrices``.
 
-    ``y = core @ hop_mt``: its first ``h`` values are the hop synthesised from the
+    ``y = hop_m @ core``: its first ``h`` values are the hop synthesised from the
     level-5 approximation alone, the others the detail coefficients the hop depends on;
     ``out = y[:h] + soft(y[h:], lam) @ hop_s``. Equal (up to rounding) to the kept part
-    of :func:`periodic_shrink` of the mirrored window.
+    of :func:`periodic_shrink` of the mirrored window. The dot products may be
+    reassociated (vectorised): the result depends on the window's values only, never on
+    how the stream was cut.
     """
-    nc, ny = hop_mt.shape
+    ny, nc = hop_m.shape
     h = out.size
-    y = np.zeros(ny)
-    for q in range(nc):
-        c = core[q]
-        for j in range(ny):
-            y[j] += hop_mt[q, j] * c
     for o in range(h):
-        out[o] = y[o]
+        acc = 0.0
+        for q in range(nc):
+            acc += hop_m[o, q] * core[q]
+        out[o] = acc
     for c in range(ny - h):
-        v = _shrink(y[h + c], lam)
+        acc = 0.0
+        for q in range(nc):
+            acc += hop_m[h + c, q] * core[q]
+        v = _shrink(acc, lam)
         for o in range(h):
             out[o] += hop_s[c, o] * v
 
 
 @_jit
-def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_mt, hop_s, h2, l2, r2, lam_fac, sig_block, look, qbin, pad):
+def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_m, hop_s, h2, l2, r2, lam_fac, sig_block, look, qbin, pad):
     """Advance the bounded-delay denoiser by ``x_new`` (see ``wavelet_stream.py`` for the definition).
 
     ``ring`` (8, RING) holds the recent values of the padded stream's sequences (input,
@@ -172,7 +175,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_mt, hop_s, h2, l2, r2
     of noise-scale blocks; ``sig`` the recent noise scales (ring of 16). Updated in place.
     A detail coefficient at cD1 position ``q`` is shrunk with the scale of block
     ``q // sig_block - 1``, known when it is computed (``sig_block`` is 128). Levels 3-5
-    of a hop use ``hop_mt``/``hop_s`` (:func:`hop_shrink`; windows of ``l2 + h2 + r2``
+    of a hop use ``hop_m``/``hop_s`` (:func:`hop_shrink`; windows of ``l2 + h2 + r2``
     cA2 values). Levels 1-2 are computed on linear copies of the ring segments they
     read. Returns the denoised output ``den`` and the raw input aligned with it ``raw``
     (a multiple of ``qbin`` samples in all) and ``ahead``, the ``look`` input samples
@@ -255,7 +258,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_mt, hop_s, h2, l2, r2
         if b_end > nB:
             _gather(a2r, nB - l2, b_end - nB + l2 + r2, win)
             for s in range(nB, b_end, h2):
-                hop_shrink(win[s - nB : s - nB + core], hop_mt, hop_s, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), hop_out)
+                hop_shrink(win[s - nB : s - nB + core], hop_m, hop_s, _lam(sig, ((2 * s) >> 7) - 1, lam_fac), hop_out)
                 for q in range(h2):
                     a2dr[(s + q) & _MASK] = hop_out[q]
             nB = b_end

@@ -275,9 +275,12 @@ def _warm_up() -> None:
     t = np.arange(round(12 * fs)) / fs
     x = 1.5 * np.exp(-0.5 * (((t + 0.4) % 0.8 - 0.4) / 0.012) ** 2)
     x[2000:2100] = x[2000]  # a flat run and a plateau exercise the quality kernels
+    step = round(fs)
     for window in ("fixed", "rr"):
         state = ecg_stream_init(fs, window=window)
-        state, _ = ecg_stream_process(state, x)
+        # 1-s chunks: the learning path first, then the fused step of a learned detector
+        for a in range(0, x.size, step):
+            state, _ = ecg_stream_process(state, x[a : a + step])
         ecg_stream_flush(state)
 
 
@@ -536,15 +539,18 @@ def _fused_params(fs: float) -> tuple[Any, ...]:
     )  # fmt: skip
     dpar_f = np.array([p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay])
     lo, hi = dwt_filters()
-    hop_mt, hop_s = hop_matrices()
+    hop_m, hop_s = hop_matrices()
     qb, qa = qrs_filter_ba(fs)
-    return wpar, qpar, dpar_i, dpar_f, lo, hi, hop_mt, hop_s, ecg_bandpass_sos(fs), qb, qa
+    return wpar, qpar, dpar_i, dpar_f, lo, hi, hop_m, hop_s, ecg_bandpass_sos(fs), qb, qa
 
 
-def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[Beat]) -> None:
-    """One compiled call for a piece of input once the detector has learned (see ``_stream_kernels``)."""
+def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float, beats: list[Beat]) -> bool:
+    """One compiled call for a piece of input once the detector has learned (see ``_stream_kernels``).
+
+    Processes ``x - offset``; returns False, changing nothing, if ``x`` holds NaN or inf.
+    """
     fs = state.fs
-    wpar, qpar, dpar_i, dpar_f, lo, hi, hop_mt, hop_s, sos, qb, qa = _fused_params(fs)
+    wpar, qpar, dpar_i, dpar_f, lo, hi, hop_m, hop_s, sos, qb, qa = _fused_params(fs)
     w = state.wavelet
     h = state.history
     det = state.detector
@@ -553,7 +559,7 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[B
         n_new, det.feat, det.feat_start, det.cand_next, r_peaks, det.spk, det.npk, det.last_r, det.last_slope,
         det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, ready, waves, values,
     ) = stream_step(
-        x, w.ring, w.cnt, w.sig, lo, hi, hop_mt, hop_s, wpar, LAM_FAC,
+        x, offset, w.ring, w.cnt, w.sig, lo, hi, hop_m, hop_s, wpar, LAM_FAC,
         state.run, state.rail, sos, state.bandpass.zi, qb, qa, det.zi, det.f_tail, det.sq_tail,
         fs, qpar, MIN_PTP_MV, h.ecg, h.bins, h.start,
         det.feat, det.feat_start, det.cand_next, dpar_i, det.spk, det.npk, det.last_r, det.last_slope, det.rr,
@@ -561,16 +567,19 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], beats: list[B
         fixed, state.pending, state.last_r, state.rr, state.rr_n, SEGMENT_U, SEGMENT_V,
         state.fixed_pre, state.fixed_post,
     )  # fmt: skip
+    if n_new < 0:
+        return False
     h.start += n_new
     if not fixed:
         _emit(state, r_peaks.tolist(), beats)
         _freeze(state)
-        return
+        return True
     state.pending = pending
     state.last_r = int(prev_r)
     state.rr_n = int(rr_bn)
     if ready.size:
         _fixed_beats(state, ready, waves, values, beats)
+    return True
 
 
 def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[EcgStreamState, list[Beat]]:
@@ -606,6 +615,13 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
         return state, []
     if x.dtype != np.float64 or not x.flags.c_contiguous:
         x = np.ascontiguousarray(x, dtype=np.float64)
+    beats: list[Beat] = []
+    if state.detector.learned and x.size <= _PIECE_IN:
+        # one compiled call: finiteness check, offset removal and the whole pipeline
+        if not _step_fused(state, x, state.offset.value_mv, beats):
+            raise ValueError("chunk contains NaN or inf")
+        state.n_in += x.size
+        return state, beats
     off = state.offset
     offset = off.value_mv if off.known else float(x[0])
     # finiteness check and offset removal (rounded to float32) in one compiled pass
@@ -616,10 +632,9 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
         off.value_mv = offset
         off.known = True
     state.n_in += x.size
-    beats: list[Beat] = []
     if state.detector.learned:
         for a in range(0, x.size, _PIECE_IN):
-            _step_fused(state, x[a : a + _PIECE_IN], beats)
+            _step_fused(state, x[a : a + _PIECE_IN], 0.0, beats)
     else:
         state.wavelet, den, raw, ahead = ecg_wavelet_stream_v2(state.wavelet, x)
         if den.size:

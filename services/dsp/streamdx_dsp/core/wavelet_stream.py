@@ -171,9 +171,9 @@ def ecg_wavelet_stream_v2(
         The ``LOOK`` input samples after the last output sample.
     """
     lo, hi = dwt_filters()
-    hop_mt, hop_s = hop_matrices()
+    hop_m, hop_s = hop_matrices()
     den, raw, ahead = wavelet_stream_step(
-        np.ascontiguousarray(x_mv, dtype=np.float64), st.ring, st.cnt, st.sig, lo, hi, hop_mt, hop_s,
+        np.ascontiguousarray(x_mv, dtype=np.float64), st.ring, st.cnt, st.sig, lo, hi, hop_m, hop_s,
         H2, L2, R2, LAM_FAC, SIGMA_BLOCK, LOOK, _QBIN, PAD,
     )  # fmt: skip
     return st, den, raw, ahead
@@ -181,14 +181,14 @@ def ecg_wavelet_stream_v2(
 
 @lru_cache(maxsize=1)
 def hop_matrices() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Levels 3-5 of one hop as matrices (read-only): ``(hop_mt, hop_s)``.
+    """Levels 3-5 of one hop as matrices (read-only): ``(hop_m, hop_s)``.
 
     The window of a hop is its ``L2 + H2 + R2`` cA2 values ``c`` followed by their last
     ``P2`` mirrored; its periodised 3-level db4 DWT is linear in ``c``, and the kept ``H2``
     samples depend on the level-5 approximation and on 17 of the 28 detail coefficients
     (all of level 5, those of levels 3-4 whose synthesis atoms reach the hop). So
 
-    ``y = c @ hop_mt`` gives, first, the hop synthesised from the approximation alone,
+    ``y = hop_m @ c`` gives, first, the hop synthesised from the approximation alone,
     then those detail coefficients; the denoised hop is
     ``y[:H2] + soft(y[H2:], lambda) @ hop_s``. Built from PyWavelets' transform by unit
     impulses (exact: structurally absent terms are exact zeros). One dense product per
@@ -222,11 +222,11 @@ def hop_matrices() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     approx = np.array(
         [pywt.waverec([c[0]] + [np.zeros(n) for n in shapes[1:]], w, mode="periodization")[keep] for c in coeffs]
     )
-    hop_mt = np.ascontiguousarray(np.concatenate((approx, flat[:, sel]), axis=1))
+    hop_m = np.ascontiguousarray(np.concatenate((approx, flat[:, sel]), axis=1).T)
     hop_s = np.ascontiguousarray(np.array(s_rows))
-    hop_mt.setflags(write=False)
+    hop_m.setflags(write=False)
     hop_s.setflags(write=False)
-    return hop_mt, hop_s
+    return hop_m, hop_s
 
 
 def _soft(c: npt.NDArray[np.float64], lam: npt.NDArray[np.float64] | float) -> npt.NDArray[np.float64]:
