@@ -27,24 +27,25 @@ __all__ = ["stream_step"]
 
 @_jit
 def stream_step(
-    x, offset, ring, wcnt, sig, lo, hi, hop_m, hop_s, wpar, lam_fac,
-    run, rail, sos, bp_zi, qb, qa, rp_zi, f_tail, sq_tail, fs, qpar, min_ptp, h_ecg, h_bins, h_start,
-    feat, feat_start, cand_next, dpar_i, spk, npk, last_r, last_slope, rr_d, rr_dn, sb, sb_next, dpar_f,
-    fixed, pending, prev_r, rr_b, rr_bn, u, v, pre, post,
+    x, offset, ring, wcnt, sig, run, rail, bp_zi, rp_zi, f_tail, sq_tail, h_ecg, h_bins, h_start,
+    feat, feat_start, cand_next, spk, npk, last_r, last_slope, rr_d, rr_dn, sb, sb_next,
+    fixed, pending, prev_r, rr_b, rr_bn, ipar, fpar, filt, sos, hop_m, hop_s, u, v,
 ):  # fmt: skip
     """Denoise, condition, detect and (fixed window) segment one chunk ``x``.
 
     ``x - offset``, rounded to float32, is processed (offset removal). A chunk holding a
     NaN or inf is refused before anything is changed: ``n_new`` is then -1.
 
-    ``wpar`` = (h2, l2, r2, p2, sig_block, look, qbin, pad); ``qpar`` = (flat_min,
-    clip_min, qbin); ``dpar_i`` = (w, mw, rb, refr, twave, sb_extra, sb_step, sb_age,
-    sb_max); ``dpar_f`` = (c, min_amp, sb_k, twave_slope, twave_height, decay). The
-    conditioned samples of one call must fit the history (the caller cuts long chunks).
-    Arrays are updated in place; returns ``(n_new, feat, feat_start, cand_next, r_peaks,
-    spk, npk, last_r, last_slope, rr_dn, sb, sb_next, pending, prev_r, rr_bn, ready,
-    waves, values)`` where ``ready``/``waves``/``values`` are the fixed-window beats
-    completed by the chunk (see ``beat_rows_fixed``).
+    Constants (see ``stream._fused_params``): ``ipar`` = (h2, l2, r2, sig_block, look,
+    qbin, pad, flat_min, clip_min, w, mw, rb, refr, twave, sb_extra, sb_step, sb_age,
+    sb_max); ``fpar`` = (c, min_amp, sb_k, twave_slope, twave_height, decay, lam_fac,
+    fs, min_ptp, pre, post); ``filt`` = the db4 analysis filters (8 + 8) and the QRS
+    filter (5 + 5). The conditioned samples of one call must fit the history (the caller
+    cuts long chunks). Arrays are updated in place; returns ``(n_new, feat, feat_start,
+    cand_next, spk, npk, last_r, last_slope, rr_dn, sb, sb_next, pending, prev_r, rr_bn,
+    rows, waves)``: ``rows`` (k, 9) are the fixed-window beats completed by the chunk, R
+    sample then the values of ``beat_rows_fixed``, with their ``waves``; for the RR window
+    the R peaks accepted (first column only, no waves).
     """
     n_x = x.size
     xo = np.empty(n_x)
@@ -57,85 +58,43 @@ def stream_step(
         xo[i] = np.float64(np.float32(xi - offset))
     n_new = -1
     r_peaks = np.zeros(0, np.int64)
-    ready = np.zeros(0, np.int64)
+    rows = np.zeros((0, 9))
     waves = np.zeros((0, u.size), np.float32)
-    values = np.zeros((0, 8))
     if finite:
+        fs = fpar[7]
+        qbin = ipar[5]
         den, raw, ahead = wavelet_stream_step(
-            xo,
-            ring,
-            wcnt,
-            sig,
-            lo,
-            hi,
-            hop_m,
-            hop_s,
-            wpar[0],
-            wpar[1],
-            wpar[2],
-            lam_fac,
-            wpar[4],
-            wpar[5],
-            wpar[6],
-            wpar[7],
-        )
+            xo, ring, wcnt, sig, filt[0:8], filt[8:16], hop_m, hop_s, ipar[0], ipar[1], ipar[2], fpar[6], ipar[3],
+            ipar[4], qbin, ipar[6],
+        )  # fmt: skip
         n_new = den.size
         if n_new:
             mwi, adv = condition_stream(
-                den,
-                raw,
-                ahead,
-                run,
-                rail,
-                sos,
-                bp_zi,
-                1,
-                qb,
-                qa,
-                rp_zi,
-                f_tail,
-                sq_tail,
-                fs,
-                qpar[0],
-                qpar[1],
-                min_ptp,
-                qpar[2],
-                h_ecg,
-                h_bins,
-            )
+                den, raw, ahead, run, rail, sos, bp_zi, 1, filt[16:21], filt[21:26], rp_zi, f_tail, sq_tail, fs,
+                ipar[7], ipar[8], fpar[8], qbin, h_ecg, h_bins,
+            )  # fmt: skip
             h_start += n_new
             feat, feat_start, cand_next, cands = detector_candidates(
-                feat, mwi, adv, feat_start, cand_next, dpar_i[0], dpar_i[1], False, h_ecg, h_start, dpar_i[2]
+                feat, mwi, adv, feat_start, cand_next, ipar[9], ipar[10], False, h_ecg, h_start, ipar[11]
             )
             r_peaks, spk, npk, last_r, last_slope, rr_dn, sb, sb_next = detector_decide(
-                cands,
-                cand_next,
-                spk,
-                npk,
-                last_r,
-                last_slope,
-                rr_d,
-                rr_dn,
-                sb,
-                sb_next,
-                dpar_f[0],
-                dpar_i[3],
-                dpar_i[4],
-                dpar_f[1],
-                dpar_f[2],
-                dpar_i[5],
-                dpar_i[6],
-                dpar_i[7],
-                dpar_f[3],
-                dpar_f[4],
-                dpar_f[5],
-                dpar_i[8],
-            )
+                cands, cand_next, spk, npk, last_r, last_slope, rr_d, rr_dn, sb, sb_next, fpar[0], ipar[12],
+                ipar[13], fpar[1], fpar[2], ipar[14], ipar[15], ipar[16], fpar[3], fpar[4], fpar[5], ipar[17],
+            )  # fmt: skip
         if fixed:
             pending, prev_r, rr_bn, ready, waves, values = fixed_window_emit(
-                pending, r_peaks, prev_r, rr_b, rr_bn, h_ecg, h_start, h_bins, qpar[2], u, v, pre, post, fs
+                pending, r_peaks, prev_r, rr_b, rr_bn, h_ecg, h_start, h_bins, qbin, u, v, fpar[9], fpar[10], fs
             )
+            rows = np.empty((ready.size, 9))
+            for k in range(ready.size):
+                rows[k, 0] = ready[k]
+                for j in range(8):
+                    rows[k, j + 1] = values[k, j]
+        else:
+            rows = np.zeros((r_peaks.size, 9))
+            for k in range(r_peaks.size):
+                rows[k, 0] = r_peaks[k]
     return (
-        n_new, feat, feat_start, cand_next, r_peaks, spk, npk, last_r, last_slope, rr_dn, sb, sb_next,
-        pending, prev_r, rr_bn, ready, waves, values,
+        n_new, feat, feat_start, cand_next, spk, npk, last_r, last_slope, rr_dn, sb, sb_next,
+        pending, prev_r, rr_bn, rows, waves,
     )  # fmt: skip

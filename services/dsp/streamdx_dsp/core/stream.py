@@ -81,7 +81,6 @@ from streamdx_dsp.core.wavelet_stream import (
     L2,
     LAM_FAC,
     LOOK,
-    P2,
     PAD,
     R2,
     SIGMA_BLOCK,
@@ -525,23 +524,30 @@ def _process(
             _freeze(state)
 
 
-@lru_cache(maxsize=16)
-def _fused_params(fs: float) -> tuple[Any, ...]:
-    """Constant arguments of :func:`stream_step` at ``fs`` (cached, do not modify): the integer
-    and float parameter vectors and the filters."""
+@lru_cache(maxsize=32)
+def _fused_params(fs: float, pre: float, post: float) -> tuple[npt.NDArray[Any], ...]:
+    """Constant arguments of :func:`stream_step` at ``fs`` with the window ``pre``/``post``
+    (cached, read-only): ``(ipar, fpar, filt, sos, hop_m, hop_s, u, v)``, see its docstring."""
     p = ecg_rpeak_params(fs)
     flat_min, clip_min = quality_run_lengths(fs)
-    wpar = np.array([H2, L2, R2, P2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD], np.int64)
-    qpar = np.array([flat_min, clip_min, QUALITY_BIN], np.int64)
-    dpar_i = np.array(
-        [p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age,
-         SEARCHBACK_POOL_MAX], np.int64,
+    ipar = np.array(
+        [H2, L2, R2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD, flat_min, clip_min,
+         p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age, SEARCHBACK_POOL_MAX],
+        np.int64,
     )  # fmt: skip
-    dpar_f = np.array([p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay])
+    fpar = np.array(
+        [p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay,
+         LAM_FAC, fs, MIN_PTP_MV, pre, post],
+    )  # fmt: skip
     lo, hi = dwt_filters()
-    hop_m, hop_s = hop_matrices()
     qb, qa = qrs_filter_ba(fs)
-    return wpar, qpar, dpar_i, dpar_f, lo, hi, hop_m, hop_s, ecg_bandpass_sos(fs), qb, qa
+    filt = np.concatenate((lo, hi, qb, qa)).astype(np.float64)
+    if filt.size != 26:
+        raise RuntimeError("stream_step expects 8-tap wavelet filters and a 4th-order QRS filter")
+    for arr in (ipar, fpar, filt):
+        arr.setflags(write=False)
+    hop_m, hop_s = hop_matrices()
+    return ipar, fpar, filt, ecg_bandpass_sos(fs), hop_m, hop_s, SEGMENT_U, SEGMENT_V
 
 
 def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float, beats: list[Beat]) -> bool:
@@ -549,36 +555,35 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float
 
     Processes ``x - offset``; returns False, changing nothing, if ``x`` holds NaN or inf.
     """
-    fs = state.fs
-    wpar, qpar, dpar_i, dpar_f, lo, hi, hop_m, hop_s, sos, qb, qa = _fused_params(fs)
     w = state.wavelet
     h = state.history
     det = state.detector
     fixed = state.fixed_pre > 0.0
     (
-        n_new, det.feat, det.feat_start, det.cand_next, r_peaks, det.spk, det.npk, det.last_r, det.last_slope,
-        det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, ready, waves, values,
+        n_new, det.feat, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r, det.last_slope,
+        det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, rows, waves,
     ) = stream_step(
-        x, offset, w.ring, w.cnt, w.sig, lo, hi, hop_m, hop_s, wpar, LAM_FAC,
-        state.run, state.rail, sos, state.bandpass.zi, qb, qa, det.zi, det.f_tail, det.sq_tail,
-        fs, qpar, MIN_PTP_MV, h.ecg, h.bins, h.start,
-        det.feat, det.feat_start, det.cand_next, dpar_i, det.spk, det.npk, det.last_r, det.last_slope, det.rr,
-        det.rr_n, det.sb, det.sb_next, dpar_f,
-        fixed, state.pending, state.last_r, state.rr, state.rr_n, SEGMENT_U, SEGMENT_V,
-        state.fixed_pre, state.fixed_post,
+        x, offset, w.ring, w.cnt, w.sig, state.run, state.rail, state.bandpass.zi, det.zi, det.f_tail, det.sq_tail,
+        h.ecg, h.bins, h.start, det.feat, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r,
+        det.last_slope, det.rr, det.rr_n, det.sb, det.sb_next, fixed, state.pending, state.last_r, state.rr,
+        state.rr_n, *_fused_params(state.fs, state.fixed_pre, state.fixed_post),
     )  # fmt: skip
     if n_new < 0:
         return False
     h.start += n_new
     if not fixed:
-        _emit(state, r_peaks.tolist(), beats)
+        _emit(state, [int(r) for r in rows[:, 0].tolist()], beats)
         _freeze(state)
         return True
     state.pending = pending
     state.last_r = int(prev_r)
     state.rr_n = int(rr_bn)
-    if ready.size:
-        _fixed_beats(state, ready, waves, values, beats)
+    if rows.shape[0]:
+        waves.setflags(write=False)
+        s0 = state.start_sample
+        for k, row in enumerate(rows.tolist()):
+            quality = _new_quality(row[4] != 0.0, row[5] != 0.0, row[6], row[7], row[8])
+            beats.append(_new_beat(s0 + int(row[0]), waves[k], row[1], None, row[2], row[3], quality))
     return True
 
 
