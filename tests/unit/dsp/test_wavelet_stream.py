@@ -21,7 +21,7 @@ from streamdx_dsp.core import (
     ecg_wavelet_stream_v2,
     ecg_wavelet_stream_v2_init,
 )
-from streamdx_dsp.core._wavelet_kernels import hop_shrink, periodic_shrink
+from streamdx_dsp.core._wavelet_kernels import _median_abs_near, hop_shrink, periodic_shrink
 from streamdx_dsp.core.wavelet_denoise import dwt_filters
 from streamdx_dsp.core.wavelet_stream import H2, L2, P2, R2, hop_matrices, wavelet_ring_pack, wavelet_ring_unpack
 from streamdx_dsp.evaluation.latency import wavelet_lag_samples
@@ -141,3 +141,20 @@ def test_ring_live_part_continues_the_stream_bit_identically(cuts: list[int], se
         return np.concatenate(outs)
 
     np.testing.assert_array_equal(run(restore=True), run(restore=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 200),
+    guess=st.floats(0.0, 5.0),
+    levels=st.integers(0, 12),
+)
+def test_median_with_a_guess_is_the_exact_median(seed: int, n: int, guess: float, levels: int) -> None:
+    """Whatever the guess (close, far, none) and however many ties, the exact median of |x|."""
+    rng = np.random.default_rng(seed)
+    x = rng.laplace(size=n)
+    if levels:  # quantised values: many ties
+        x = np.round(x * levels) / levels
+    got = _median_abs_near(x.copy(), guess, np.empty(n))
+    assert got == np.median(np.abs(x))

@@ -425,50 +425,6 @@ def _slope_mwi(f, f_tail, sq_tail, fs):
 
 
 @_jit
-def _filter_chain(x, sos, bp_zi, n_tap, b, a, rp_zi):
-    """Band-pass (with tap) and QRS filter of ``x``: ``(y, tap, f)``; states updated in place.
-
-    Requires the 2-section band-pass of ``ecg_bandpass_sos`` (tap after the high-pass
-    section) and the 4th-order QRS filter. The three recursions run in one loop over
-    the samples (independent dependency chains overlap in the CPU); the arithmetic is
-    that of :func:`sos_filter_tapped` and :func:`lfilter_tf`.
-    """
-    n = x.size
-    y = np.empty(n)
-    tap = np.empty(n)
-    f = np.empty(n)
-    c0 = sos[0, 3]
-    p0, p1, p2, p4, p5 = sos[0, 0] / c0, sos[0, 1] / c0, sos[0, 2] / c0, sos[0, 4] / c0, sos[0, 5] / c0
-    c1 = sos[1, 3]
-    q0, q1, q2, q4, q5 = sos[1, 0] / c1, sos[1, 1] / c1, sos[1, 2] / c1, sos[1, 4] / c1, sos[1, 5] / c1
-    u0, u1 = bp_zi[0, 0], bp_zi[0, 1]
-    v0, v1 = bp_zi[1, 0], bp_zi[1, 1]
-    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
-    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
-    z0, z1, z2, z3 = rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3]
-    for i in range(n):
-        xi = x[i]
-        t = p0 * xi + u0
-        u0 = p1 * xi - p4 * t + u1
-        u1 = p2 * xi - p5 * t
-        tap[i] = t
-        yi = q0 * t + v0
-        v0 = q1 * t - q4 * yi + v1
-        v1 = q2 * t - q5 * yi
-        y[i] = yi
-        fi = b0 * yi + z0
-        z0 = b1 * yi - a1 * fi + z1
-        z1 = b2 * yi - a2 * fi + z2
-        z2 = b3 * yi - a3 * fi + z3
-        z3 = b4 * yi - a4 * fi
-        f[i] = fi
-    bp_zi[0, 0], bp_zi[0, 1] = u0, u1
-    bp_zi[1, 0], bp_zi[1, 1] = v0, v1
-    rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3] = z0, z1, z2, z3
-    return y, tap, f
-
-
-@_jit
 def qrs_candidates(seg, w, n_eval, t0, y_hist, y_start, rb, slope, slope_start, mw):
     """Candidate peaks of the integrated signal and their features.
 
@@ -703,7 +659,7 @@ def quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip):
 
 @_jit
 def condition_stream(
-    den, raw, ahead, run, rail, sos, bp_zi, n_tap, b, a, rp_zi, f_tail, sq_tail, fs,
+    den, raw, ahead, run, rail, sos, bp_zi, b, a, rp_zi, f_tail, sq_tail, fs,
     flat_min, clip_min, min_ptp, qbin, h_ecg, h_bins,
 ):  # fmt: skip
     """Band-pass, quality bins, history and detector features of newly denoised samples.
@@ -716,77 +672,132 @@ def condition_stream(
     forwards, so it does not depend on how the stream was cut. Updates in place the
     band-pass state, the history (shifted left, the new samples appended), ``run``,
     ``rail`` and the detector memories. Returns ``(mwi, |slope|)``.
+
+    Requires the 2-section band-pass of ``ecg_bandpass_sos`` (the high-passed signal
+    after its first section is the quality rule's baseline reference)
+    and the 4th-order QRS filter ``b``/``a``. One loop over the samples runs the three
+    recursions (transposed direct form II, the arithmetic of :func:`sos_filter_tapped` and
+    :func:`lfilter_tf`), the per-bin quality sums and the five-point derivative; their
+    independent dependency chains overlap in the CPU.
     """
     m = den.size
     look = ahead.size
-    y, hp, f = _filter_chain(den, sos, bp_zi, n_tap, b, a, rp_zi)
     nbq = m // qbin
-    qb = np.zeros((6, nbq), np.float32)
-    for k in range(nbq):
+    hm = h_ecg.size
+    mb = h_bins.shape[1]
+    # history: shift left, the new samples and bins are written in place at the end
+    for i in range(hm - m):
+        h_ecg[i] = h_ecg[i + m]
+    for r in range(6):
+        for i in range(mb - nbq):
+            h_bins[r, i] = h_bins[r, i + nbq]
+        for i in range(mb - nbq, mb):
+            h_bins[r, i] = 0.0
+    e0 = hm - m
+    k0 = mb - nbq
+    c0 = sos[0, 3]
+    p0, p1, p2, p4, p5 = sos[0, 0] / c0, sos[0, 1] / c0, sos[0, 2] / c0, sos[0, 4] / c0, sos[0, 5] / c0
+    c1 = sos[1, 3]
+    q0, q1, q2, q4, q5 = sos[1, 0] / c1, sos[1, 1] / c1, sos[1, 2] / c1, sos[1, 4] / c1, sos[1, 5] / c1
+    u0, u1 = bp_zi[0, 0], bp_zi[0, 1]
+    v0, v1 = bp_zi[1, 0], bp_zi[1, 1]
+    b0, b1, b2, b3, b4 = b[0], b[1], b[2], b[3], b[4]
+    a1, a2, a3, a4 = a[1], a[2], a[3], a[4]
+    z0, z1, z2, z3 = rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3]
+    f4, f3, f2, f1 = f_tail[0], f_tail[1], f_tail[2], f_tail[3]  # QRS-filtered, oldest first
+    kd = fs / 8.0
+    adv = np.empty(m)
+    # cumulative sums of the absolute slope after the detector's tail, for the moving-window integral
+    m1 = sq_tail.size
+    mw = m1 + 1
+    cs = np.empty(m1 + m + 1)
+    cs[0] = 0.0
+    acc = 0.0
+    for i in range(m1):
+        acc += sq_tail[i]
+        cs[i + 1] = acc
+    for kb in range(nbq):
         s0 = 0.0
         s1 = 0.0
-        lo = den[k * qbin] - hp[k * qbin]
+        lo = den[kb * qbin]
         hi = lo
-        for j in range(k * qbin, (k + 1) * qbin):
-            dd = raw[j] - den[j]
-            s0 += dd * dd
-            s1 += y[j] * y[j]
-            base = den[j] - hp[j]
-            if base < lo:
+        for i in range(kb * qbin, (kb + 1) * qbin):
+            xi = den[i]
+            t = p0 * xi + u0
+            u0 = p1 * xi - p4 * t + u1
+            u1 = p2 * xi - p5 * t
+            yi = q0 * t + v0
+            v0 = q1 * t - q4 * yi + v1
+            v1 = q2 * t - q5 * yi
+            fi = b0 * yi + z0
+            z0 = b1 * yi - a1 * fi + z1
+            z1 = b2 * yi - a2 * fi + z2
+            z2 = b3 * yi - a3 * fi + z3
+            z3 = b4 * yi - a4 * fi
+            h_ecg[e0 + i] = yi
+            # quality bin sums: high-frequency residue, ECG energy, baseline extremes
+            dd = raw[i] - xi
+            base = xi - t
+            if i == kb * qbin:
                 lo = base
-            if base > hi:
                 hi = base
-        qb[0, k] = s0
-        qb[1, k] = s1
-        qb[2, k] = lo
-        qb[3, k] = hi
-    # run lengths of identical input samples (backward unbounded, forward <= look)
-    ext = np.empty(m + look)
-    _copy1(ext[:m], raw)
-    _copy1(ext[m:], ahead)
-    fwd = np.zeros(m + look, np.int64)
-    for j in range(m + look - 2, -1, -1):
-        if ext[j + 1] == ext[j]:
-            fwd[j] = fwd[j + 1] + 1
+            s0 += dd * dd
+            s1 += yi * yi
+            lo = min(lo, base)
+            hi = max(hi, base)
+            # five-point derivative of the QRS-filtered signal, absolute slope
+            ai = abs((2.0 * fi + f1 - f3 - 2.0 * f4) * kd)
+            adv[i] = ai
+            acc += ai
+            cs[m1 + i + 1] = acc
+            f4, f3, f2, f1 = f3, f2, f1, fi
+        h_bins[0, k0 + kb] = s0
+        h_bins[1, k0 + kb] = s1
+        h_bins[2, k0 + kb] = lo
+        h_bins[3, k0 + kb] = hi
+    bp_zi[0, 0], bp_zi[0, 1] = u0, u1
+    bp_zi[1, 0], bp_zi[1, 1] = v0, v1
+    rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3] = z0, z1, z2, z3
+    f_tail[0], f_tail[1], f_tail[2], f_tail[3] = f4, f3, f2, f1
+    # runs of identical input samples: a sample's run length counts its run backwards
+    # without limit and at most ``look`` samples forwards; runs too short to be flagged
+    # (most) are skipped whole
+    n_ext = m + look
     prev = run[0]
-    back = run[1]
+    back = int(run[1])
     nr = rail.size
-    any_clip = False
-    lengths = np.empty(m)
-    for j in range(m):
-        if back > 0 and raw[j] == prev:
-            back += 1.0
-        else:
-            back = 1.0
-        prev = raw[j]
-        lengths[j] = back + min(fwd[j], look)
-        if lengths[j] >= clip_min:
-            any_clip = True
+    j = 0
+    while j < m:
+        rj = raw[j]
+        b0 = back + 1 if back > 0 and rj == prev else 1  # run length up to j
+        e = j + 1  # end of the run within raw + ahead
+        while e < n_ext and (raw[e] if e < m else ahead[e - m]) == rj:
+            e += 1
+        stop = min(e, m)
+        if b0 + e - 1 - j >= clip_min:  # the longest run length of its samples
+            for q in range(j, stop):
+                lc = b0 + q - j + min(e - 1 - q, look)
+                if lc >= flat_min:
+                    h_bins[4, k0 + q // qbin] += 1.0
+                if lc >= clip_min:
+                    # rail: the extreme of the input over [q - len(rail), q + look]
+                    hx = rj
+                    lx = rj
+                    for c in range(q + 1, q + look + 1):
+                        vc = raw[c] if c < m else ahead[c - m]
+                        hx = max(hx, vc)
+                        lx = min(lx, vc)
+                    for c in range(q - nr, q):
+                        vc = rail[nr + c] if c < 0 else raw[c]
+                        hx = max(hx, vc)
+                        lx = min(lx, vc)
+                    if hx - lx > min_ptp and (rj >= hx or rj <= lx):
+                        h_bins[5, k0 + q // qbin] += 1.0
+        back = b0 + stop - 1 - j
+        prev = rj
+        j = stop
     run[0] = prev
     run[1] = back
-    if any_clip or (lengths.size and lengths.max() >= flat_min):
-        for j in range(m):
-            lc = lengths[j]
-            k = j // qbin
-            if lc >= flat_min:
-                qb[4, k] += 1.0
-            if lc >= clip_min:
-                # rail: the extreme of the input over [j - len(rail), j + look]
-                hx = ext[j]
-                lx = ext[j]
-                for q in range(j + 1, j + look + 1):
-                    if ext[q] > hx:
-                        hx = ext[q]
-                    if ext[q] < lx:
-                        lx = ext[q]
-                for q in range(j - nr, j):
-                    v = rail[nr + q] if q < 0 else ext[q]
-                    if v > hx:
-                        hx = v
-                    if v < lx:
-                        lx = v
-                if hx - lx > min_ptp and (raw[j] >= hx or raw[j] <= lx):
-                    qb[5, k] += 1.0
     # rail history: the last nr input samples
     if m >= nr:
         for q in range(nr):
@@ -796,19 +807,19 @@ def condition_stream(
             rail[q] = rail[q + m]
         for q in range(m):
             rail[nr - m + q] = raw[q]
-    # history
-    hm = h_ecg.size
-    for i in range(hm - m):
-        h_ecg[i] = h_ecg[i + m]
+    # moving-window integral of the absolute slope (sums as in :func:`_slope_mwi`)
+    mwi = np.empty(m)
     for i in range(m):
-        h_ecg[hm - m + i] = y[i]
-    mb = h_bins.shape[1]
-    for r in range(6):
-        for i in range(mb - nbq):
-            h_bins[r, i] = h_bins[r, i + nbq]
-        for i in range(nbq):
-            h_bins[r, mb - nbq + i] = qb[r, i]
-    return _slope_mwi(f, f_tail, sq_tail, fs)
+        mwi[i] = (cs[i + mw] - cs[i]) / mw
+    if m >= m1:
+        for i in range(m1):
+            sq_tail[i] = adv[m - m1 + i]
+    else:
+        for i in range(m1 - m):
+            sq_tail[i] = sq_tail[i + m]
+        for i in range(m):
+            sq_tail[m1 - m + i] = adv[i]
+    return mwi, adv
 
 
 @_jit

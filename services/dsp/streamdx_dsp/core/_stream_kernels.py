@@ -70,7 +70,7 @@ def stream_step(
         n_new = den.size
         if n_new:
             mwi, adv = condition_stream(
-                den, raw, ahead, run, rail, sos, bp_zi, 1, filt[16:21], filt[21:26], rp_zi, f_tail, sq_tail, fs,
+                den, raw, ahead, run, rail, sos, bp_zi, filt[16:21], filt[21:26], rp_zi, f_tail, sq_tail, fs,
                 ipar[7], ipar[8], fpar[8], qbin, h_ecg, h_bins,
             )  # fmt: skip
             h_start += n_new

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamdx_dsp.core._kernels import _jit, _jit_reassoc, _median_abs
+from streamdx_dsp.core._kernels import _jit, _jit_reassoc, _median_abs, _select
 
 __all__ = ["N_ROWS", "PIECE", "RING", "hop_shrink", "periodic_shrink", "wavelet_stream_step"]
 
@@ -119,6 +119,41 @@ def _ring_syn(ar, dr, m, lo, hi):
 
 
 @_jit
+def _median_abs_near(x, guess, buf):
+    """Median of ``|x|``, exactly as :func:`._kernels._median_abs`, faster when ``guess`` is close.
+
+    One branch-free pass counts the values below ``0.75 guess`` and gathers those within
+    ``[0.75, 1.33] guess`` into ``buf``; when the middle rank(s) fall among the gathered
+    values (the noise scale of consecutive blocks rarely changes by more than a third),
+    only those are searched. Otherwise, or without a guess (``guess <= 0``), the full search.
+    """
+    n = x.size
+    k = n // 2
+    if guess > 0.0:
+        lo_b = guess * 0.75
+        hi_b = guess * 1.33
+        below = 0
+        m = 0
+        for i in range(n):
+            a = abs(x[i])
+            below += 1 if a < lo_b else 0
+            buf[m] = a
+            m += 1 if (a >= lo_b) and (a <= hi_b) else 0
+        first = k - 1 if n % 2 == 0 else k
+        if below <= first and below + m > k:
+            v = buf[:m]
+            hv = _select(v, k - below)
+            if n % 2:
+                return hv
+            lv = v[0]
+            for i in range(1, k - below):
+                if v[i] > lv:
+                    lv = v[i]
+            return (lv + hv) / 2.0
+    return _median_abs(x)
+
+
+@_jit
 def _gather(r, first, n, out):
     """``out[t] = r[(first + t) & (RING - 1)]`` for ``t < n`` (a ring segment as a linear array)."""
     for t in range(n):
@@ -194,6 +229,7 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_m, hop_s, h2, l2, r2,
     ca = np.empty(_PIECE)
     cd = np.empty(_PIECE)
     blk = np.empty(sig_block)
+    blk2 = np.empty(sig_block)
     win = np.empty(_PIECE // 2 + core + h2)
     hop_out = np.empty(h2)
     xr = ring[_X]
@@ -229,7 +265,8 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_m, hop_s, h2, l2, r2,
             while k < k_end:
                 if k & (sig_block - 1) == 0 and k > 0:
                     _gather(d1r, k - sig_block, sig_block, blk)
-                    sig[nsb & (_SIG_RING - 1)] = _median_abs(blk) / 0.6745
+                    guess = sig[(nsb - 1) & (_SIG_RING - 1)] * 0.6745 if nsb > 0 else 0.0
+                    sig[nsb & (_SIG_RING - 1)] = _median_abs_near(blk, guess, blk2) / 0.6745
                     nsb += 1
                 lam = _lam(sig, (k >> 7) - 1, lam_fac)
                 seg_end = min(k_end, (k // sig_block + 1) * sig_block)

@@ -512,7 +512,7 @@ def _process(
         ah = ahead if e == n else np.concatenate((raw[e : e + LOOK], ahead))[:LOOK]
         det = state.detector
         mwi, adv = condition_stream(
-            den[a:e], raw[a:e], ah, state.run, state.rail, sos, state.bandpass.zi, 1, qb, qa,
+            den[a:e], raw[a:e], ah, state.run, state.rail, sos, state.bandpass.zi, qb, qa,
             det.zi, det.f_tail, det.sq_tail, fs, flat_min, clip_min, MIN_PTP_MV, QUALITY_BIN, h.ecg, h.bins,
         )  # fmt: skip
         h.start += e - a
