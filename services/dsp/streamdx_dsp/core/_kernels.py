@@ -658,6 +658,29 @@ def quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip):
 
 
 @_jit
+def _shift_left(a, k):
+    """``a[:-k] = a[k:]`` for a 1-D array, eight values at a time when ``k >= 8``.
+
+    Written out because a loop ``a[i] = a[i + k]`` with ``k`` known only at run time
+    compiles to one scalar copy per value (the overlap prevents vector copies); loading
+    eight values before storing them is correct for any ``k >= 8`` and vectorises.
+    """
+    n = a.size
+    last = n - k
+    i = 0
+    if k >= 8:
+        while i + 8 <= last:
+            s = i + k
+            v0, v1, v2, v3 = a[s], a[s + 1], a[s + 2], a[s + 3]
+            v4, v5, v6, v7 = a[s + 4], a[s + 5], a[s + 6], a[s + 7]
+            a[i], a[i + 1], a[i + 2], a[i + 3] = v0, v1, v2, v3
+            a[i + 4], a[i + 5], a[i + 6], a[i + 7] = v4, v5, v6, v7
+            i += 8
+    for j in range(i, last):
+        a[j] = a[j + k]
+
+
+@_jit
 def condition_stream(
     den, raw, ahead, run, rail, sos, bp_zi, b, a, rp_zi, f_tail, sq_tail, fs,
     flat_min, clip_min, min_ptp, qbin, h_ecg, h_bins,
@@ -686,13 +709,12 @@ def condition_stream(
     hm = h_ecg.size
     mb = h_bins.shape[1]
     # history: shift left, the new samples and bins are written in place at the end
-    for i in range(hm - m):
-        h_ecg[i] = h_ecg[i + m]
+    _shift_left(h_ecg, m)
     for r in range(6):
-        for i in range(mb - nbq):
-            h_bins[r, i] = h_bins[r, i + nbq]
+        row = h_bins[r]
+        _shift_left(row, nbq)
         for i in range(mb - nbq, mb):
-            h_bins[r, i] = 0.0
+            row[i] = 0.0
     e0 = hm - m
     k0 = mb - nbq
     c0 = sos[0, 3]
@@ -706,11 +728,13 @@ def condition_stream(
     z0, z1, z2, z3 = rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3]
     f4, f3, f2, f1 = f_tail[0], f_tail[1], f_tail[2], f_tail[3]  # QRS-filtered, oldest first
     kd = fs / 8.0
-    adv = np.empty(m)
-    # cumulative sums of the absolute slope after the detector's tail, for the moving-window integral
+    # absolute slope, its cumulative sums after the detector's tail, moving-window integral
     m1 = sq_tail.size
     mw = m1 + 1
-    cs = np.empty(m1 + m + 1)
+    feats = np.empty(3 * m + m1 + 1)  # one allocation
+    adv = feats[:m]
+    mwi = feats[m : 2 * m]
+    cs = feats[2 * m :]
     cs[0] = 0.0
     acc = 0.0
     for i in range(m1):
@@ -760,42 +784,57 @@ def condition_stream(
     rp_zi[0], rp_zi[1], rp_zi[2], rp_zi[3] = z0, z1, z2, z3
     f_tail[0], f_tail[1], f_tail[2], f_tail[3] = f4, f3, f2, f1
     # runs of identical input samples: a sample's run length counts its run backwards
-    # without limit and at most ``look`` samples forwards; runs too short to be flagged
-    # (most) are skipped whole
+    # without limit and at most ``look`` samples forwards. First one branch-free pass for
+    # the longest run (with the carried run and ``ahead``): usually too short to flag.
     n_ext = m + look
     prev = run[0]
     back = int(run[1])
+    c = back + 1 if back > 0 and raw[0] == prev else 1
+    longest = c
+    for j in range(1, m):
+        c = c + 1 if raw[j] == raw[j - 1] else 1
+        longest = max(longest, c)
+    back_end = c
+    pv = raw[m - 1]
+    for j in range(look):
+        c = c + 1 if ahead[j] == pv else 1
+        pv = ahead[j]
+        longest = max(longest, c)
     nr = rail.size
-    j = 0
-    while j < m:
-        rj = raw[j]
-        b0 = back + 1 if back > 0 and rj == prev else 1  # run length up to j
-        e = j + 1  # end of the run within raw + ahead
-        while e < n_ext and (raw[e] if e < m else ahead[e - m]) == rj:
-            e += 1
-        stop = min(e, m)
-        if b0 + e - 1 - j >= clip_min:  # the longest run length of its samples
-            for q in range(j, stop):
-                lc = b0 + q - j + min(e - 1 - q, look)
-                if lc >= flat_min:
-                    h_bins[4, k0 + q // qbin] += 1.0
-                if lc >= clip_min:
-                    # rail: the extreme of the input over [q - len(rail), q + look]
-                    hx = rj
-                    lx = rj
-                    for c in range(q + 1, q + look + 1):
-                        vc = raw[c] if c < m else ahead[c - m]
-                        hx = max(hx, vc)
-                        lx = min(lx, vc)
-                    for c in range(q - nr, q):
-                        vc = rail[nr + c] if c < 0 else raw[c]
-                        hx = max(hx, vc)
-                        lx = min(lx, vc)
-                    if hx - lx > min_ptp and (rj >= hx or rj <= lx):
-                        h_bins[5, k0 + q // qbin] += 1.0
-        back = b0 + stop - 1 - j
-        prev = rj
-        j = stop
+    if longest < clip_min:
+        prev = raw[m - 1]
+        back = back_end
+    else:
+        j = 0
+        while j < m:
+            rj = raw[j]
+            b0 = back + 1 if back > 0 and rj == prev else 1  # run length up to j
+            e = j + 1  # end of the run within raw + ahead
+            while e < n_ext and (raw[e] if e < m else ahead[e - m]) == rj:
+                e += 1
+            stop = min(e, m)
+            if b0 + e - 1 - j >= clip_min:  # the longest run length of its samples
+                for q in range(j, stop):
+                    lc = b0 + q - j + min(e - 1 - q, look)
+                    if lc >= flat_min:
+                        h_bins[4, k0 + q // qbin] += 1.0
+                    if lc >= clip_min:
+                        # rail: the extreme of the input over [q - len(rail), q + look]
+                        hx = rj
+                        lx = rj
+                        for cq in range(q + 1, q + look + 1):
+                            vc = raw[cq] if cq < m else ahead[cq - m]
+                            hx = max(hx, vc)
+                            lx = min(lx, vc)
+                        for cq in range(q - nr, q):
+                            vc = rail[nr + cq] if cq < 0 else raw[cq]
+                            hx = max(hx, vc)
+                            lx = min(lx, vc)
+                        if hx - lx > min_ptp and (rj >= hx or rj <= lx):
+                            h_bins[5, k0 + q // qbin] += 1.0
+            back = b0 + stop - 1 - j
+            prev = rj
+            j = stop
     run[0] = prev
     run[1] = back
     # rail history: the last nr input samples
@@ -808,7 +847,6 @@ def condition_stream(
         for q in range(m):
             rail[nr - m + q] = raw[q]
     # moving-window integral of the absolute slope (sums as in :func:`_slope_mwi`)
-    mwi = np.empty(m)
     for i in range(m):
         mwi[i] = (cs[i + mw] - cs[i]) / mw
     if m >= m1:

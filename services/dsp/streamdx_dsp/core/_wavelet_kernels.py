@@ -220,18 +220,26 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_m, hop_s, h2, l2, r2,
     lo = (lo[0], lo[1], lo[2], lo[3], lo[4], lo[5], lo[6], lo[7])  # values: no aliasing with rings
     hi = (hi[0], hi[1], hi[2], hi[3], hi[4], hi[5], hi[6], hi[7])
     cap = n_new + RING
-    den = np.empty(cap)
-    raw = np.empty(cap)
+    outs = np.empty(2 * cap)  # one allocation: denoised output, raw input aligned with it
+    den = outs[:cap]
+    raw = outs[cap:]
     n_out = 0
     core = l2 + h2 + r2
-    # scratch: linear input / cA1 segments, coefficients, median block, hop windows
-    xs = np.empty(2 * _PIECE + 16)
-    ca = np.empty(_PIECE)
-    cd = np.empty(_PIECE)
-    blk = np.empty(sig_block)
-    blk2 = np.empty(sig_block)
-    win = np.empty(_PIECE // 2 + core + h2)
-    hop_out = np.empty(h2)
+    # scratch, one allocation: linear input / cA1 segments, coefficients, median blocks,
+    # hop windows, a hop, the look-ahead
+    n_win = _PIECE // 2 + core + h2
+    sc = np.empty(2 * _PIECE + 16 + 2 * _PIECE + 2 * sig_block + n_win + h2 + look)
+    xs = sc[: 2 * _PIECE + 16]
+    o = xs.size
+    ca = sc[o : o + _PIECE]
+    cd = sc[o + _PIECE : o + 2 * _PIECE]
+    o += 2 * _PIECE
+    blk = sc[o : o + sig_block]
+    blk2 = sc[o + sig_block : o + 2 * sig_block]
+    o += 2 * sig_block
+    win = sc[o : o + n_win]
+    hop_out = sc[o + n_win : o + n_win + h2]
+    ahead = sc[o + n_win + h2 : o + n_win + h2 + look]
     xr = ring[_X]
     a1r = ring[_A1]
     d1r = ring[_D1]
@@ -320,7 +328,6 @@ def wavelet_stream_step(x_new, ring, cnt, sig, lo, hi, hop_m, hop_s, h2, l2, r2,
         if n_end > nY:
             cnt[_CY] = n_end
     nY = cnt[_CY]
-    ahead = np.empty(look)
     for q in range(look):
         ahead[q] = xr[(nY + q) & _MASK]
     return den[:n_out], raw[:n_out], ahead
