@@ -21,6 +21,7 @@ FS = 360.0
 FLAT_MIN, CLIP_MIN = 36, 7
 LOOK = 16
 RAIL = 360
+RUN_KINDS = ["flat", "top", "bottom"]
 
 
 def _reference_counts(x: np.ndarray, n: int) -> np.ndarray:
@@ -77,8 +78,7 @@ def _stream_counts(x: np.ndarray, n: int, cuts: list[int]) -> np.ndarray:
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
-    runs=st.lists(st.tuples(st.integers(0, 1200), st.integers(2, 60), st.sampled_from(["flat", "top", "bottom"])),
-                  max_size=6),  # fmt: skip
+    runs=st.lists(st.tuples(st.integers(0, 1200), st.integers(2, 60), st.sampled_from(RUN_KINDS)), max_size=6),
     cuts=st.lists(st.integers(1, 159), max_size=8),
 )
 def test_flat_and_clip_counts_follow_their_definition_in_any_cut(
