@@ -29,24 +29,38 @@ __all__ = ["stream_step"]
 def stream_step(
     x, offset, ring, wcnt, sig, run, rail, bp_zi, rp_zi, f_tail, sq_tail, h_ecg, h_bins, h_start,
     feat, feat_start, cand_next, spk, npk, last_r, last_slope, rr_d, rr_dn, sb, sb_next,
-    fixed, pending, prev_r, rr_b, rr_bn, ipar, fpar, filt, sos, hop_m, hop_s, u, v,
+    fixed, pending, prev_r, rr_b, rr_bn, ipar, fpar,
 ):  # fmt: skip
     """Denoise, condition, detect and (fixed window) segment one chunk ``x``.
 
     ``x - offset``, rounded to float32, is processed (offset removal). A chunk holding a
     NaN or inf is refused before anything is changed: ``n_new`` is then -1.
 
-    Constants (see ``stream._fused_params``): ``ipar`` = (h2, l2, r2, sig_block, look,
-    qbin, pad, flat_min, clip_min, w, mw, rb, refr, twave, sb_extra, sb_step, sb_age,
-    sb_max); ``fpar`` = (c, min_amp, sb_k, twave_slope, twave_height, decay, lam_fac,
-    fs, min_ptp, pre, post); ``filt`` = the db4 analysis filters (8 + 8) and the QRS
-    filter (5 + 5). The conditioned samples of one call must fit the history (the caller
-    cuts long chunks). Arrays are updated in place; returns ``(n_new, feat, feat_start,
+    Constants (see ``stream._fused_params``), two vectors because numba unboxes every
+    argument: ``ipar`` = (h2, l2, r2, sig_block, look, qbin, pad, flat_min, clip_min, w,
+    mw, rb, refr, twave, sb_extra, sb_step, sb_age, sb_max, n_seg, n_hop, n_core, n_det);
+    ``fpar`` = (c, min_amp, sb_k, twave_slope, twave_height, decay, lam_fac, fs, min_ptp,
+    pre, post), then the db4 analysis filters (8 + 8), the QRS filter (5 + 5), the
+    band-pass sections (2 x 6), the beat resampling grids ``u`` and ``v`` (``n_seg``
+    each) and the hop matrices (``n_hop`` x ``n_core`` and ``n_det`` x ``h2``).
+
+    The conditioned samples of one call must fit the history (the caller cuts long
+    chunks). Arrays are updated in place; returns ``(n_new, feat, feat_start,
     cand_next, spk, npk, last_r, last_slope, rr_dn, sb, sb_next, pending, prev_r, rr_bn,
     rows, waves)``: ``rows`` (k, 9) are the fixed-window beats completed by the chunk, R
     sample then the values of ``beat_rows_fixed``, with their ``waves``; for the RR window
     the R peaks accepted (first column only, no waves).
     """
+    o = 37
+    filt = fpar[11:o]
+    sos = fpar[o : o + 12].reshape((2, 6))
+    o += 12
+    u = fpar[o : o + ipar[18]]
+    v = fpar[o + ipar[18] : o + 2 * ipar[18]]
+    o += 2 * ipar[18]
+    hop_m = fpar[o : o + ipar[19] * ipar[20]].reshape((ipar[19], ipar[20]))
+    o += ipar[19] * ipar[20]
+    hop_s = fpar[o : o + ipar[21] * ipar[0]].reshape((ipar[21], ipar[0]))
     n_x = x.size
     xo = np.empty(n_x)
     finite = True

@@ -54,7 +54,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -114,6 +113,7 @@ DEFAULT_WINDOW: BeatWindow = "fixed"
 _SUB = 1024
 #: Longest input piece of one fused step (its conditioned output stays below ``_SUB``).
 _PIECE_IN = 960
+_F64 = np.dtype(np.float64)
 #: Input kept for the clipping test (s).
 _RAIL_S = 1.0
 #: History kept beyond 4/3 RR_CAP: detector look-back (R search 0.25 s + look-ahead 0.2 s)
@@ -525,29 +525,31 @@ def _process(
 
 
 @lru_cache(maxsize=32)
-def _fused_params(fs: float, pre: float, post: float) -> tuple[npt.NDArray[Any], ...]:
+def _fused_params(fs: float, pre: float, post: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Constant arguments of :func:`stream_step` at ``fs`` with the window ``pre``/``post``
-    (cached, read-only): ``(ipar, fpar, filt, sos, hop_m, hop_s, u, v)``, see its docstring."""
+    (cached, read-only): ``(ipar, fpar)``, see its docstring for the layout."""
     p = ecg_rpeak_params(fs)
     flat_min, clip_min = quality_run_lengths(fs)
-    ipar = np.array(
-        [H2, L2, R2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD, flat_min, clip_min,
-         p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age, SEARCHBACK_POOL_MAX],
-        np.int64,
-    )  # fmt: skip
-    fpar = np.array(
-        [p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay,
-         LAM_FAC, fs, MIN_PTP_MV, pre, post],
-    )  # fmt: skip
     lo, hi = dwt_filters()
     qb, qa = qrs_filter_ba(fs)
-    filt = np.concatenate((lo, hi, qb, qa)).astype(np.float64)
-    if filt.size != 26:
-        raise RuntimeError("stream_step expects 8-tap wavelet filters and a 4th-order QRS filter")
-    for arr in (ipar, fpar, filt):
-        arr.setflags(write=False)
+    sos = ecg_bandpass_sos(fs)
     hop_m, hop_s = hop_matrices()
-    return ipar, fpar, filt, ecg_bandpass_sos(fs), hop_m, hop_s, SEGMENT_U, SEGMENT_V
+    if lo.size != 8 or qb.size != 5 or qa.size != 5 or sos.shape != (2, 6) or hop_s.shape[1] != H2:
+        raise RuntimeError("stream_step expects 8-tap wavelet filters, a 4th-order QRS filter and 2 band-pass sections")
+    ipar = np.array(
+        [H2, L2, R2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD, flat_min, clip_min,
+         p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age, SEARCHBACK_POOL_MAX,
+         SEGMENT_U.size, hop_m.shape[0], hop_m.shape[1], hop_s.shape[0]],
+        np.int64,
+    )  # fmt: skip
+    fpar = np.concatenate((
+        [p.threshold_coef, p.min_qrs_mv, p.searchback_rr, p.twave_slope, p.twave_height, p.decay,
+         LAM_FAC, fs, MIN_PTP_MV, pre, post],
+        lo, hi, qb, qa, sos.ravel(), SEGMENT_U, SEGMENT_V, hop_m.ravel(), hop_s.ravel(),
+    )).astype(np.float64)  # fmt: skip
+    ipar.setflags(write=False)
+    fpar.setflags(write=False)
+    return ipar, fpar
 
 
 def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float, beats: list[Beat]) -> bool:
@@ -576,14 +578,22 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float
         _freeze(state)
         return True
     state.pending = pending
-    state.last_r = int(prev_r)
-    state.rr_n = int(rr_bn)
+    state.last_r = prev_r
+    state.rr_n = rr_bn
     if rows.shape[0]:
         waves.setflags(write=False)
         s0 = state.start_sample
-        for k, row in enumerate(rows.tolist()):
-            quality = _new_quality(row[4] != 0.0, row[5] != 0.0, row[6], row[7], row[8])
-            beats.append(_new_beat(s0 + int(row[0]), waves[k], row[1], None, row[2], row[3], quality))
+        new_beat = object.__new__
+        for k, (r, rr_prev, rr_mean, rr_irr, flat, sat, hf, base, score) in enumerate(rows.tolist()):
+            # Beat(...) and BeatQuality(...) without their frozen __init__ (see _new_beat)
+            q = new_beat(BeatQuality)
+            q.__dict__.update(
+                flat=flat != 0.0, saturated=sat != 0.0, hf_noise=hf, baseline_excursion_mv=base, score=score
+            )
+            b = new_beat(Beat)
+            b.__dict__.update(r_sample=s0 + int(r), waveform=waves[k], rr_prev_s=rr_prev, rr_next_s=None,
+                              rr_local_mean_s=rr_mean, rr_irregularity=rr_irr, quality=q)  # fmt: skip
+            beats.append(b)
     return True
 
 
@@ -613,13 +623,15 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
     """
     if state.finished:
         raise ValueError("stream already flushed")
-    x = np.asarray(chunk_mv, dtype=np.float64)
+    x = chunk_mv
+    if type(x) is not np.ndarray or x.dtype is not _F64:  # (cheap checks first)
+        x = np.asarray(chunk_mv, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError("chunk must be one-dimensional")
     if x.size == 0:
         return state, []
-    if x.dtype != np.float64 or not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x, dtype=np.float64)
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
     beats: list[Beat] = []
     if state.detector.learned and x.size <= _PIECE_IN:
         # one compiled call: finiteness check, offset removal and the whole pipeline
