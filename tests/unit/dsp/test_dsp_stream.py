@@ -181,6 +181,12 @@ def test_invalid_inputs_raise() -> None:
     state = ecg_stream_init(360.0)
     with pytest.raises(ValueError):
         ecg_stream_process(state, np.zeros((2, 10)))
+    with pytest.raises(ValueError):
+        ecg_stream_process(state, 0.5)  # a scalar is not a chunk
+    state, beats = ecg_stream_process(state, [0.0, 0.1, 0.2])  # any 1-D array-like
+    assert beats == [] and state.n_in == 3
+    state, _ = ecg_stream_process(state, np.arange(10, dtype=np.int16)[::2])  # other dtypes, strided
+    assert state.n_in == 8
     state, _ = ecg_stream_flush(state)
     with pytest.raises(ValueError):
         ecg_stream_process(state, np.zeros(10))
