@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streamdx.metrics import PublisherMetrics
 
-__all__ = ["DEFAULT_GC_THRESHOLD0", "GcPauses", "tune_gc"]
+__all__ = ["DEFAULT_GC_THRESHOLD0", "GcPauses", "tune_gc", "tuned_gc"]
 
 #: The services' default generation-0 threshold (``GC_THRESHOLD0``).
 DEFAULT_GC_THRESHOLD0 = 50_000
@@ -41,6 +43,19 @@ def tune_gc(threshold0: int) -> None:
     if threshold0 > 0:
         _, t1, t2 = gc.get_threshold()
         gc.set_threshold(threshold0, t1, t2)
+
+
+@contextmanager
+def tuned_gc(threshold0: int) -> Iterator[None]:
+    """:func:`tune_gc` for the duration of a block; the thresholds are restored and the
+    frozen objects released after it (for a measurement run inside another process)."""
+    saved = gc.get_threshold()
+    tune_gc(threshold0)
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)
 
 
 class GcPauses:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streamdx.gc_tuning import GcPauses, tune_gc
+from streamdx.gc_tuning import GcPauses, tune_gc, tuned_gc
 from streamdx.metrics import PublisherMetrics
 
 
@@ -32,6 +32,15 @@ def test_tune_gc_freezes_start_up_objects_and_sets_the_threshold(restored_gc: No
     assert gc.get_freeze_count() >= len(survivor)
     tune_gc(0)  # 0 keeps the threshold
     assert gc.get_threshold()[0] == 12_345
+
+
+def test_tuned_gc_restores_the_settings_after_its_block(restored_gc: None) -> None:
+    before = gc.get_threshold()
+    with tuned_gc(23_456):
+        assert gc.get_threshold()[0] == 23_456
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 def test_every_pass_is_observed_until_closed() -> None:

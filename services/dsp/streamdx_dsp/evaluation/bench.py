@@ -9,6 +9,10 @@ the same process. Throughput is samples processed per wall-clock second; the sta
 size is the largest serialised state (``ecg_state_dumps``) seen at the checkpoints
 (every 60 s of stream time).
 
+The process runs with the services' garbage-collector setting
+(:func:`streamdx.gc_tuning.tune_gc` with ``DEFAULT_GC_THRESHOLD0``, as ``streamdx serve dsp``
+does), for the core and NeuroKit2 alike.
+
 Latency (``beat_delay_s``): every record is replayed alone in ``--latency-chunk-s``
 chunks (0.1 s); a beat's delay is (samples the core had received when it emitted the
 beat - the beat's R sample) / fs; p50, p99 and max over all beats. The same is done
@@ -31,7 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_dsp.core import (
     EcgStreamState,
     ecg_state_dumps,
@@ -78,6 +84,18 @@ def main(argv: Sequence[str]) -> int:
             x = x[: round(args.seconds * fs)]
         signals.append((name, x, fs))
     n_streams = args.streams if args.streams > 0 else len(signals)
+    with tuned_gc(DEFAULT_GC_THRESHOLD0):  # as the dsp service runs
+        report = _measure(args, names, signals, n_streams)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+_Signal = tuple[str, npt.NDArray[np.float64], float]
+
+
+def _measure(args: argparse.Namespace, names: list[str], signals: list[_Signal], n_streams: int) -> dict[str, object]:
+    """Run the measurements, print the tables and return the report."""
 
     # --- streaming core, interleaved streams -------------------------------------------
     states: list[EcgStreamState] = []
@@ -167,6 +185,7 @@ def main(argv: Sequence[str]) -> int:
         "core_work": "offset removal, db4/5 wavelet shrinkage, 0.5-50 Hz band-pass, Pan-Tompkins "
         "R peaks, 300-sample beats, RR features, quality index",
         "neurokit2_work": "nk.ecg_clean + nk.ecg_peaks (method 'neurokit') per whole record",
+        "gc_threshold0": DEFAULT_GC_THRESHOLD0,
         "python": platform.python_version(),
         "machine": platform.machine(),
     }
@@ -193,9 +212,7 @@ def main(argv: Sequence[str]) -> int:
         f"former 4-s blocks {sm['block_v1']['median']:.4f} / {sm['block_v1']['max']:.4f}, "
         f"no denoising {sm['no_denoising']['median']:.4f} / {sm['no_denoising']['max']:.4f}"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    return 0
+    return report
 
 
 if __name__ == "__main__":
