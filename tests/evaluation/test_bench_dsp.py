@@ -20,7 +20,7 @@ def test_bench_reports_beat_delays_stages_and_denoiser_agreement(
 ) -> None:
     out = tmp_path / "bench.json"
     rc = main(["--data", str(mitdb), "--out", str(out), "--records", "100,119,208", "--seconds", "120",
-               "--fs-list", "250,360", "--latency-seconds", "60"])  # fmt: skip
+               "--fs-list", "250,360", "--latency-seconds", "60", "--repeat", "2"])  # fmt: skip
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["beat_window"] == "fixed" and r["latency_chunk_s"] == 0.1
@@ -40,4 +40,7 @@ def test_bench_reports_beat_delays_stages_and_denoiser_agreement(
     assert agree["stream_v2"]["median"] < 0.05
     assert r["state_bytes_per_stream"] <= 64 * 1024
     assert r["samples_per_s"] > 0 and r["neurokit2_samples_per_s"] > 0
+    assert r["repeat"] == 2 and len(r["core_runs_samples_per_s"]) == len(r["neurokit2_runs_samples_per_s"]) == 2
+    assert r["samples_per_s"] == max(r["core_runs_samples_per_s"])
+    assert r["ratio"] == pytest.approx(r["samples_per_s"] / r["neurokit2_samples_per_s"])
     assert "beat delay" in capsys.readouterr().out
