@@ -105,6 +105,16 @@ def _jit(fn: _F, fastmath: frozenset[str] = frozenset()) -> _F:
     return cast(_F, numba.njit(cache=False, nogil=True, fastmath=set(fastmath))(fn))
 
 
+def _jit_contract(fn: _F) -> _F:
+    """:func:`_jit` allowing multiply-adds to be fused (FMA) only.
+
+    For recursive filters, whose speed is bound by the latency of each sample's chain of
+    dependent operations: a fused multiply-add shortens it. Results differ from the
+    separate operations in the last bits and depend on the values alone.
+    """
+    return _jit(fn, fastmath=frozenset({"contract"}))
+
+
 def _jit_reassoc(fn: _F) -> _F:
     """:func:`_jit` allowing floating-point reassociation and contraction (FMA) only.
 
@@ -680,7 +690,7 @@ def _shift_left(a, k):
         a[j] = a[j + k]
 
 
-@_jit
+@_jit_contract
 def condition_stream(
     den, raw, ahead, run, rail, sos, bp_zi, b, a, rp_zi, f_tail, sq_tail, fs,
     flat_min, clip_min, min_ptp, qbin, h_ecg, h_bins,
@@ -700,8 +710,9 @@ def condition_stream(
     after its first section is the quality rule's baseline reference)
     and the 4th-order QRS filter ``b``/``a``. One loop over the samples runs the three
     recursions (transposed direct form II, the arithmetic of :func:`sos_filter_tapped` and
-    :func:`lfilter_tf`), the per-bin quality sums and the five-point derivative; their
-    independent dependency chains overlap in the CPU.
+    :func:`lfilter_tf` with multiply-adds fused, which shortens each sample's dependency
+    chain), the per-bin quality sums and the five-point derivative; their independent
+    dependency chains overlap in the CPU.
     """
     m = den.size
     look = ahead.size
