@@ -668,6 +668,21 @@ def quality_score(e_hf, e_ecg, bmin, bmax, n_flat, ns, n_clip):
 
 
 @_jit
+def _keep_last(tail, new):
+    """``tail[:] = concatenate((tail, new))[-len(tail):]`` in place (a fixed-length history)."""
+    nt = tail.size
+    m = new.size
+    if m >= nt:
+        for q in range(nt):
+            tail[q] = new[m - nt + q]
+    else:
+        for q in range(nt - m):
+            tail[q] = tail[q + m]
+        for q in range(m):
+            tail[nt - m + q] = new[q]
+
+
+@_jit
 def _shift_left(a, k):
     """``a[:-k] = a[k:]`` for a 1-D array, eight values at a time when ``k >= 8``.
 
@@ -848,26 +863,11 @@ def condition_stream(
             j = stop
     run[0] = prev
     run[1] = back
-    # rail history: the last nr input samples
-    if m >= nr:
-        for q in range(nr):
-            rail[q] = raw[m - nr + q]
-    else:
-        for q in range(nr - m):
-            rail[q] = rail[q + m]
-        for q in range(m):
-            rail[nr - m + q] = raw[q]
+    _keep_last(rail, raw)  # the clipping test's input history
     # moving-window integral of the absolute slope (sums as in :func:`_slope_mwi`)
     for i in range(m):
         mwi[i] = (cs[i + mw] - cs[i]) / mw
-    if m >= m1:
-        for i in range(m1):
-            sq_tail[i] = adv[m - m1 + i]
-    else:
-        for i in range(m1 - m):
-            sq_tail[i] = sq_tail[i + m]
-        for i in range(m):
-            sq_tail[m1 - m + i] = adv[i]
+    _keep_last(sq_tail, adv)
     return mwi, adv
 
 
