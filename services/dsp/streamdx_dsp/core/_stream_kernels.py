@@ -51,7 +51,7 @@ def stream_step(
     sample then the values of ``beat_rows_fixed``, with their ``waves``; for the RR window
     the R peaks accepted (first column only, no waves).
     """
-    o = 37
+    o = 11 + 26  # the parameters, then the filters
     filt = fpar[11:o]
     sos = fpar[o : o + 12].reshape((2, 6))
     o += 12

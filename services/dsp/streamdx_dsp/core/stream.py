@@ -113,6 +113,7 @@ DEFAULT_WINDOW: BeatWindow = "fixed"
 _SUB = 1024
 #: Longest input piece of one fused step (its conditioned output stays below ``_SUB``).
 _PIECE_IN = 960
+#: dtype of the chunks the compiled step takes as they are (others are converted first).
 _F64 = np.dtype(np.float64)
 #: Input kept for the clipping test (s).
 _RAIL_S = 1.0
