@@ -173,6 +173,31 @@ def test_non_finite_chunk_raises(bad: float) -> None:
         ecg_stream_process(state, chunk)
 
 
+@pytest.mark.parametrize("size", [360, 961, 2000])  # one compiled step, or cut into several
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_chunk_of_a_learned_stream_changes_nothing(bad: float, size: int) -> None:
+    """A refused chunk leaves the state as it was: the stream then continues exactly as one
+    that never received it."""
+    fs = 360.0
+    x, _ = synth_ecg(fs, 30.0, seed=8)
+    state = ecg_stream_init(fs)
+    for a in range(0, 3600, 360):
+        state, _ = ecg_stream_process(state, x[a : a + 360])
+    assert state.detector.learned
+    before = ecg_state_dumps(state)
+    chunk = x[3600 : 3600 + size].copy()
+    chunk[size - 5] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ecg_stream_process(state, chunk)
+    assert ecg_state_dumps(state) == before
+    reference = ecg_state_loads(before)
+    for a in range(3600, x.size, 500):
+        state, got = ecg_stream_process(state, x[a : a + 500])
+        reference, want = ecg_stream_process(reference, x[a : a + 500])
+        assert_same_beats(got, want)
+    assert ecg_state_dumps(state) == ecg_state_dumps(reference)
+
+
 def test_invalid_inputs_raise() -> None:
     with pytest.raises(ValueError):
         ecg_stream_init(100.0)
