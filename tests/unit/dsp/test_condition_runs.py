@@ -1,9 +1,11 @@
-"""Flat-run and clipping counts of the compiled conditioning step against their plain definition.
+"""The compiled conditioning step against the plain definitions of what it computes.
 
-``condition_stream`` counts, per quality bin, samples in a run of identical input samples
-at least ``flat_min`` long, and samples in a run at least ``clip_min`` long that sit at
-the extreme of the input around them (an amplifier rail). Its fast path skips chunks
-without a long enough run; this checks both paths, in any cut of the input.
+Its one pass over the samples reproduces the band-pass (``scipy.signal.sosfilt``) and the
+detector's features (:func:`~streamdx_dsp.core._kernels.qrs_features`: QRS filter,
+derivative, moving-window integral), in any cut. It also counts, per quality bin, samples
+in a run of identical input samples at least ``flat_min`` long, and samples in a run at
+least ``clip_min`` long that sit at the extreme of the input around them (an amplifier
+rail); its fast path skips chunks without a long enough run. Both paths are checked.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import signal
 
-from streamdx_dsp.core._kernels import condition_stream
+from streamdx_dsp.core._kernels import condition_stream, qrs_features
 from streamdx_dsp.core.bandpass import ecg_bandpass_sos
 from streamdx_dsp.core.quality import MIN_PTP_MV, QUALITY_BIN
-from streamdx_dsp.core.rpeaks import qrs_filter_ba
+from streamdx_dsp.core.rpeaks import ecg_rpeak_params, qrs_filter_ba
 
 FS = 360.0
 FLAT_MIN, CLIP_MIN = 36, 7
@@ -51,7 +54,9 @@ def _reference_counts(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _stream_counts(x: np.ndarray, n: int, cuts: list[int]) -> np.ndarray:
+def _run(x: np.ndarray, n: int, cuts: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Feed ``x[:n]`` (as denoised and raw input) in pieces ending at ``cuts``: the history
+    (band-passed signal, quality bins) and the concatenated ``(mwi, |slope|)``."""
     sos = ecg_bandpass_sos(FS)
     qb, qa = qrs_filter_ba(FS)
     run = np.zeros(2)
@@ -59,20 +64,27 @@ def _stream_counts(x: np.ndarray, n: int, cuts: list[int]) -> np.ndarray:
     bp_zi = np.zeros((sos.shape[0], 2))
     rp_zi = np.zeros(qa.size - 1)
     f_tail = np.zeros(4)
-    sq_tail = np.zeros(round(0.15 * FS) - 1)
+    sq_tail = np.zeros(ecg_rpeak_params(FS).mwi - 1)
     h_ecg = np.zeros(n, np.float32)
     h_bins = np.zeros((6, n // QUALITY_BIN), np.float32)
     start = 0
+    mwis, advs = [], []
     for end in [*cuts, n]:
         if end <= start:
             continue
         piece = x[start:end]
-        condition_stream(
+        mwi, adv = condition_stream(
             piece, piece, x[end : end + LOOK], run, rail, sos, bp_zi, qb, qa, rp_zi, f_tail, sq_tail, FS,
             FLAT_MIN, CLIP_MIN, MIN_PTP_MV, QUALITY_BIN, h_ecg, h_bins,
         )  # fmt: skip
+        mwis.append(mwi.copy())
+        advs.append(adv.copy())
         start = end
-    return h_bins[4:6].astype(np.float64)
+    return h_ecg, h_bins, np.concatenate(mwis), np.concatenate(advs)
+
+
+def _stream_counts(x: np.ndarray, n: int, cuts: list[int]) -> np.ndarray:
+    return _run(x, n, cuts)[1][4:6].astype(np.float64)
 
 
 @settings(max_examples=40, deadline=None)
@@ -94,3 +106,20 @@ def test_flat_and_clip_counts_follow_their_definition_in_any_cut(
     ends = sorted({QUALITY_BIN * c for c in cuts})
     got = _stream_counts(x, n, ends)
     np.testing.assert_array_equal(got, _reference_counts(x, n))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 159), max_size=8))
+def test_band_pass_and_detector_features_equal_their_definitions_in_any_cut(seed: int, cuts: list[int]) -> None:
+    rng = np.random.default_rng(seed)
+    n = 1280
+    x = np.cumsum(rng.normal(size=n + LOOK)) * 0.02 + 0.3 * np.sin(np.arange(n + LOOK) / 9.0)
+    h_ecg, _, mwi, adv = _run(x, n, sorted({QUALITY_BIN * c for c in cuts}))
+    y = signal.sosfilt(ecg_bandpass_sos(FS), x[:n])
+    np.testing.assert_allclose(h_ecg, y.astype(np.float32), rtol=1e-6, atol=1e-6)
+    qb, qa = qrs_filter_ba(FS)
+    want_mwi, want_adv = qrs_features(
+        y, qb, qa, np.zeros(qa.size - 1), np.zeros(4), np.zeros(ecg_rpeak_params(FS).mwi - 1), FS
+    )
+    np.testing.assert_allclose(adv, want_adv, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(mwi, want_mwi, rtol=1e-9, atol=1e-9)

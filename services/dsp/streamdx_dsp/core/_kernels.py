@@ -769,8 +769,8 @@ def condition_stream(
     for kb in range(nbq):
         s0 = 0.0
         s1 = 0.0
-        lo = den[kb * qbin]
-        hi = lo
+        lo = np.inf
+        hi = -np.inf
         for i in range(kb * qbin, (kb + 1) * qbin):
             xi = den[i]
             t = p0 * xi + u0
@@ -788,9 +788,6 @@ def condition_stream(
             # quality bin sums: high-frequency residue, ECG energy, baseline extremes
             dd = raw[i] - xi
             base = xi - t
-            if i == kb * qbin:
-                lo = base
-                hi = base
             s0 += dd * dd
             s1 += yi * yi
             lo = min(lo, base)

@@ -54,6 +54,13 @@ from streamdx_dsp.evaluation.records import read_ecg, records_for_command
 __all__ = ["build_parser", "main"]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench dsp", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records")
@@ -63,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=float, default=0.0, help="use only the first S seconds of each record")
     ap.add_argument("--chunk-s", type=float, default=1.0, help="chunk length (s)")
     ap.add_argument(
-        "--repeat", type=int, default=3, help="throughput runs of the core and of NeuroKit2 (alternately; best of each)"
-    )
+        "--repeat", type=_positive_int, default=3,
+        help="throughput runs of the core and of NeuroKit2 (alternately; best of each)",
+    )  # fmt: skip
     ap.add_argument("--latency-chunk-s", type=float, default=0.1, help="chunk length of the latency replay (s)")
     ap.add_argument(
         "--fs-list",
@@ -170,7 +178,7 @@ def _measure(args: argparse.Namespace, names: list[str], signals: list[_Signal],
     # --- throughput: the core and NeuroKit2, alternately, best of --repeat runs each ------
     core_runs: list[_CoreRun] = []
     nk_runs: list[tuple[float, int, int]] = []
-    for _ in range(max(1, args.repeat)):
+    for _ in range(args.repeat):
         core_runs.append(_core_run(signals, n_streams, args.chunk_s))
         nk_runs.append(_neurokit2_run(signals, n_streams))
     core_sps = [r.samples / max(r.seconds, 1e-9) for r in core_runs]
