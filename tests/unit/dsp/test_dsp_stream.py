@@ -300,6 +300,10 @@ def _dumps_format_2(state: EcgStreamState) -> bytes:
     scalars: dict[str, object] = {}
     arrays: dict[str, np.ndarray] = {}
     _flatten(state, "", scalars, arrays)
+    # it had no capacity buffers: the search-back pool and the queue were their valid rows
+    arrays["detector.sb"] = arrays["detector.sb"][: state.detector.sb_n]
+    arrays["pending"] = arrays["pending"][: state.pending_n]
+    del scalars["detector.sb_n"], scalars["pending_n"]
     meta, chunks, pos = [], [], 0
     for name, arr in arrays.items():
         b = np.ascontiguousarray(arr).tobytes()
@@ -321,3 +325,91 @@ def test_format_2_states_still_continue_the_stream() -> None:
         beats.extend(b)
     state, b = ecg_stream_flush(state)
     assert_same_beats(reference, beats + b)
+
+
+def _learned_noisy_state(fs: float = 360.0) -> tuple[EcgStreamState, np.ndarray]:
+    """A learned fixed-window stream after 12 s of noisy ECG, and the whole signal (40 s).
+
+    Small bumps between the beats become rejected QRS candidates (the search-back pool)."""
+    x, _ = synth_ecg(fs, 40.0, seed=11, noise_mv=0.05, rr_jitter=0.15)
+    t = np.arange(x.size)
+    for c in np.random.default_rng(2).uniform(0, x.size, 60):
+        x = x + 0.35 * np.exp(-0.5 * ((t - c) / (0.012 * fs)) ** 2)
+    state = ecg_stream_init(fs)
+    for a in range(0, round(12 * fs), round(fs)):
+        state, _ = ecg_stream_process(state, x[a : a + round(fs)])
+    assert state.detector.learned
+    return state, x
+
+
+def test_feature_buffer_off_its_steady_length_takes_the_general_path() -> None:
+    """The fused step refuses a detector feature buffer that is not at its steady length;
+    the stages one by one then give the same beats and bring it back to that length."""
+    fs = 360.0
+    state, x = _learned_noisy_state(fs)
+    reference = ecg_state_loads(ecg_state_dumps(state))
+    det = state.detector
+    steady = det.feat.shape[1]
+    # five older feature samples (never read again: equivalent content, another length)
+    det.feat = np.concatenate((np.zeros((2, 5)), det.feat), axis=1)
+    det.feat_start -= 5
+    a = round(12 * fs)
+    state, got = ecg_stream_process(state, x[a : a + 360])
+    reference, want = ecg_stream_process(reference, x[a : a + 360])
+    assert_same_beats(got, want)
+    assert state.detector.feat.shape[1] == steady
+    for b in range(a + 360, x.size, 360):
+        state, got = ecg_stream_process(state, x[b : b + 360])
+        reference, want = ecg_stream_process(reference, x[b : b + 360])
+        assert_same_beats(got, want)
+    assert ecg_state_dumps(state) == ecg_state_dumps(reference)
+
+
+def test_capacity_buffers_are_stored_as_their_valid_rows() -> None:
+    """The search-back pool and the beat queue are fixed-capacity buffers in memory; a blob
+    holds only their valid rows, and a loaded state continues the stream identically."""
+    fs = 360.0
+    state, x = _learned_noisy_state(fs)
+    seen_pool = seen_queue = False
+    a = round(12 * fs)
+    for b in range(a, x.size - 720, 90):
+        state, _ = ecg_stream_process(state, x[b : b + 90])
+        sb_n, pending_n = state.detector.sb_n, state.pending_n
+        blob = ecg_state_dumps(state)
+        (hlen,) = struct.unpack("<I", blob[6:10])
+        shapes = {name: shape for name, _, shape, _, _ in json.loads(blob[10 : 10 + hlen])["a"]}
+        assert shapes["detector.sb"] == [sb_n, 5] and shapes["pending"] == [pending_n]
+        loaded = ecg_state_loads(blob)
+        assert loaded.detector.sb.shape == state.detector.sb.shape and loaded.detector.sb_n == sb_n
+        assert loaded.pending.shape == state.pending.shape and loaded.pending_n == pending_n
+        np.testing.assert_array_equal(loaded.detector.sb_live, state.detector.sb_live)
+        np.testing.assert_array_equal(loaded.pending[:pending_n], state.pending[:pending_n])
+        seen_pool |= sb_n > 0
+        seen_queue |= pending_n > 0
+        if seen_pool and seen_queue:
+            break
+    assert seen_pool and seen_queue
+    loaded = ecg_state_loads(ecg_state_dumps(state))
+    for c in range(b + 90, x.size, 500):
+        state, got = ecg_stream_process(state, x[c : c + 500])
+        loaded, want = ecg_stream_process(loaded, x[c : c + 500])
+        assert_same_beats(got, want)
+
+
+def test_beat_queue_overflow_is_refused_without_change() -> None:
+    """The fixed window's queue kernel refuses R peaks beyond its capacity (-1), changing nothing."""
+    from streamdx_dsp.core._kernels import fixed_window_emit
+    from streamdx_dsp.core.quality import QUALITY_BIN
+    from streamdx_dsp.core.segmentation import SEGMENT_U, SEGMENT_V, beat_window_span
+
+    hist = np.zeros(3072, np.float32)  # no window after sample 2800 is complete
+    bins = np.zeros((6, hist.size // QUALITY_BIN), np.float32)
+    pending = np.array([3000, 3300, 0, 0], np.int64)  # capacity 4, two waiting
+    rr = np.zeros(8, np.int64)
+    pre, post = beat_window_span("fixed", 360.0)
+    args = (rr, 0, hist, 0, bins, QUALITY_BIN, SEGMENT_U, SEGMENT_V, pre, post, 360.0)
+    n, prev_r, _, waves, rows = fixed_window_emit(pending, 2, np.array([3500, 3700, 3900], np.int64), 2700, *args)
+    assert n == -1 and prev_r == 2700 and rows.shape == (0, 9) and waves.shape == (0, SEGMENT_U.size)
+    assert pending.tolist() == [3000, 3300, 0, 0] and not rr.any()
+    n, prev_r, _, _, rows = fixed_window_emit(pending, 2, np.array([3500, 3700], np.int64), 2700, *args)
+    assert n == 4 and pending.tolist() == [3000, 3300, 3500, 3700] and rows.shape == (0, 9)

@@ -32,6 +32,7 @@ __all__ = [
     "beat_windows",
     "condition_stream",
     "detector_candidates",
+    "detector_candidates_steady",
     "detector_decide",
     "dwt_denoise",
     "fixed_window_emit",
@@ -904,14 +905,17 @@ def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post
 
     ``prev_r`` is the R peak before ``r[0]`` (RR_prev of the first). ``rr`` (last
     ``rr_n`` valid intervals in samples, oldest first) is updated in place with each
-    beat's RR_prev. Returns ``(waves, values, rr_n)`` with ``values`` columns
-    ``rr_prev_s, rr_local_mean_s, rr_irregularity, flat, saturated, hf_noise,
-    baseline_excursion_mv, score``; the local mean and irregularity (RMSSD / mean) are
-    over the last ``len(rr)`` intervals ending with RR_prev.
+    beat's RR_prev. Returns ``(waves, values, rr_n)`` with ``values`` columns ``r``
+    (the R sample), ``rr_prev_s, rr_local_mean_s, rr_irregularity, flat, saturated,
+    hf_noise, baseline_excursion_mv, score``; the local mean and irregularity (RMSSD /
+    mean) are over the last ``len(rr)`` intervals ending with RR_prev.
     """
     n = r.size
-    waves, stats = beat_windows(x, x_start, bins, qbin, r, np.full(n, pre), np.full(n, post), u, v)
-    values = np.zeros((n, 8))
+    spans = np.empty(2 * n)  # one allocation: pre, post
+    spans[:n] = pre
+    spans[n:] = post
+    waves, stats = beat_windows(x, x_start, bins, qbin, r, spans[:n], spans[n:], u, v)
+    values = np.empty((n, 9))
     cap = rr.size
     for k in range(n):
         rp = r[k] - (prev_r if k == 0 else r[k - 1])
@@ -920,44 +924,51 @@ def beat_rows_fixed(r, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post
         rr[cap - 1] = rp
         rr_n = min(rr_n + 1, cap)
         mean, irr = _rr_stats(rr, cap - rr_n, cap, fs)
-        values[k, 0] = rp / fs
-        values[k, 1] = mean
-        values[k, 2] = irr
-        _quality_columns(stats[k], values[k], 3)
+        values[k, 0] = r[k]
+        values[k, 1] = rp / fs
+        values[k, 2] = mean
+        values[k, 3] = irr
+        _quality_columns(stats[k], values[k], 4)
     return waves, values, rr_n
 
 
 @_jit
-def fixed_window_emit(pending, r_peaks, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs):
+def fixed_window_emit(pending, pending_n, r_peaks, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs):
     """Fixed-window emission: queue ``r_peaks`` after ``pending`` and segment those whose window is complete.
 
     A beat's window ends at ``ceil(R + 2 post / 3)`` (plus one sample for the interpolation);
     it is complete when the history ``x`` (from absolute index ``x_start``) reaches it.
-    ``prev_r`` is the last R taken off the queue (-1: none; the stream's first R is only
-    the RR_prev reference of the second). Returns ``(pending, prev_r, rr_n, ready, waves,
-    values)`` with the rows of :func:`beat_rows_fixed` for the ``ready`` R peaks.
+    ``pending`` is the queue (its capacity, the first ``pending_n`` valid), updated in
+    place. ``prev_r`` is the last R taken off the queue (-1: none; the stream's first R is
+    only the RR_prev reference of the second). Returns ``(pending_n, prev_r, rr_n, waves,
+    rows)`` with the rows of :func:`beat_rows_fixed` (R sample first) of the R peaks whose
+    window is complete; ``pending_n`` is -1, and nothing is changed, if the queue would
+    exceed its capacity.
     """
-    pend = np.empty(pending.size + r_peaks.size, np.int64)
-    pend[: pending.size] = pending
-    pend[pending.size :] = r_peaks
+    pend = np.empty(pending_n + r_peaks.size, np.int64)
+    pend[:pending_n] = pending[:pending_n]
+    pend[pending_n:] = r_peaks
     end = x_start + x.size
     need = int(np.ceil(2.0 * post / 3.0)) + 1
     k = 0
     while k < pend.size and pend[k] + need <= end:
         k += 1
-    ready = np.zeros(0, np.int64)
-    waves = np.zeros((0, u.size), np.float32)
-    values = np.zeros((0, 8))
-    if k:
-        first = 0
-        if prev_r < 0:
+    first = 1 if prev_r < 0 else 0
+    if pend.size - k > pending.size or k <= first:
+        if k:  # the stream's first R: only a reference
             prev_r = pend[0]
-            first = 1
-        if k > first:
-            ready = pend[first:k].copy()
-            waves, values, rr_n = beat_rows_fixed(ready, prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs)
-        prev_r = pend[k - 1]
-    return pend[k:].copy(), prev_r, rr_n, ready, waves, values
+        full = pend.size - k > pending.size
+        if not full:
+            for i in range(k, pend.size):
+                pending[i - k] = pend[i]
+        return -1 if full else pend.size - k, prev_r, rr_n, np.zeros((0, u.size), np.float32), np.zeros((0, 9))
+    if first:
+        prev_r = pend[0]
+    waves, values, rr_n = beat_rows_fixed(pend[first:k], prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs)
+    prev_r = pend[k - 1]
+    for i in range(k, pend.size):
+        pending[i - k] = pend[i]
+    return pend.size - k, prev_r, rr_n, waves, values
 
 
 @_jit
@@ -1063,14 +1074,9 @@ def beat_rows(
 
 
 @_jit
-def detector_candidates(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_hist, y_start, rb):
-    """Append a block of detector features and extract the candidates that became decidable.
-
-    ``feat`` (2, L) holds the integrated signal and absolute slope from absolute index
-    ``feat_start``; candidates are tested up to ``w`` samples before the end (to the
-    end with ``final``, the signal continued with zeros). Returns ``(feat, feat_start,
-    cand_next, cands)`` with the features no longer needed dropped.
-    """
+def _candidates_appended(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_hist, y_start, rb):
+    """``feat`` with the block appended, the decidable candidates and the new ``cand_next``
+    (see :func:`detector_candidates`)."""
     nf = feat.shape[1]
     nb = mwi.size
     f = np.empty((2, nf + nb))
@@ -1089,11 +1095,41 @@ def detector_candidates(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_h
         cand_next = last_eval
     else:
         cands = np.zeros((0, 5))
+    return f, cand_next, cands
+
+
+@_jit
+def detector_candidates(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_hist, y_start, rb):
+    """Append a block of detector features and extract the candidates that became decidable.
+
+    ``feat`` (2, L) holds the integrated signal and absolute slope from absolute index
+    ``feat_start``; candidates are tested up to ``w`` samples before the end (to the
+    end with ``final``, the signal continued with zeros). Returns ``(feat, feat_start,
+    cand_next, cands)`` with the features no longer needed dropped.
+    """
+    f, cand_next, cands = _candidates_appended(feat, mwi, adv, feat_start, cand_next, w, mw, final, y_hist, y_start, rb)
     keep_from = cand_next - w - mw - 1 - feat_start
     if keep_from > 0:
         f = f[:, keep_from:].copy()
         feat_start += keep_from
     return f, feat_start, cand_next, cands
+
+
+@_jit
+def detector_candidates_steady(feat, mwi, adv, feat_start, cand_next, w, mw, y_hist, y_start, rb):
+    """:func:`detector_candidates` (not final) for a learned detector in its steady state,
+    ``feat`` updated in place: returns ``(feat_start, cand_next, cands)``.
+
+    Steady state: ``feat`` holds ``2 w + mw + 1`` samples and ends ``w`` after
+    ``cand_next``, as every call with new samples leaves it; it then keeps that length.
+    The caller checks it (``ecg_stream``'s fused step).
+    """
+    f, cand_next, cands = _candidates_appended(feat, mwi, adv, feat_start, cand_next, w, mw, False, y_hist, y_start, rb)
+    keep_from = f.shape[1] - feat.shape[1]  # = cand_next - w - mw - 1 - feat_start in the steady state
+    for j in range(feat.shape[1]):
+        feat[0, j] = f[0, keep_from + j]
+        feat[1, j] = f[1, keep_from + j]
+    return feat_start + keep_from, cand_next, cands
 
 
 @_jit
@@ -1117,6 +1153,7 @@ def detector_decide(
     rr,
     rr_n,
     sb,
+    sb_n,
     sb_next,
     c,
     refr,
@@ -1139,22 +1176,23 @@ def detector_decide(
     before that time whose R lies at most ``sb_age`` before it. It runs before the first
     candidate at or after ``sb_next`` and, at the end, when ``clock`` (the first position
     not yet tested) has passed it, so the decisions do not depend on how the signal was
-    cut into blocks. ``rr`` (last ``rr_n`` valid, oldest first) is updated in place.
-    Returns ``(r_peaks, spk, npk, last_r, last_slope, rr_n, sb, sb_next)``.
+    cut into blocks. ``rr`` (last ``rr_n`` valid, oldest first) and the search-back pool
+    ``sb`` (capacity ``sb_max`` rows, the first ``sb_n`` valid) are updated in place.
+    Returns ``(r_peaks, spk, npk, last_r, last_slope, rr_n, sb_n, sb_next)``.
     """
     nc = cands.shape[0]
     cap = rr.size
-    rrl = np.zeros(cap + sb.shape[0] + 2 * nc + 64, np.int64)
+    rrl = np.zeros(cap + sb_n + 2 * nc + 64, np.int64)
     r0 = 0
     rn = 0
     for i in range(cap - rr_n, cap):
         rrl[rn] = rr[i]
         rn += 1
-    pool = np.empty((sb.shape[0] + nc + 1, 5))
-    pn = sb.shape[0]
+    pool = np.empty((sb_n + nc + 1, 5))
+    pn = sb_n
     for q in range(pn):
         _copy1(pool[q], sb[q])
-    out = np.empty(sb.shape[0] + 2 * nc + 64, np.int64)
+    out = np.empty(sb_n + 2 * nc + 64, np.int64)
     no = 0
     for ci in range(nc + 1):
         t_now = clock if ci == nc else int(cands[ci, 0])
@@ -1250,7 +1288,9 @@ def detector_decide(
         rr[i] = 0
     for i in range(cnt):
         rr[cap - cnt + i] = rrl[rn - cnt + i]
-    return out[:no].copy(), spk, npk, last_r, last_slope, cnt, pool[:pn].copy(), sb_next
+    for q in range(pn):  # pn <= sb_max <= the capacity of sb
+        _copy1(sb[q], pool[q])
+    return out[:no], spk, npk, last_r, last_slope, cnt, pn, sb_next
 
 
 @_jit

@@ -215,10 +215,14 @@ class RPeakState:
         Last RR intervals (samples), oldest first.
     rr_n : int
         Number of valid ``rr`` entries.
-    sb : ndarray (k, 5)
-        Rejected candidates since the last QRS (search-back pool).
+    sb : ndarray (SEARCHBACK_POOL_MAX, 5)
+        Rejected candidates since the last QRS (search-back pool): the first ``sb_n``
+        rows (a fixed-capacity buffer updated in place; the state codec stores only
+        those rows).
     sb_next : int
         Absolute candidate position of the next search-back (-1: not yet set).
+    sb_n : int
+        Number of valid rows of ``sb``.
     """
 
     zi: npt.NDArray[np.float64]
@@ -240,6 +244,12 @@ class RPeakState:
     rr_n: int
     sb: npt.NDArray[np.float64]
     sb_next: int = -1
+    sb_n: int = 0
+
+    @property
+    def sb_live(self) -> npt.NDArray[np.float64]:
+        """The valid rows of the search-back pool (a view)."""
+        return self.sb[: self.sb_n]
 
 
 def ecg_rpeaks_init(params: RPeakParams) -> RPeakState:
@@ -263,7 +273,8 @@ def ecg_rpeaks_init(params: RPeakParams) -> RPeakState:
         last_slope=0.0,
         rr=np.zeros(8, dtype=np.int64),
         rr_n=0,
-        sb=np.zeros((0, _CAND_FIELDS)),
+        sb=np.zeros((_SB_MAX, _CAND_FIELDS)),
+        sb_n=0,
     )
 
 
@@ -285,7 +296,7 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
     over the rejected candidates at bounded times (see the module docstring).
     """
     rr = state.rr.copy()
-    r_peaks, spk, npk, last_r, last_slope, rr_n, sb, sb_next = detector_decide(
+    r_peaks, spk, npk, last_r, last_slope, rr_n, sb_n, sb_next = detector_decide(
         np.ascontiguousarray(cands, dtype=np.float64).reshape(-1, _CAND_FIELDS),
         state.cand_next,
         state.spk,
@@ -294,7 +305,8 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
         state.last_slope,
         rr,
         state.rr_n,
-        np.ascontiguousarray(state.sb, dtype=np.float64).reshape(-1, _CAND_FIELDS),
+        state.sb,
+        state.sb_n,
         state.sb_next,
         p.threshold_coef,
         p.refractory,
@@ -311,7 +323,7 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
     )
     state.spk, state.npk = float(spk), float(npk)
     state.last_r, state.last_slope = int(last_r), float(last_slope)
-    state.rr, state.rr_n, state.sb, state.sb_next = rr, int(rr_n), sb, int(sb_next)
+    state.rr, state.rr_n, state.sb_n, state.sb_next = rr, int(rr_n), int(sb_n), int(sb_next)
     out.extend(r_peaks.tolist())
 
 

@@ -11,6 +11,10 @@ shrank by only a third at many times the cost of the rest of a checkpoint), and 
 denoiser's ring buffers stored as their live part only
 (:func:`~streamdx_dsp.core.wavelet_stream.wavelet_ring_pack`). Format 2 (read): the same
 content zlib-compressed, with full rings. Sizes are measured by the tests and ``bench dsp``.
+
+The fixed-capacity buffers with a count (the detector's search-back pool, the fixed
+window's queue) are stored as their valid rows only, as before they had a capacity, and
+padded back to their capacity when read: the count is the number of stored rows.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from streamdx_dsp.core.stream import FS_MAX, FS_MIN, EcgStreamState
+from streamdx_dsp.core.rpeaks import SEARCHBACK_POOL_MAX
+from streamdx_dsp.core.stream import FS_MAX, FS_MIN, PENDING_MAX, EcgStreamState
 from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack, wavelet_ring_unpack
 
 __all__ = ["STATE_FORMAT_VERSION", "ecg_state_dumps", "ecg_state_loads"]
@@ -36,6 +41,11 @@ _READABLE = (2, 3)
 _RING = "wavelet.ring"
 _RING_TAIL = "wavelet.ring_tail"
 _MAGIC = b"SDXE"
+#: Buffers stored as their valid rows: array -> (its count, its capacity, the shape of a row).
+_LIVE: dict[str, tuple[str, int, tuple[int, ...]]] = {
+    "detector.sb": ("detector.sb_n", SEARCHBACK_POOL_MAX, (5,)),
+    "pending": ("pending_n", PENDING_MAX, ()),
+}
 _ALLOWED_DTYPES = {"float64", "float32", "float16", "int64", "uint8"}
 #: Little-endian dtype of each allowed dtype, and its name (``dtype.name`` is slow to compute).
 _LE = {np.dtype(n): (np.dtype(n).newbyteorder("<"), n) for n in _ALLOWED_DTYPES}
@@ -88,6 +98,8 @@ def ecg_state_dumps(state: EcgStreamState) -> bytes:
     scalars = dict(zip(scalar_keys, get_scalars(state), strict=True))
     arrays = dict(zip(array_keys, get_arrays(state), strict=True))
     arrays[_RING_TAIL] = wavelet_ring_pack(arrays.pop(_RING), state.wavelet.cnt)
+    for key, (count, _, _) in _LIVE.items():
+        arrays[key] = arrays[key][: scalars[count]]
     meta = []
     chunks = []
     pos = 0
@@ -166,6 +178,15 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
             arrays[name] = arr.astype(np.dtype(dtype), copy=True).reshape(shape)
         if _RING_TAIL in arrays:
             arrays[_RING] = wavelet_ring_unpack(arrays.pop(_RING_TAIL), arrays["wavelet.cnt"])
+        for key, (count, capacity, row) in _LIVE.items():
+            if key in arrays:
+                live = arrays[key]
+                if live.ndim != 1 + len(row) or live.shape[1:] != row:
+                    raise ValueError(f"bad shape {live.shape} for {key}")
+                buf = np.zeros((max(capacity, live.shape[0]), *live.shape[1:]), live.dtype)
+                buf[: live.shape[0]] = live
+                arrays[key] = buf
+                scalars[count] = live.shape[0]
         state = _build(EcgStreamState, "", scalars, arrays)
     except ValueError:
         raise

@@ -93,6 +93,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "FS_MAX",
     "FS_MIN",
+    "PENDING_MAX",
     "RR_CAP_S",
     "Beat",
     "EcgStreamState",
@@ -109,6 +110,9 @@ FS_MAX = 1000.0
 RR_CAP_S = 2.0
 #: Default beat window: the causal fixed span (beats leave ~0.6 s after their R peak).
 DEFAULT_WINDOW: BeatWindow = "fixed"
+#: Capacity of the fixed window's queue of R peaks waiting for their window (0.56 s after R):
+#: R peaks lie a refractory period (0.2 s) apart, so at most about four wait at once.
+PENDING_MAX = 16
 #: Longest run of conditioned samples processed at once (long chunks are cut).
 _SUB = 1024
 #: Longest input piece of one fused step (its conditioned output stays below ``_SUB``).
@@ -218,8 +222,12 @@ class EcgStreamState:
     fixed_pre, fixed_post : float
         Window formula arguments of a fixed-span beat window (samples), 0 for the
         RR-based window (see :func:`~streamdx_dsp.core.segmentation.beat_window_span`).
-    pending : ndarray of int64
-        Fixed window: accepted R peaks whose window is not complete yet.
+    pending : ndarray of int64, shape (PENDING_MAX,)
+        Fixed window: accepted R peaks whose window is not complete yet, the first
+        ``pending_n`` entries (a fixed-capacity buffer updated in place; the state codec
+        stores only those).
+    pending_n : int
+        Number of valid ``pending`` entries.
     """
 
     fs: float
@@ -242,7 +250,8 @@ class EcgStreamState:
     rr_n: int
     fixed_pre: float = 0.0
     fixed_post: float = 0.0
-    pending: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    pending: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(PENDING_MAX, np.int64))
+    pending_n: int = 0
 
     @property
     def window(self) -> BeatWindow:
@@ -333,7 +342,8 @@ def ecg_stream_init(fs: float, start_sample: int = 0, window: BeatWindow = DEFAU
         rr_n=0,
         fixed_pre=fixed_pre,
         fixed_post=fixed_post,
-        pending=np.zeros(0, np.int64),
+        pending=np.zeros(PENDING_MAX, np.int64),
+        pending_n=0,
     )
 
 
@@ -466,30 +476,35 @@ def _freeze(state: EcgStreamState) -> None:
 
 
 def _fixed_beats(
-    state: EcgStreamState,
-    ready: npt.NDArray[np.int64],
-    waves: npt.NDArray[np.float32],
-    values: npt.NDArray[np.float64],
-    beats: list[Beat],
+    state: EcgStreamState, waves: npt.NDArray[np.float32], rows: npt.NDArray[np.float64], beats: list[Beat]
 ) -> None:
     """Fixed-window :class:`Beat` objects from the rows of ``beat_rows_fixed`` (``rr_next_s`` unknown)."""
     waves.setflags(write=False)
     s0 = state.start_sample
-    for k, row in enumerate(values.tolist()):
-        quality = _new_quality(row[3] != 0.0, row[4] != 0.0, row[5], row[6], row[7])
-        beats.append(_new_beat(s0 + int(ready[k]), waves[k], row[0], None, row[1], row[2], quality))
+    new_beat = object.__new__
+    for k, (r, rr_prev, rr_mean, rr_irr, flat, sat, hf, base, score) in enumerate(rows.tolist()):
+        # Beat(...) and BeatQuality(...) without their frozen __init__ (see _new_beat)
+        q = new_beat(BeatQuality)
+        q.__dict__.update(flat=flat != 0.0, saturated=sat != 0.0, hf_noise=hf, baseline_excursion_mv=base, score=score)
+        b = new_beat(Beat)
+        b.__dict__.update(r_sample=s0 + int(r), waveform=waves[k], rr_prev_s=rr_prev, rr_next_s=None,
+                          rr_local_mean_s=rr_mean, rr_irregularity=rr_irr, quality=q)  # fmt: skip
+        beats.append(b)
 
 
 def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
     """Fixed window: queue newly accepted R peaks and emit those whose window is complete."""
     h = state.history
-    state.pending, prev_r, state.rr_n, ready, waves, values = fixed_window_emit(
-        state.pending, np.asarray(rs, dtype=np.int64), state.last_r, state.rr, state.rr_n, h.ecg, h.start, h.bins,
-        QUALITY_BIN, SEGMENT_U, SEGMENT_V, state.fixed_pre, state.fixed_post, state.fs,
+    pending_n, prev_r, state.rr_n, waves, rows = fixed_window_emit(
+        state.pending, state.pending_n, np.asarray(rs, dtype=np.int64), state.last_r, state.rr, state.rr_n, h.ecg,
+        h.start, h.bins, QUALITY_BIN, SEGMENT_U, SEGMENT_V, state.fixed_pre, state.fixed_post, state.fs,
     )  # fmt: skip
+    if pending_n < 0:
+        raise RuntimeError(f"more than {PENDING_MAX} R peaks waiting for their beat window")
+    state.pending_n = int(pending_n)
     state.last_r = int(prev_r)
-    if ready.size:
-        _fixed_beats(state, ready, waves, values, beats)
+    if rows.shape[0]:
+        _fixed_beats(state, waves, rows, beats)
 
 
 def _process(
@@ -553,48 +568,51 @@ def _fused_params(fs: float, pre: float, post: float) -> tuple[npt.NDArray[np.in
     return ipar, fpar
 
 
+def _step_general(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float, beats: list[Beat]) -> bool:
+    """The stages one by one for a piece of input (``x - offset``); False, changing nothing, on NaN or inf."""
+    x, finite = offset_input(x, offset)
+    if not finite:
+        return False
+    state.wavelet, den, raw, ahead = ecg_wavelet_stream_v2(state.wavelet, x)
+    if den.size:
+        _process(state, den, raw, ahead, beats)
+    return True
+
+
 def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float, beats: list[Beat]) -> bool:
     """One compiled call for a piece of input once the detector has learned (see ``_stream_kernels``).
 
     Processes ``x - offset``; returns False, changing nothing, if ``x`` holds NaN or inf.
+    The few pieces the fused step does not take (a detector feature buffer off its steady
+    length) go through :func:`_step_general`, which gives the same output.
     """
     w = state.wavelet
     h = state.history
     det = state.detector
     fixed = state.fixed_pre > 0.0
     (
-        n_new, det.feat, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r, det.last_slope,
-        det.rr_n, det.sb, det.sb_next, pending, prev_r, rr_bn, rows, waves,
+        n_new, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r, det.last_slope,
+        det.rr_n, det.sb_n, det.sb_next, pending_n, prev_r, rr_bn, rows, waves,
     ) = stream_step(
         x, offset, w.ring, w.cnt, w.sig, state.run, state.rail, state.bandpass.zi, det.zi, det.f_tail, det.sq_tail,
         h.ecg, h.bins, h.start, det.feat, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r,
-        det.last_slope, det.rr, det.rr_n, det.sb, det.sb_next, fixed, state.pending, state.last_r, state.rr,
-        state.rr_n, *_fused_params(state.fs, state.fixed_pre, state.fixed_post),
+        det.last_slope, det.rr, det.rr_n, det.sb, det.sb_n, det.sb_next, fixed, state.pending, state.pending_n,
+        state.last_r, state.rr, state.rr_n, *_fused_params(state.fs, state.fixed_pre, state.fixed_post),
     )  # fmt: skip
     if n_new < 0:
-        return False
+        return n_new == -2 and _step_general(state, x, offset, beats)
     h.start += n_new
     if not fixed:
         _emit(state, [int(r) for r in rows[:, 0].tolist()], beats)
         _freeze(state)
         return True
-    state.pending = pending
+    if pending_n < 0:
+        raise RuntimeError(f"more than {PENDING_MAX} R peaks waiting for their beat window")
+    state.pending_n = pending_n
     state.last_r = prev_r
     state.rr_n = rr_bn
     if rows.shape[0]:
-        waves.setflags(write=False)
-        s0 = state.start_sample
-        new_beat = object.__new__
-        for k, (r, rr_prev, rr_mean, rr_irr, flat, sat, hf, base, score) in enumerate(rows.tolist()):
-            # Beat(...) and BeatQuality(...) without their frozen __init__ (see _new_beat)
-            q = new_beat(BeatQuality)
-            q.__dict__.update(
-                flat=flat != 0.0, saturated=sat != 0.0, hf_noise=hf, baseline_excursion_mv=base, score=score
-            )
-            b = new_beat(Beat)
-            b.__dict__.update(r_sample=s0 + int(r), waveform=waves[k], rr_prev_s=rr_prev, rr_next_s=None,
-                              rr_local_mean_s=rr_mean, rr_irregularity=rr_irr, quality=q)  # fmt: skip
-            beats.append(b)
+        _fixed_beats(state, waves, rows, beats)
     return True
 
 
@@ -654,9 +672,7 @@ def ecg_stream_process(state: EcgStreamState, chunk_mv: npt.ArrayLike) -> tuple[
         for a in range(0, x.size, _PIECE_IN):
             _step_fused(state, x[a : a + _PIECE_IN], 0.0, beats)
     else:
-        state.wavelet, den, raw, ahead = ecg_wavelet_stream_v2(state.wavelet, x)
-        if den.size:
-            _process(state, den, raw, ahead, beats)
+        _step_general(state, x, 0.0, beats)
     return state, beats
 
 
@@ -697,7 +713,10 @@ def ecg_stream_flush(state: EcgStreamState) -> tuple[EcgStreamState, list[Beat]]
             s0 = state.start_sample
             late = [b.r_sample - s0 for b in beats if b.r_sample - s0 + need > n_in]
             beats = [b for b in beats if b.r_sample - s0 + need <= n_in]
-            state.pending = np.asarray(sorted(late + [int(r) for r in state.pending if r < n_in]), dtype=np.int64)
+            left = sorted(late + [int(r) for r in state.pending[: state.pending_n] if r < n_in])
+            state.pending = np.zeros(max(PENDING_MAX, len(left)), np.int64)
+            state.pending[: len(left)] = left
+            state.pending_n = len(left)
         else:
             _emit(state, rs, beats)
     state.finished = True
@@ -712,7 +731,7 @@ def ecg_stream_unemitted(state: EcgStreamState) -> list[int]:
     whose window would extend past the last sample) or for the next R peak (RR window).
     """
     s0 = state.start_sample
-    out = [s0 + int(r) for r in state.pending]
+    out = [s0 + int(r) for r in state.pending[: state.pending_n]]
     if state.window == "rr":
         if state.last_r >= 0:
             out.append(s0 + state.last_r)
@@ -760,7 +779,7 @@ def ecg_stream_horizon(state: EcgStreamState) -> int:
     p = ecg_rpeak_params(state.fs)
     h = det.cand_next - p.r_back
     if det.learned:
-        pool = det.sb
+        pool = det.sb_live
         if pool.shape[0]:
             r = pool[:, 2]
             d = r - det.last_r
