@@ -293,17 +293,29 @@ def test_bad_blobs_raise_value_error() -> None:
         ecg_state_loads(b"SDXE" + struct.pack("<H", 2) + b"not zlib")
 
 
-def _dumps_format_2(state: EcgStreamState) -> bytes:
-    """What the previous writer produced: format 2, zlib, full rings (to check it is still read)."""
+def _dumps_old_format(state: EcgStreamState, version: int) -> bytes:
+    """What the previous writers produced (to check it is still read): format 3, or format 2
+    (the same zlib-compressed, with full rings). Both had the detector's scalars as header
+    scalars and its filter memories as arrays, and no capacity buffers: the search-back
+    pool and the queue were their valid rows."""
     from streamdx_dsp.core.state_codec import _flatten
+    from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack
 
     scalars: dict[str, object] = {}
     arrays: dict[str, np.ndarray] = {}
     _flatten(state, "", scalars, arrays)
-    # it had no capacity buffers: the search-back pool and the queue were their valid rows
-    arrays["detector.sb"] = arrays["detector.sb"][: state.detector.sb_n]
+    det = state.detector
+    del arrays["detector.buf"], scalars["pending_n"]
+    for name in ("feat_start", "cand_next", "last_r", "rr_n", "sb_next"):
+        scalars["detector." + name] = getattr(det, name)
+    for name in ("spk", "npk", "last_slope"):
+        scalars["detector." + name] = getattr(det, name)
+    for name in ("zi", "f_tail", "sq_tail"):
+        arrays["detector." + name] = getattr(det, name).copy()
+    arrays["detector.sb"] = arrays["detector.sb"][: det.sb_n]
     arrays["pending"] = arrays["pending"][: state.pending_n]
-    del scalars["detector.sb_n"], scalars["pending_n"]
+    if version == 3:
+        arrays["wavelet.ring_tail"] = wavelet_ring_pack(arrays.pop("wavelet.ring"), state.wavelet.cnt)
     meta, chunks, pos = [], [], 0
     for name, arr in arrays.items():
         b = np.ascontiguousarray(arr).tobytes()
@@ -311,20 +323,28 @@ def _dumps_format_2(state: EcgStreamState) -> bytes:
         chunks.append(b)
         pos += len(b)
     header = json.dumps({"s": scalars, "a": meta}, separators=(",", ":")).encode()
-    return b"SDXE" + struct.pack("<H", 2) + zlib.compress(struct.pack("<I", len(header)) + header + b"".join(chunks))
+    body = struct.pack("<I", len(header)) + header + b"".join(chunks)
+    return b"SDXE" + struct.pack("<H", version) + (zlib.compress(body) if version == 2 else body)
 
 
-def test_format_2_states_still_continue_the_stream() -> None:
+@pytest.mark.parametrize("version", [2, 3])
+def test_older_format_states_still_continue_the_stream(version: int) -> None:
     x, _ = synth_ecg(360.0, 40.0, seed=3, noise_mv=0.03)
+    x = x + 0.3 * np.exp(-0.5 * ((np.arange(x.size) % 997 - 400) / 4.0) ** 2)  # fills the search-back pool
     reference = run_stream(x, 360.0, chunk=360)
     state = ecg_stream_init(360.0)
     beats: list[Beat] = []
+    pool = 0
     for i in range(0, x.size, 360):
-        state = ecg_state_loads(_dumps_format_2(state))
+        blob = _dumps_old_format(state, version)
+        assert struct.unpack("<H", blob[4:6]) == (version,)
+        state = ecg_state_loads(blob)
+        pool = max(pool, state.detector.sb_n)
         state, b = ecg_stream_process(state, x[i : i + 360])
         beats.extend(b)
     state, b = ecg_stream_flush(state)
     assert_same_beats(reference, beats + b)
+    assert pool > 0
 
 
 def _learned_noisy_state(fs: float = 360.0) -> tuple[EcgStreamState, np.ndarray]:

@@ -46,10 +46,11 @@ __all__ = [
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _NB_CONFIG: Any = numba.config
-#: The stream path's kernel modules. numba's on-disk cache is invalidated per source file
-#: only, so a kernel that calls (and inlines) one from another of these files would keep
-#: stale machine code after that file changed: the caches of all three are dropped together.
-_KERNEL_MODULES = ("_kernels", "_wavelet_kernels", "_stream_kernels")
+#: The stream path's kernel modules, and ``detector_buf`` whose constants they compile in.
+#: numba's on-disk cache is invalidated per source file only, so a kernel that calls (and
+#: inlines) one from another of these files, or reads its constants, would keep stale machine
+#: code after that file changed: the caches of all of them are dropped together.
+_KERNEL_MODULES = ("_kernels", "_wavelet_kernels", "_stream_kernels", "detector_buf")
 
 
 def _drop_stale_kernel_cache() -> None:

@@ -65,6 +65,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
+from streamdx_dsp.core import detector_buf as db
 from streamdx_dsp.core._kernels import detector_candidates, detector_decide, qrs_features
 from streamdx_dsp.core.bandpass import ecg_bandpass_sos
 
@@ -182,20 +183,17 @@ def qrs_filter_ba(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.fl
 class RPeakState:
     """Detector state (all fields serialisable).
 
+    The decision scalars and the QRS-filter memories are entries of one float64 vector
+    ``buf`` (layout in :mod:`streamdx_dsp.core.detector_buf`), read and written through
+    the properties below; the stream's compiled step updates ``buf`` in place.
+
     Attributes
     ----------
-    zi : ndarray (4,)
-        5-10 Hz filter state (transposed direct form II).
-    f_tail : ndarray (4,)
-        Last 4 filtered samples (derivative memory).
-    sq_tail : ndarray (mwi - 1,)
-        Last absolute-slope samples (integration memory).
+    buf : ndarray of float64, shape (``buf_length(mwi)``,)
+        ``feat_start, cand_next, spk, npk, last_r, last_slope, rr_n, sb_n, sb_next``,
+        then ``zi``, ``f_tail`` and ``sq_tail``.
     feat : ndarray (2, L)
         Integrated signal (row 0) and absolute slope (row 1) from ``feat_start``.
-    feat_start : int
-        Absolute index of ``feat[:, 0]``.
-    cand_next : int
-        First absolute index not yet tested as a candidate.
     learned : bool
         Whether the learning period is over.
     learn_start : int
@@ -205,46 +203,131 @@ class RPeakState:
         Max and sum of the integrated signal over the learning period.
     queue : ndarray (k, 5)
         Candidates waiting for the end of the learning period.
-    spk, npk : float
-        Signal and noise peak levels.
-    last_r : int
-        Absolute index of the last QRS (-1 before the first).
-    last_slope : float
-        Maximal slope of the last QRS.
     rr : ndarray of int64 (8,)
         Last RR intervals (samples), oldest first.
-    rr_n : int
-        Number of valid ``rr`` entries.
     sb : ndarray (SEARCHBACK_POOL_MAX, 5)
         Rejected candidates since the last QRS (search-back pool): the first ``sb_n``
         rows (a fixed-capacity buffer updated in place; the state codec stores only
         those rows).
-    sb_next : int
-        Absolute candidate position of the next search-back (-1: not yet set).
-    sb_n : int
-        Number of valid rows of ``sb``.
+
+    Entries of ``buf`` (properties): ``zi`` (4,) 5-10 Hz filter state (transposed direct
+    form II); ``f_tail`` (4,) last 4 filtered samples (derivative memory); ``sq_tail``
+    (mwi - 1,) last absolute-slope samples (integration memory); ``feat_start`` absolute
+    index of ``feat[:, 0]``; ``cand_next`` first absolute index not yet tested as a
+    candidate; ``spk``, ``npk`` signal and noise peak levels; ``last_r`` absolute index of
+    the last QRS (-1 before the first); ``last_slope`` maximal slope of the last QRS;
+    ``rr_n`` number of valid ``rr`` entries; ``sb_n`` number of valid rows of ``sb``;
+    ``sb_next`` absolute candidate position of the next search-back (-1: not yet set).
     """
 
-    zi: npt.NDArray[np.float64]
-    f_tail: npt.NDArray[np.float64]
-    sq_tail: npt.NDArray[np.float64]
+    buf: npt.NDArray[np.float64]
     feat: npt.NDArray[np.float64]
-    feat_start: int
-    cand_next: int
     learned: bool
     learn_start: int
     learn_max: float
     learn_sum: float
     queue: npt.NDArray[np.float64]
-    spk: float
-    npk: float
-    last_r: int
-    last_slope: float
     rr: npt.NDArray[np.int64]
-    rr_n: int
     sb: npt.NDArray[np.float64]
-    sb_next: int = -1
-    sb_n: int = 0
+
+    @property
+    def feat_start(self) -> int:
+        return int(self.buf[db.BUF_FEAT_START])
+
+    @feat_start.setter
+    def feat_start(self, value: int) -> None:
+        self.buf[db.BUF_FEAT_START] = value
+
+    @property
+    def cand_next(self) -> int:
+        return int(self.buf[db.BUF_CAND_NEXT])
+
+    @cand_next.setter
+    def cand_next(self, value: int) -> None:
+        self.buf[db.BUF_CAND_NEXT] = value
+
+    @property
+    def spk(self) -> float:
+        return float(self.buf[db.BUF_SPK])
+
+    @spk.setter
+    def spk(self, value: float) -> None:
+        self.buf[db.BUF_SPK] = value
+
+    @property
+    def npk(self) -> float:
+        return float(self.buf[db.BUF_NPK])
+
+    @npk.setter
+    def npk(self, value: float) -> None:
+        self.buf[db.BUF_NPK] = value
+
+    @property
+    def last_r(self) -> int:
+        return int(self.buf[db.BUF_LAST_R])
+
+    @last_r.setter
+    def last_r(self, value: int) -> None:
+        self.buf[db.BUF_LAST_R] = value
+
+    @property
+    def last_slope(self) -> float:
+        return float(self.buf[db.BUF_LAST_SLOPE])
+
+    @last_slope.setter
+    def last_slope(self, value: float) -> None:
+        self.buf[db.BUF_LAST_SLOPE] = value
+
+    @property
+    def rr_n(self) -> int:
+        return int(self.buf[db.BUF_RR_N])
+
+    @rr_n.setter
+    def rr_n(self, value: int) -> None:
+        self.buf[db.BUF_RR_N] = value
+
+    @property
+    def sb_n(self) -> int:
+        return int(self.buf[db.BUF_SB_N])
+
+    @sb_n.setter
+    def sb_n(self, value: int) -> None:
+        self.buf[db.BUF_SB_N] = value
+
+    @property
+    def sb_next(self) -> int:
+        return int(self.buf[db.BUF_SB_NEXT])
+
+    @sb_next.setter
+    def sb_next(self, value: int) -> None:
+        self.buf[db.BUF_SB_NEXT] = value
+
+    @property
+    def zi(self) -> npt.NDArray[np.float64]:
+        """QRS filter state (a view of ``buf``; assigning copies into it)."""
+        return self.buf[db.BUF_ZI : db.BUF_F_TAIL]
+
+    @zi.setter
+    def zi(self, value: npt.NDArray[np.float64]) -> None:
+        self.buf[db.BUF_ZI : db.BUF_F_TAIL] = value
+
+    @property
+    def f_tail(self) -> npt.NDArray[np.float64]:
+        """Derivative memory (a view of ``buf``; assigning copies into it)."""
+        return self.buf[db.BUF_F_TAIL : db.BUF_SQ_TAIL]
+
+    @f_tail.setter
+    def f_tail(self, value: npt.NDArray[np.float64]) -> None:
+        self.buf[db.BUF_F_TAIL : db.BUF_SQ_TAIL] = value
+
+    @property
+    def sq_tail(self) -> npt.NDArray[np.float64]:
+        """Integration memory (a view of ``buf``; assigning copies into it)."""
+        return self.buf[db.BUF_SQ_TAIL :]
+
+    @sq_tail.setter
+    def sq_tail(self, value: npt.NDArray[np.float64]) -> None:
+        self.buf[db.BUF_SQ_TAIL :] = value
 
     @property
     def sb_live(self) -> npt.NDArray[np.float64]:
@@ -255,26 +338,20 @@ class RPeakState:
 def ecg_rpeaks_init(params: RPeakParams) -> RPeakState:
     """Detector state at the stream start."""
     w = params.half_window
+    buf = np.zeros(db.buf_length(params.mwi))
+    buf[db.BUF_FEAT_START] = -(w + params.mwi + 1)
+    buf[db.BUF_LAST_R] = -1
+    buf[db.BUF_SB_NEXT] = -1
     return RPeakState(
-        zi=np.zeros(4),
-        f_tail=np.zeros(4),
-        sq_tail=np.zeros(params.mwi - 1),
+        buf=buf,
         feat=np.zeros((2, w + params.mwi + 1)),
-        feat_start=-(w + params.mwi + 1),
-        cand_next=0,
         learned=False,
         learn_start=0,
         learn_max=0.0,
         learn_sum=0.0,
         queue=np.zeros((0, _CAND_FIELDS)),
-        spk=0.0,
-        npk=0.0,
-        last_r=-1,
-        last_slope=0.0,
         rr=np.zeros(8, dtype=np.int64),
-        rr_n=0,
         sb=np.zeros((_SB_MAX, _CAND_FIELDS)),
-        sb_n=0,
     )
 
 

@@ -6,15 +6,18 @@ dotted name, dtype, shape and byte range) and the concatenated array bytes. No p
 involved, so a blob from an untrusted store can at worst be rejected. Arrays keep their
 exact in-memory dtype, so ``loads(dumps(s))`` continues the stream bit-identically.
 
-Format 3 (written): not compressed (the state is mostly float samples, which deflate
-shrank by only a third at many times the cost of the rest of a checkpoint), and the
+Format 4 (written): not compressed (the state is mostly float samples, which deflate
+shrank by only a third at many times the cost of the rest of a checkpoint), the
 denoiser's ring buffers stored as their live part only
-(:func:`~streamdx_dsp.core.wavelet_stream.wavelet_ring_pack`). Format 2 (read): the same
-content zlib-compressed, with full rings. Sizes are measured by the tests and ``bench dsp``.
+(:func:`~streamdx_dsp.core.wavelet_stream.wavelet_ring_pack`), the detector's scalars and
+filter memories as one vector ``detector.buf`` (:mod:`streamdx_dsp.core.detector_buf`).
+Format 3 (read): the detector's scalars as header scalars and its filter memories as
+three arrays. Format 2 (read): format 3 zlib-compressed, with full rings. Sizes are
+measured by the tests and ``bench dsp``.
 
 The fixed-capacity buffers with a count (the detector's search-back pool, the fixed
-window's queue) are stored as their valid rows only, as before they had a capacity, and
-padded back to their capacity when read: the count is the number of stored rows.
+window's queue) are stored as their valid rows only, and padded back to their capacity
+when read; the count is the number of stored rows.
 """
 
 from __future__ import annotations
@@ -30,22 +33,29 @@ from typing import Any
 
 import numpy as np
 
-from streamdx_dsp.core.rpeaks import SEARCHBACK_POOL_MAX
+from streamdx_dsp.core import detector_buf as db
+from streamdx_dsp.core.rpeaks import SEARCHBACK_POOL_MAX, ecg_rpeak_params
 from streamdx_dsp.core.stream import FS_MAX, FS_MIN, PENDING_MAX, EcgStreamState
 from streamdx_dsp.core.wavelet_stream import wavelet_ring_pack, wavelet_ring_unpack
 
 __all__ = ["STATE_FORMAT_VERSION", "ecg_state_dumps", "ecg_state_loads"]
 
-STATE_FORMAT_VERSION = 3
-_READABLE = (2, 3)
+STATE_FORMAT_VERSION = 4
+_READABLE = (2, 3, 4)
 _RING = "wavelet.ring"
 _RING_TAIL = "wavelet.ring_tail"
 _MAGIC = b"SDXE"
-#: Buffers stored as their valid rows: array -> (its count, its capacity, the shape of a row).
-_LIVE: dict[str, tuple[str, int, tuple[int, ...]]] = {
-    "detector.sb": ("detector.sb_n", SEARCHBACK_POOL_MAX, (5,)),
-    "pending": ("pending_n", PENDING_MAX, ()),
+#: Buffers stored as their valid rows: array -> (its capacity, the shape of a row).
+_LIVE: dict[str, tuple[int, tuple[int, ...]]] = {
+    "detector.sb": (SEARCHBACK_POOL_MAX, (5,)),
+    "pending": (PENDING_MAX, ()),
 }
+#: Format 3: the detector's scalars (header) and memories (arrays) that form ``detector.buf``.
+_V3_DETECTOR_SCALARS = (
+    (db.BUF_FEAT_START, "feat_start"), (db.BUF_CAND_NEXT, "cand_next"), (db.BUF_SPK, "spk"), (db.BUF_NPK, "npk"),
+    (db.BUF_LAST_R, "last_r"), (db.BUF_LAST_SLOPE, "last_slope"), (db.BUF_RR_N, "rr_n"),
+)  # fmt: skip
+_V3_DETECTOR_MEMORIES = ((db.BUF_ZI, "zi"), (db.BUF_F_TAIL, "f_tail"))  # 4 values each; then sq_tail
 _ALLOWED_DTYPES = {"float64", "float32", "float16", "int64", "uint8"}
 #: Little-endian dtype of each allowed dtype, and its name (``dtype.name`` is slow to compute).
 _LE = {np.dtype(n): (np.dtype(n).newbyteorder("<"), n) for n in _ALLOWED_DTYPES}
@@ -98,8 +108,8 @@ def ecg_state_dumps(state: EcgStreamState) -> bytes:
     scalars = dict(zip(scalar_keys, get_scalars(state), strict=True))
     arrays = dict(zip(array_keys, get_arrays(state), strict=True))
     arrays[_RING_TAIL] = wavelet_ring_pack(arrays.pop(_RING), state.wavelet.cnt)
-    for key, (count, _, _) in _LIVE.items():
-        arrays[key] = arrays[key][: scalars[count]]
+    arrays["detector.sb"] = arrays["detector.sb"][: state.detector.sb_n]
+    arrays["pending"] = arrays["pending"][: state.pending_n]
     meta = []
     chunks = []
     pos = 0
@@ -144,6 +154,21 @@ def _build(cls: type, prefix: str, scalars: dict[str, Any], arrays: dict[str, np
     return cls(**kwargs)
 
 
+def _detector_buf_from_v3(scalars: dict[str, Any], arrays: dict[str, np.ndarray], sb_rows: int) -> None:
+    """Format 3 (and 2): gather the detector's scalars and memories into ``detector.buf``."""
+    sq_tail = arrays.pop("detector.sq_tail")
+    buf = np.zeros(db.BUF_SQ_TAIL + sq_tail.size)
+    for i, name in _V3_DETECTOR_SCALARS:
+        buf[i] = scalars.pop("detector." + name)
+    buf[db.BUF_SB_N] = sb_rows
+    buf[db.BUF_SB_NEXT] = scalars.pop("detector.sb_next", -1)
+    scalars.pop("detector.sb_n", None)
+    for i, name in _V3_DETECTOR_MEMORIES:
+        buf[i : i + 4] = arrays.pop("detector." + name)
+    buf[db.BUF_SQ_TAIL :] = sq_tail
+    arrays["detector.buf"] = buf
+
+
 def ecg_state_loads(blob: bytes) -> EcgStreamState:
     """Decode bytes from :func:`ecg_state_dumps`.
 
@@ -178,7 +203,8 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
             arrays[name] = arr.astype(np.dtype(dtype), copy=True).reshape(shape)
         if _RING_TAIL in arrays:
             arrays[_RING] = wavelet_ring_unpack(arrays.pop(_RING_TAIL), arrays["wavelet.cnt"])
-        for key, (count, capacity, row) in _LIVE.items():
+        rows: dict[str, int] = {}
+        for key, (capacity, row) in _LIVE.items():
             if key in arrays:
                 live = arrays[key]
                 if live.ndim != 1 + len(row) or live.shape[1:] != row:
@@ -186,8 +212,14 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
                 buf = np.zeros((max(capacity, live.shape[0]), *live.shape[1:]), live.dtype)
                 buf[: live.shape[0]] = live
                 arrays[key] = buf
-                scalars[count] = live.shape[0]
+                rows[key] = live.shape[0]
+        scalars["pending_n"] = rows.get("pending", 0)
+        if version < 4:
+            _detector_buf_from_v3(scalars, arrays, rows.get("detector.sb", 0))
         state = _build(EcgStreamState, "", scalars, arrays)
+        det = state.detector
+        if det.buf.size != db.buf_length(ecg_rpeak_params(state.fs).mwi) or det.sb_n != rows.get("detector.sb", 0):
+            raise ValueError("corrupted ECG stream state: detector vector does not match its fs or pool")
     except ValueError:
         raise
     except Exception as exc:  # zlib.error, KeyError, struct.error, TypeError, json errors

@@ -590,14 +590,10 @@ def _step_fused(state: EcgStreamState, x: npt.NDArray[np.float64], offset: float
     h = state.history
     det = state.detector
     fixed = state.fixed_pre > 0.0
-    (
-        n_new, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r, det.last_slope,
-        det.rr_n, det.sb_n, det.sb_next, pending_n, prev_r, rr_bn, rows, waves,
-    ) = stream_step(
-        x, offset, w.ring, w.cnt, w.sig, state.run, state.rail, state.bandpass.zi, det.zi, det.f_tail, det.sq_tail,
-        h.ecg, h.bins, h.start, det.feat, det.feat_start, det.cand_next, det.spk, det.npk, det.last_r,
-        det.last_slope, det.rr, det.rr_n, det.sb, det.sb_n, det.sb_next, fixed, state.pending, state.pending_n,
-        state.last_r, state.rr, state.rr_n, *_fused_params(state.fs, state.fixed_pre, state.fixed_post),
+    n_new, pending_n, prev_r, rr_bn, rows, waves = stream_step(
+        x, offset, w.ring, w.cnt, w.sig, state.run, state.rail, state.bandpass.zi, h.ecg, h.bins, h.start, det.buf,
+        det.feat, det.rr, det.sb, fixed, state.pending, state.pending_n, state.last_r, state.rr, state.rr_n,
+        *_fused_params(state.fs, state.fixed_pre, state.fixed_post),
     )  # fmt: skip
     if n_new < 0:
         return n_new == -2 and _step_general(state, x, offset, beats)
