@@ -19,6 +19,7 @@ from streamdx_dsp.core import (
     DEFAULT_WINDOW,
     FIXED_POST_S,
     Beat,
+    BeatQuality,
     EcgStreamState,
     ecg_state_dumps,
     ecg_state_loads,
@@ -433,3 +434,17 @@ def test_beat_queue_overflow_is_refused_without_change() -> None:
     assert pending.tolist() == [3000, 3300, 0, 0] and not rr.any()
     n, prev_r, _, _, rows = fixed_window_emit(pending, 2, np.array([3500, 3700], np.int64), 2700, *args)
     assert n == 4 and pending.tolist() == [3000, 3300, 3500, 3700] and rows.shape == (0, 9)
+
+
+def test_beats_are_immutable_records_compared_by_identity() -> None:
+    fs = 360.0
+    beats = run_stream(synth_ecg(fs, 20.0, seed=4)[0], fs)
+    a, b = beats[3], beats[4]
+    assert isinstance(a, Beat) and isinstance(a.quality, BeatQuality)
+    with pytest.raises(AttributeError):
+        a.rr_prev_s = 1.0  # type: ignore[misc]
+    assert a == a and a != b and len({a, b, a}) == 2  # identity, never an array comparison
+    twin = Beat(*a)
+    assert twin != a and twin.r_sample == a.r_sample
+    assert a.quality == BeatQuality(*a.quality) and hash(a.quality) == hash(BeatQuality(*a.quality))
+    assert type(a.quality.flat) is bool and type(a.r_sample) is int and a.rr_next_s is None

@@ -24,7 +24,7 @@ determining clinical acceptability of electrocardiograms"); they are not fitted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -56,9 +56,8 @@ QUALITY_BIN = 8
 _PAD_COLUMN = np.array([[0.0], [0.0], [np.inf], [-np.inf], [0.0], [0.0]], dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class BeatQuality:
-    """Signal quality of one beat window.
+class BeatQuality(NamedTuple):
+    """Signal quality of one beat window (an immutable named tuple, compared by value).
 
     Attributes
     ----------

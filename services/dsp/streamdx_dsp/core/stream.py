@@ -52,8 +52,9 @@ Beat rules:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -128,9 +129,12 @@ _HISTORY_EXTRA_S = 1.2
 _HISTORY_FIXED_S = 2.0
 
 
-@dataclass(frozen=True, eq=False)
-class Beat:
-    """One segmented beat (immutable; ``waveform`` is a read-only array; compared by identity).
+class Beat(NamedTuple):
+    """One segmented beat: an immutable named tuple, compared by identity (``waveform`` is
+    a read-only array; value equality of arrays is not a bool).
+
+    A named tuple because a stream makes one per heartbeat and a tuple is the cheapest
+    immutable record to create (a frozen dataclass cost about twice as much per beat).
 
     Attributes
     ----------
@@ -162,6 +166,15 @@ class Beat:
     rr_local_mean_s: float
     rr_irregularity: float
     quality: BeatQuality
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return object.__hash__(self)
 
 
 @dataclass
@@ -361,48 +374,13 @@ def _windows(
     return waves, stats
 
 
-_BEAT_FIELDS = ("r_sample", "waveform", "rr_prev_s", "rr_next_s", "rr_local_mean_s", "rr_irregularity", "quality")
-_QUALITY_FIELDS = ("flat", "saturated", "hf_noise", "baseline_excursion_mv", "score")
-if tuple(f.name for f in fields(Beat)) != _BEAT_FIELDS or tuple(f.name for f in fields(BeatQuality)) != _QUALITY_FIELDS:
-    raise RuntimeError("Beat/BeatQuality fields changed: update _new_beat/_new_quality")
-
-
-def _new_beat(
-    r_sample: int,
-    waveform: npt.NDArray[np.float32],
-    rr_prev_s: float,
-    rr_next_s: float | None,
-    rr_local_mean_s: float,
-    rr_irregularity: float,
-    quality: BeatQuality,
-) -> Beat:
-    """``Beat(...)`` without the frozen-dataclass ``__init__`` (one ``object.__setattr__`` per field).
-
-    Equivalent because :class:`Beat` has neither ``__post_init__`` nor slots (the
-    field lists are checked at import); faster, which matters at a few beats per block.
-    """
-    b = object.__new__(Beat)
-    b.__dict__.update(
-        r_sample=r_sample,
-        waveform=waveform,
-        rr_prev_s=rr_prev_s,
-        rr_next_s=rr_next_s,
-        rr_local_mean_s=rr_local_mean_s,
-        rr_irregularity=rr_irregularity,
-        quality=quality,
-    )
-    return b
-
-
-def _new_quality(
-    flat: bool, saturated: bool, hf_noise: float, baseline_excursion_mv: float, score: float
-) -> BeatQuality:
-    """``BeatQuality(...)``, fast path as :func:`_new_beat`."""
-    q = object.__new__(BeatQuality)
-    q.__dict__.update(
-        flat=flat, saturated=saturated, hf_noise=hf_noise, baseline_excursion_mv=baseline_excursion_mv, score=score
-    )
-    return q
+# The beats are built with ``tuple.__new__`` (positional, without the keyword-parsing
+# ``__new__`` of the named tuples): the field order is checked here.
+if Beat._fields != ("r_sample", "waveform", "rr_prev_s", "rr_next_s", "rr_local_mean_s", "rr_irregularity",
+                    "quality") or BeatQuality._fields != ("flat", "saturated", "hf_noise", "baseline_excursion_mv",
+                                                          "score"):  # fmt: skip
+    raise RuntimeError("Beat/BeatQuality fields changed: update the tuple.__new__ calls of this module")
+_new = tuple.__new__
 
 
 def _emit(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
@@ -439,19 +417,12 @@ def _emit(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
         state.last_rr_prev = chain[-1] - chain[-2]
         waves.setflags(write=False)
         s0 = state.start_sample
-        for k, (ok, row) in enumerate(zip(emit.tolist(), values.tolist(), strict=True)):
+        for k, (ok, (rr_prev, rr_next, rr_mean, rr_irr, flat, sat, hf, base, score)) in enumerate(
+            zip(emit.tolist(), values.tolist(), strict=True)
+        ):
             if ok:
-                beats.append(
-                    _new_beat(
-                        s0 + chain[k],
-                        waves[k],
-                        row[0],
-                        row[1],
-                        row[2],
-                        row[3],
-                        _new_quality(row[4] != 0.0, row[5] != 0.0, row[6], row[7], row[8]),
-                    )
-                )
+                q = _new(BeatQuality, (flat != 0.0, sat != 0.0, hf, base, score))
+                beats.append(_new(Beat, (s0 + chain[k], waves[k], rr_prev, rr_next, rr_mean, rr_irr, q)))
     state.last_r = chain[-1]
     state.frozen = False
 
@@ -481,15 +452,10 @@ def _fixed_beats(
     """Fixed-window :class:`Beat` objects from the rows of ``beat_rows_fixed`` (``rr_next_s`` unknown)."""
     waves.setflags(write=False)
     s0 = state.start_sample
-    new_beat = object.__new__
+    new = _new
     for k, (r, rr_prev, rr_mean, rr_irr, flat, sat, hf, base, score) in enumerate(rows.tolist()):
-        # Beat(...) and BeatQuality(...) without their frozen __init__ (see _new_beat)
-        q = new_beat(BeatQuality)
-        q.__dict__.update(flat=flat != 0.0, saturated=sat != 0.0, hf_noise=hf, baseline_excursion_mv=base, score=score)
-        b = new_beat(Beat)
-        b.__dict__.update(r_sample=s0 + int(r), waveform=waves[k], rr_prev_s=rr_prev, rr_next_s=None,
-                          rr_local_mean_s=rr_mean, rr_irregularity=rr_irr, quality=q)  # fmt: skip
-        beats.append(b)
+        q = new(BeatQuality, (flat != 0.0, sat != 0.0, hf, base, score))
+        beats.append(new(Beat, (s0 + int(r), waves[k], rr_prev, None, rr_mean, rr_irr, q)))
 
 
 def _emit_fixed(state: EcgStreamState, rs: list[int], beats: list[Beat]) -> None:
