@@ -25,6 +25,7 @@ import hashlib
 import lzma
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -217,8 +218,21 @@ def _cache_path(cache: Path, db: str, window: str, name: str, key: str) -> Path:
     return cache / window / db / f"{name}-{key}.npz"
 
 
-def _file_key(*paths: Path) -> str:
+@lru_cache(maxsize=1)
+def _dsp_digest() -> str:
+    """Digest of the streaming DSP's sources (``streamdx_dsp.core``): cached beats are keyed by
+    it, so a DSP change, however small its effect on the beats, never feeds stale beats into
+    training (``_CACHE_VERSION`` alone relied on remembering to bump it)."""
+    import streamdx_dsp.core as core
+
     h = hashlib.sha256()
+    for src in sorted(Path(core.__file__).parent.glob("*.py")):
+        h.update(src.name.encode() + b"\0" + src.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _file_key(*paths: Path) -> str:
+    h = hashlib.sha256(_dsp_digest().encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())

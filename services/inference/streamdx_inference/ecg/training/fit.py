@@ -184,7 +184,16 @@ class _Probs(nn.Module):
 
 
 def export_onnx(net: nn.Module, example: EcgFeatures, path: Path) -> None:
-    """Export to ONNX (opset 17, dynamic batch): inputs ``wave, rr, scalars``, output ``prob``."""
+    """Export to ONNX (opset 17, dynamic batch): inputs ``wave, rr, scalars``, output ``prob``.
+
+    The 1-D convolutions are written as 2-D ones of height 1, which onnxruntime runs about
+    twice as fast (:func:`~streamdx_inference.ecg.training.conv_layout.conv1d_as_conv2d`,
+    checked on up to 256 of the ``example`` beats).
+    """
+    import onnx
+
+    from streamdx_inference.ecg.training.conv_layout import conv1d_as_conv2d
+
     net.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     idx = np.arange(min(len(example), 4))
@@ -193,6 +202,8 @@ def export_onnx(net: nn.Module, example: EcgFeatures, path: Path) -> None:
         _Probs(net), args, str(path), input_names=list(_INPUTS), output_names=["prob"], opset_version=17,
         dynamic_axes={**{k: {0: "batch"} for k in _INPUTS}, "prob": {0: "batch"}}, dynamo=False,
     )  # fmt: skip
+    check = example.take(np.arange(min(len(example), 256))).as_inputs()
+    onnx.save(conv1d_as_conv2d(onnx.load(str(path)), check), str(path))
 
 
 def quantize_int8(src: Path, dst: Path, calib: EcgFeatures, n_calib: int = 2048, seed: int = 0) -> None:
