@@ -119,7 +119,10 @@ def test_bad_input_is_rejected(mutate: object, match: str) -> None:
 def test_context_validation() -> None:
     ctx, _ = ecg_beat_features(ecg_context_init(), *_beats(5))
     d = ctx.to_dict()
-    assert EcgContext.from_dict(d).rr == ctx.rr
+    back = EcgContext.from_dict(d)
+    np.testing.assert_array_equal(back.rr, ctx.rr)
+    np.testing.assert_array_equal(back.dev, ctx.dev)
+    assert back.rr.dtype == back.dev.dtype == np.float64 and back.rr.size == 5
     with pytest.raises(ValueError):
         EcgContext.from_dict({**d, "rr_mean_s": float("nan")})
     with pytest.raises(ValueError):
@@ -166,7 +169,8 @@ def _reference_sequential(ctx: EcgContext, w: np.ndarray, rp: np.ndarray, reset:
         tpls.append(t)
         rrw.append(np.r_[np.full(RR_CONTEXT - len(hist), np.nan), hist])
         devw.append(np.r_[np.zeros(RR_CONTEXT - len(dh)), dh])
-    out = EcgContext(rr=hist, rr_mean_s=m_run, amp_mv=a_run, template=t, dev=dh)
+    out = EcgContext(rr=np.array(hist, np.float64), rr_mean_s=m_run, amp_mv=a_run, template=t,
+                     dev=np.array(dh, np.float64))  # fmt: skip
     return np.array(waves), np.array(tpls), np.array(rrw), np.array(devw), out
 
 
@@ -218,7 +222,9 @@ def test_many_streams_equal_one_stream_at_a_time() -> None:
         [(ecg_context_init(), w[a:a + 20], rp[a:a + 20], rn[a:a + 20], q[a:a + 20], None) for a in cuts])
     for a, ctx, f in zip(cuts, ctxs, feats, strict=True):
         c1, f1 = ecg_beat_features(ecg_context_init(), w[a:a + 20], rp[a:a + 20], rn[a:a + 20], q[a:a + 20])
-        assert c1.rr == ctx.rr and c1.dev == ctx.dev
+        np.testing.assert_array_equal(c1.rr, ctx.rr)
+        np.testing.assert_array_equal(c1.dev, ctx.dev)
+        np.testing.assert_array_equal(c1.template, ctx.template)
         np.testing.assert_array_equal(f1.wave, f.wave)
         np.testing.assert_array_equal(f1.scalars, f.scalars)
 

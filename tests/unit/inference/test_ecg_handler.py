@@ -166,7 +166,8 @@ def test_state_codec_round_trip(labeler: EcgLabeler, beats: list[EcgBeatV1]) -> 
     codec = EcgLabelStateCodec()
     back = codec.loads(codec.dumps(r.state))
     assert back.last_beat_index == 11 and back.label.af_smooth == r.state.label.af_smooth
-    assert back.label.ctx.rr == r.state.label.ctx.rr
+    np.testing.assert_array_equal(back.label.ctx.rr, r.state.label.ctx.rr)
+    np.testing.assert_array_equal(back.label.ctx.dev, r.state.label.ctx.dev)
     assert np.array_equal(back.label.ctx.template, r.state.label.ctx.template)
     empty = codec.loads(codec.dumps(EcgLabelStreamState()))
     assert empty.last_beat_index == -1 and empty.label.af_smooth == -1.0 and empty.label.ctx.template.size == 0

@@ -15,6 +15,7 @@ feature function, each model and the decision rules.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_inference.ecg.features import EcgBeatBatch, ecg_beat_features_batch
 from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
 
@@ -190,6 +192,11 @@ def main(argv: Sequence[str]) -> int:
         return 2
     models = args.models or default_models_dir()
     pinned = _pin_one_core()
+    with tuned_gc(DEFAULT_GC_THRESHOLD0):  # as `streamdx serve inference` runs (GC_THRESHOLD0)
+        return _run(args, models, pinned, batches, per_stream)
+
+
+def _run(args: argparse.Namespace, models: Path, pinned: str, batches: list[int], per_stream: list[int]) -> int:
     try:
         pool = _wfdb_pool(args.data, args.max_records) if args.data else synthetic_pool()
         labelers = {"fp32": EcgLabeler.from_dir(models, threads=1)}
@@ -228,6 +235,7 @@ def main(argv: Sequence[str]) -> int:
         "rows": rows, "profile_us_per_beat": prof, "models": labelers["fp32"].versions,
         "window": labelers["fp32"].window, "beats_in_pool": len(pool), "source": pool.source,
         "beats_per_stream": best["beats_per_stream"], "intra_op_threads": 1, "pinned": pinned,
+        "gc_threshold0": gc.get_threshold()[0],
         "machine": {"python": platform.python_version(), "processor": platform.processor() or platform.machine()},
         "notes": notes,
     }  # fmt: skip

@@ -102,9 +102,13 @@ CAUSAL_SCALARS = tuple(i for i in range(N_SCALARS) if i not in SCALAR_RR_NEXT)
 class EcgContext:
     """Per-stream context of the feature function (JSON-serialisable via :meth:`to_dict`).
 
+    Treated as immutable: the feature function returns new contexts and never writes into
+    the arrays of the ones it is given (the arrays of the contexts it returns may be views
+    of one batch array).
+
     Attributes
     ----------
-    rr : list of float
+    rr : ndarray of float64
         Last RR_prev intervals (s), oldest first, at most ``RR_CONTEXT``.
     rr_mean_s : float
         Running mean RR (s), 0 before the first beat.
@@ -112,20 +116,20 @@ class EcgContext:
         Running R amplitude (mV), 0 before the first beat.
     template : ndarray of float32, shape (300,) or (0,)
         Running template of the normalised beats (empty before the first beat).
-    dev : list of float
+    dev : ndarray of float64
         QRS deviations of the last beats (aligned with ``rr``).
     """
 
-    rr: list[float] = field(default_factory=list)
+    rr: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
     rr_mean_s: float = 0.0
     amp_mv: float = 0.0
     template: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
-    dev: list[float] = field(default_factory=list)
+    dev: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rr": [float(v) for v in self.rr], "rr_mean_s": self.rr_mean_s, "amp_mv": self.amp_mv,
+        return {"rr": self.rr.tolist(), "rr_mean_s": float(self.rr_mean_s), "amp_mv": float(self.amp_mv),
                 "template": base64.b64encode(self.template.astype("<f4").tobytes()).decode(),
-                "dev": [float(v) for v in self.dev]}  # fmt: skip
+                "dev": self.dev.tolist()}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EcgContext:
@@ -149,7 +153,8 @@ class EcgContext:
         dev = [float(v) for v in d.get("dev", [])][-RR_CONTEXT:]
         if not all(math.isfinite(v) and v >= 0 for v in dev):
             raise ValueError("ECG feature context: bad QRS deviation history")
-        return cls(rr=rr, rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32), dev=dev)
+        return cls(rr=np.array(rr, np.float64), rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32),
+                   dev=np.array(dev, np.float64))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -316,11 +321,12 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     tpl_run = np.zeros((n_streams, BEAT_SAMPLES), np.float32)
     has_tpl = np.zeros(n_streams, bool)
     for s, c in enumerate(ctxs):
-        n_rr[s], n_dev[s] = len(c.rr), len(c.dev)
-        if c.rr:
-            hist[s, RR_CONTEXT - len(c.rr):] = c.rr
-        if c.dev:
-            devh[s, RR_CONTEXT - len(c.dev):] = c.dev
+        k = n_rr[s] = c.rr.size
+        if k:
+            hist[s, RR_CONTEXT - k :] = c.rr
+        k = n_dev[s] = c.dev.size
+        if k:
+            devh[s, RR_CONTEXT - k :] = c.dev
         if c.template.size:
             tpl_run[s] = c.template
             has_tpl[s] = True
@@ -380,10 +386,12 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
         tpl_run[act] = t
         tpl[g] = t
 
+    # the new contexts' arrays are rows of these batch arrays (views: nothing writes into them later)
+    m_list, a_list, nr_list, nd_list = m_run.tolist(), a_run.tolist(), n_rr.tolist(), n_dev.tolist()
     out_ctxs = [
         c if counts[s] == 0 else EcgContext(
-            rr=hist[s, RR_CONTEXT - n_rr[s]:].tolist(), rr_mean_s=float(m_run[s]), amp_mv=float(a_run[s]),
-            template=tpl_run[s].copy(), dev=devh[s, RR_CONTEXT - n_dev[s]:].tolist())
+            rr=hist[s, RR_CONTEXT - nr_list[s]:], rr_mean_s=m_list[s], amp_mv=a_list[s], template=tpl_run[s],
+            dev=devh[s, RR_CONTEXT - nd_list[s]:])
         for s, c in enumerate(ctxs)
     ]  # fmt: skip
 

@@ -36,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -152,10 +152,10 @@ class StreamLabelState:
         return cls(ctx=EcgContext.from_dict(dict(d.get("ctx", {}))), af_smooth=a, q_smooth=q)
 
 
-@dataclass(frozen=True)
-class BeatLabel:
+class BeatLabel(NamedTuple):
     """Labels of one beat (``af``/``beat_class`` are None when the beat is unreadable); every
-    probability is in [0, 1]."""
+    probability is in [0, 1]. An immutable named tuple: one is made per beat, and a tuple is
+    the cheapest immutable record to create."""
 
     quality: str
     quality_prob: float
