@@ -235,3 +235,14 @@ def test_a_batch_whose_counts_do_not_add_up_is_rejected() -> None:
         EcgBeatBatch.of([2, 2], w, rp, rn, q)
     with pytest.raises(ValueError, match="contexts for"):
         ecg_beat_features_batch([ecg_context_init()], EcgBeatBatch.of([2, 3], w, rp, rn, q))
+
+
+def test_returned_contexts_own_their_arrays() -> None:
+    """A stream's context must not keep the whole batch's arrays alive (an idle stream would pin them)."""
+    w, rp, rn, q = _beats(40, 5)
+    ctxs, _ = ecg_beat_features_many([(ecg_context_init(), w[a:a + 20], rp[a:a + 20], rn[a:a + 20], q[a:a + 20], None)
+                                      for a in (0, 20)])  # fmt: skip
+    for c in ctxs:
+        for arr in (c.rr, c.dev, c.template):
+            assert arr.base is None and arr.flags.owndata
+    assert not np.shares_memory(ctxs[0].template, ctxs[1].template)

@@ -103,8 +103,7 @@ class EcgContext:
     """Per-stream context of the feature function (JSON-serialisable via :meth:`to_dict`).
 
     Treated as immutable: the feature function returns new contexts and never writes into
-    the arrays of the ones it is given (the arrays of the contexts it returns may be views
-    of one batch array).
+    the arrays of the ones it is given.
 
     Attributes
     ----------
@@ -386,12 +385,13 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
         tpl_run[act] = t
         tpl[g] = t
 
-    # the new contexts' arrays are rows of these batch arrays (views: nothing writes into them later)
+    # copies of the rows: a view would keep the whole batch's arrays alive as long as the context
+    # of any of its streams (an idle stream's, for instance)
     m_list, a_list, nr_list, nd_list = m_run.tolist(), a_run.tolist(), n_rr.tolist(), n_dev.tolist()
     out_ctxs = [
         c if counts[s] == 0 else EcgContext(
-            rr=hist[s, RR_CONTEXT - nr_list[s]:], rr_mean_s=m_list[s], amp_mv=a_list[s], template=tpl_run[s],
-            dev=devh[s, RR_CONTEXT - nd_list[s]:])
+            rr=hist[s, RR_CONTEXT - nr_list[s]:].copy(), rr_mean_s=m_list[s], amp_mv=a_list[s],
+            template=tpl_run[s].copy(), dev=devh[s, RR_CONTEXT - nd_list[s]:].copy())
         for s, c in enumerate(ctxs)
     ]  # fmt: skip
 
