@@ -60,6 +60,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Generic, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -179,13 +180,53 @@ def qrs_filter_ba(fs: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.fl
     return b, a
 
 
+_T = TypeVar("_T", int, float)
+
+
+class _Entry(Generic[_T]):
+    """An entry of :attr:`RPeakState.buf` as an attribute of type ``kind`` (a descriptor)."""
+
+    def __init__(self, index: int, kind: type[_T]) -> None:
+        self.index = index
+        self.kind: type[_T] = kind
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Entry[_T]: ...
+    @overload
+    def __get__(self, obj: RPeakState, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: RPeakState | None, owner: type | None = None) -> _T | _Entry[_T]:
+        return self if obj is None else self.kind(obj.buf[self.index])
+
+    def __set__(self, obj: RPeakState, value: _T) -> None:
+        obj.buf[self.index] = value
+
+
+class _Span:
+    """A span ``[lo, hi)`` of :attr:`RPeakState.buf` as an array attribute: reading gives a view,
+    assigning copies into it (a descriptor)."""
+
+    def __init__(self, lo: int, hi: int | None) -> None:
+        self.lo, self.hi = lo, hi
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Span: ...
+    @overload
+    def __get__(self, obj: RPeakState, owner: type | None = None) -> npt.NDArray[np.float64]: ...
+    def __get__(self, obj: RPeakState | None, owner: type | None = None) -> npt.NDArray[np.float64] | _Span:
+        return self if obj is None else obj.buf[self.lo : self.hi]
+
+    def __set__(self, obj: RPeakState, value: npt.NDArray[np.float64]) -> None:
+        obj.buf[self.lo : self.hi] = value
+
+
 @dataclass
 class RPeakState:
     """Detector state (all fields serialisable).
 
     The decision scalars and the QRS-filter memories are entries of one float64 vector
-    ``buf`` (layout in :mod:`streamdx_dsp.core.detector_buf`), read and written through
-    the properties below; the stream's compiled step updates ``buf`` in place.
+    ``buf`` (layout in :mod:`streamdx_dsp.core.detector_buf`), read and written as the
+    attributes below (descriptors: a scalar reads as ``int``/``float``, a memory as a view);
+    the stream's compiled step updates ``buf`` in place.
 
     Attributes
     ----------
@@ -210,7 +251,7 @@ class RPeakState:
         rows (a fixed-capacity buffer updated in place; the state codec stores only
         those rows).
 
-    Entries of ``buf`` (properties): ``zi`` (4,) 5-10 Hz filter state (transposed direct
+    Entries of ``buf`` (attributes): ``zi`` (4,) 5-10 Hz filter state (transposed direct
     form II); ``f_tail`` (4,) last 4 filtered samples (derivative memory); ``sq_tail``
     (mwi - 1,) last absolute-slope samples (integration memory); ``feat_start`` absolute
     index of ``feat[:, 0]``; ``cand_next`` first absolute index not yet tested as a
@@ -230,104 +271,19 @@ class RPeakState:
     rr: npt.NDArray[np.int64]
     sb: npt.NDArray[np.float64]
 
-    @property
-    def feat_start(self) -> int:
-        return int(self.buf[db.BUF_FEAT_START])
+    feat_start = _Entry(db.BUF_FEAT_START, int)
+    cand_next = _Entry(db.BUF_CAND_NEXT, int)
+    spk = _Entry(db.BUF_SPK, float)
+    npk = _Entry(db.BUF_NPK, float)
+    last_r = _Entry(db.BUF_LAST_R, int)
+    last_slope = _Entry(db.BUF_LAST_SLOPE, float)
+    rr_n = _Entry(db.BUF_RR_N, int)
+    sb_n = _Entry(db.BUF_SB_N, int)
+    sb_next = _Entry(db.BUF_SB_NEXT, int)
 
-    @feat_start.setter
-    def feat_start(self, value: int) -> None:
-        self.buf[db.BUF_FEAT_START] = value
-
-    @property
-    def cand_next(self) -> int:
-        return int(self.buf[db.BUF_CAND_NEXT])
-
-    @cand_next.setter
-    def cand_next(self, value: int) -> None:
-        self.buf[db.BUF_CAND_NEXT] = value
-
-    @property
-    def spk(self) -> float:
-        return float(self.buf[db.BUF_SPK])
-
-    @spk.setter
-    def spk(self, value: float) -> None:
-        self.buf[db.BUF_SPK] = value
-
-    @property
-    def npk(self) -> float:
-        return float(self.buf[db.BUF_NPK])
-
-    @npk.setter
-    def npk(self, value: float) -> None:
-        self.buf[db.BUF_NPK] = value
-
-    @property
-    def last_r(self) -> int:
-        return int(self.buf[db.BUF_LAST_R])
-
-    @last_r.setter
-    def last_r(self, value: int) -> None:
-        self.buf[db.BUF_LAST_R] = value
-
-    @property
-    def last_slope(self) -> float:
-        return float(self.buf[db.BUF_LAST_SLOPE])
-
-    @last_slope.setter
-    def last_slope(self, value: float) -> None:
-        self.buf[db.BUF_LAST_SLOPE] = value
-
-    @property
-    def rr_n(self) -> int:
-        return int(self.buf[db.BUF_RR_N])
-
-    @rr_n.setter
-    def rr_n(self, value: int) -> None:
-        self.buf[db.BUF_RR_N] = value
-
-    @property
-    def sb_n(self) -> int:
-        return int(self.buf[db.BUF_SB_N])
-
-    @sb_n.setter
-    def sb_n(self, value: int) -> None:
-        self.buf[db.BUF_SB_N] = value
-
-    @property
-    def sb_next(self) -> int:
-        return int(self.buf[db.BUF_SB_NEXT])
-
-    @sb_next.setter
-    def sb_next(self, value: int) -> None:
-        self.buf[db.BUF_SB_NEXT] = value
-
-    @property
-    def zi(self) -> npt.NDArray[np.float64]:
-        """QRS filter state (a view of ``buf``; assigning copies into it)."""
-        return self.buf[db.BUF_ZI : db.BUF_F_TAIL]
-
-    @zi.setter
-    def zi(self, value: npt.NDArray[np.float64]) -> None:
-        self.buf[db.BUF_ZI : db.BUF_F_TAIL] = value
-
-    @property
-    def f_tail(self) -> npt.NDArray[np.float64]:
-        """Derivative memory (a view of ``buf``; assigning copies into it)."""
-        return self.buf[db.BUF_F_TAIL : db.BUF_SQ_TAIL]
-
-    @f_tail.setter
-    def f_tail(self, value: npt.NDArray[np.float64]) -> None:
-        self.buf[db.BUF_F_TAIL : db.BUF_SQ_TAIL] = value
-
-    @property
-    def sq_tail(self) -> npt.NDArray[np.float64]:
-        """Integration memory (a view of ``buf``; assigning copies into it)."""
-        return self.buf[db.BUF_SQ_TAIL :]
-
-    @sq_tail.setter
-    def sq_tail(self, value: npt.NDArray[np.float64]) -> None:
-        self.buf[db.BUF_SQ_TAIL :] = value
+    zi = _Span(db.BUF_ZI, db.BUF_F_TAIL)
+    f_tail = _Span(db.BUF_F_TAIL, db.BUF_SQ_TAIL)
+    sq_tail = _Span(db.BUF_SQ_TAIL, None)
 
     @property
     def sb_live(self) -> npt.NDArray[np.float64]:
