@@ -448,3 +448,10 @@ def test_beats_are_immutable_records_compared_by_identity() -> None:
     assert twin != a and twin.r_sample == a.r_sample
     assert a.quality == BeatQuality(*a.quality) and hash(a.quality) == hash(BeatQuality(*a.quality))
     assert type(a.quality.flat) is bool and type(a.r_sample) is int and a.rr_next_s is None
+
+
+def test_detector_vector_of_another_length_is_refused() -> None:
+    state, _ = _learned_noisy_state()
+    state.detector.buf = state.detector.buf[:-3].copy()  # as if written for another fs
+    with pytest.raises(ValueError, match="detector vector"):
+        ecg_state_loads(ecg_state_dumps(state))

@@ -217,6 +217,8 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
         if version < 4:
             _detector_buf_from_v3(scalars, arrays, rows.get("detector.sb", 0))
         state = _build(EcgStreamState, "", scalars, arrays)
+        if not FS_MIN <= state.fs <= FS_MAX:
+            raise ValueError("corrupted ECG stream state: fs out of range")
         det = state.detector
         if det.buf.size != db.buf_length(ecg_rpeak_params(state.fs).mwi) or det.sb_n != rows.get("detector.sb", 0):
             raise ValueError("corrupted ECG stream state: detector vector does not match its fs or pool")
@@ -224,6 +226,4 @@ def ecg_state_loads(blob: bytes) -> EcgStreamState:
         raise
     except Exception as exc:  # zlib.error, KeyError, struct.error, TypeError, json errors
         raise ValueError(f"corrupted ECG stream state: {exc}") from exc
-    if not FS_MIN <= state.fs <= FS_MAX:
-        raise ValueError("corrupted ECG stream state: fs out of range")
     return typing.cast(EcgStreamState, state)
