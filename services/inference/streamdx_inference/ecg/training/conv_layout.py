@@ -19,6 +19,7 @@ Element-wise operations are rank-agnostic. Any other operation reading a convolu
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,28 @@ def _rewrite_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def _checked_rewrite(
+    model: onnx.ModelProto, example: Mapping[str, npt.NDArray[np.float32]], atol: float
+) -> tuple[onnx.ModelProto, float]:
+    """The rewritten graph and the largest absolute difference of its outputs on ``example``."""
+    import onnxruntime as ort
+
+    out = _rewrite_graph(model)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    names = {i.name for i in model.graph.input}
+    feed = {k: v for k, v in example.items() if k in names}
+    before = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feed)
+    after = ort.InferenceSession(out.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feed)
+    diff = 0.0
+    for a, b in zip(before, after, strict=True):
+        diff = max(diff, float(np.abs(a - b).max()) if a.shape == b.shape else math.inf)
+    if not diff <= atol:
+        raise ValueError(f"the 2-D graph differs from the 1-D one (max {diff:.3g})")
+    return out, diff
+
+
 def conv1d_as_conv2d(
     model: onnx.ModelProto, example: Mapping[str, npt.NDArray[np.float32]], atol: float = 1e-5
 ) -> onnx.ModelProto:
@@ -132,23 +155,10 @@ def conv1d_as_conv2d(
     ValueError
         If the graph holds an operation the rewrite does not cover, or the outputs differ.
     """
-    import onnxruntime as ort
-
-    out = _rewrite_graph(model)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.log_severity_level = 3
-    names = {i.name for i in model.graph.input}
-    feed = {k: v for k, v in example.items() if k in names}
-    before = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feed)
-    after = ort.InferenceSession(out.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feed)
-    for a, b in zip(before, after, strict=True):
-        if a.shape != b.shape or not np.allclose(a, b, rtol=0.0, atol=atol):
-            raise ValueError(f"the 2-D graph differs from the 1-D one (max {np.abs(a - b).max():.3g})")
-    return out
+    return _checked_rewrite(model, example, atol)[0]
 
 
-def convert_model_dir(model_dir: Path, n_check: int = 512, seed: int = 0) -> dict[str, Any]:
+def convert_model_dir(model_dir: Path, n_check: int = 512, seed: int = 0, atol: float = 1e-5) -> dict[str, Any]:
     """Rewrite ``model_dir/model.onnx`` in place with :func:`conv1d_as_conv2d` and record it.
 
     For models exported before the export did it: the weights stay those of their training
@@ -157,24 +167,19 @@ def convert_model_dir(model_dir: Path, n_check: int = 512, seed: int = 0) -> dic
     gets ``onnx_layout`` and its new size; the model card gets a line saying so. Returns
     ``{"max_abs_diff", "size_bytes"}``.
     """
-    import onnxruntime as ort
+    from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT
 
     path = model_dir / "model.onnx"
     model = onnx.load(str(path))
     if any(n.op_type == "Unsqueeze" and n.name.endswith("__to_2d") for n in model.graph.node):
         raise ValueError(f"{path} is already rewritten")
     rng = np.random.default_rng(seed)
-    shapes = {"wave": (2, 300), "rr": (3, 32), "scalars": (13,)}
+    shapes = {"wave": (2, BEAT_SAMPLES), "rr": (3, RR_CONTEXT), "scalars": (N_SCALARS,)}
     example = {k: rng.standard_normal((n_check, *v)).astype(np.float32) for k, v in shapes.items()}
-    out = conv1d_as_conv2d(model, example)
-    names = {i.name for i in model.graph.input}
-    feed = {k: v for k, v in example.items() if k in names}
-    a = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
-    b = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    out, diff = _checked_rewrite(model, example, atol)
     onnx.save(out, str(path))
     meta_path = model_dir / "model.json"
     meta = json.loads(meta_path.read_text())
-    diff = float(np.abs(a - b).max())
     meta["onnx_layout"] = {"conv": "2-D, height 1 (conv_layout.conv1d_as_conv2d)", "max_abs_prob_diff": diff,
                            "check_inputs": f"{n_check} seeded standard-normal rows"}  # fmt: skip
     meta.setdefault("size_bytes", {})["model.onnx"] = path.stat().st_size
