@@ -678,8 +678,7 @@ def _keep_last(tail, new):
         for q in range(nt):
             tail[q] = new[m - nt + q]
     else:
-        for q in range(nt - m):
-            tail[q] = tail[q + m]
+        _shift_left(tail, m)
         for q in range(m):
             tail[nt - m + q] = new[q]
 
@@ -954,19 +953,16 @@ def fixed_window_emit(pending, pending_n, r_peaks, prev_r, rr, rr_n, x, x_start,
     k = 0
     while k < pend.size and pend[k] + need <= end:
         k += 1
-    first = 1 if prev_r < 0 else 0
-    if pend.size - k > pending.size or k <= first:
-        if k:  # the stream's first R: only a reference
-            prev_r = pend[0]
-        full = pend.size - k > pending.size
-        if not full:
-            for i in range(k, pend.size):
-                pending[i - k] = pend[i]
-        return -1 if full else pend.size - k, prev_r, rr_n, np.zeros((0, u.size), np.float32), np.zeros((0, 9))
-    if first:
-        prev_r = pend[0]
-    waves, values, rr_n = beat_rows_fixed(pend[first:k], prev_r, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs)
-    prev_r = pend[k - 1]
+    if pend.size - k > pending.size:
+        return -1, prev_r, rr_n, np.zeros((0, u.size), np.float32), np.zeros((0, 9))
+    first = 1 if prev_r < 0 else 0  # the stream's first R is only a reference
+    if k > first:
+        ref = pend[0] if first else prev_r
+        waves, values, rr_n = beat_rows_fixed(pend[first:k], ref, rr, rr_n, x, x_start, bins, qbin, u, v, pre, post, fs)
+    else:
+        waves, values = np.zeros((0, u.size), np.float32), np.zeros((0, 9))
+    if k:
+        prev_r = pend[k - 1]
     for i in range(k, pend.size):
         pending[i - k] = pend[i]
     return pend.size - k, prev_r, rr_n, waves, values
