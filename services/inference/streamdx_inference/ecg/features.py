@@ -307,7 +307,10 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     rn = np.clip(batch.rr_next_s, _RR_MIN_S, _RR_MAX_S)
     q = batch.quality.astype(np.float64)
     reset = batch.reset
-    w = batch.waves - np.median(batch.waves, axis=1, keepdims=True)
+    # the model input, written in place: channel 0 the normalised beat, channel 1 the template
+    wave_in = np.empty((total, 2, BEAT_SAMPLES), np.float32)
+    w = wave_in[:, 0]
+    np.subtract(batch.waves, np.median(batch.waves, axis=1, keepdims=True), out=w)
     amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
 
     # the streams' contexts as arrays: histories right-aligned (oldest first), NaN / 0 where unknown
@@ -334,7 +337,7 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     mean_prev = np.empty(total)
     win = np.empty((total, RR_CONTEXT))
     dwin = np.empty((total, RR_CONTEXT))
-    tpl = np.empty((total, BEAT_SAMPLES), np.float32)
+    tpl = wave_in[:, 1]
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     a_fast = np.float32(TEMPLATE_ALPHA)
     a_slow = np.float32(TEMPLATE_ALPHA / 4.0)
@@ -406,6 +409,10 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     d = np.diff(zero, axis=1)
     dv = valid[:, 1:] & valid[:, :-1]
     rmssd = np.sqrt(np.where(dv, d * d, 0.0).sum(axis=1) / np.maximum(dv.sum(axis=1), 1))
+    rr_in = np.empty((total, 3, RR_CONTEXT), np.float32)
+    rr_in[:, 0] = seq
+    rr_in[:, 1] = valid
+    rr_in[:, 2] = dwin
     sc = np.empty((total, N_SCALARS), dtype=np.float64)
     sc[:, 0] = np.log(rp / mean_prev)
     sc[:, 1] = np.log(rp / local8)
@@ -421,8 +428,7 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     known = np.isfinite(rn)
     sc[:, 11] = np.where(known, np.log(np.where(known, rn, 1.0) / mean_prev), 0.0)
     sc[:, 12] = np.where(known, np.log(np.where(known, rn, 1.0) / rp), 0.0)
-    feats = EcgFeatures(np.stack((w, tpl), axis=1), np.stack((seq, valid, dwin), axis=1).astype(np.float32),
-                        sc.astype(np.float32))  # fmt: skip
+    feats = EcgFeatures(wave_in, rr_in, sc.astype(np.float32))
     return out_ctxs, feats
 
 
