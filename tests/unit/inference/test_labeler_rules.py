@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
+from streamdx_inference.ecg import labeler as labeler_module
 from streamdx_inference.ecg.labeler import EcgLabeler, EcgModel, StreamLabelState
 
 
@@ -19,22 +21,24 @@ class _Session:
 
     def __init__(self, row: list[float]) -> None:
         self.row = np.asarray(row, np.float32)
+        self.calls: list[int] = []
 
     def get_inputs(self) -> list[_Input]:
         return [_Input("wave")]
 
     def run(self, _: Any, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = feed["wave"].shape[0]
+        self.calls.append(n)
         out = np.tile(self.row, (n, 1))
         return [out[:, 0] if self.row.size == 1 else out]
 
 
-def _labeler(p_unreadable: float, p_af: float, classes: list[float]) -> EcgLabeler:
+def _labeler(p_unreadable: float, p_af: float, classes: list[float], **beats_meta: Any) -> EcgLabeler:
     meta = {"version": "t", "threshold": 0.5, "window": "rr"}
     return EcgLabeler(
         EcgModel("ecg_quality", _Session([p_unreadable]), {**meta, "threshold": 0.2}),
         EcgModel("ecg_af", _Session([p_af]), meta),
-        EcgModel("ecg_beats", _Session(classes), meta),
+        EcgModel("ecg_beats", _Session(classes), {**meta, **beats_meta}),
     )
 
 
@@ -60,3 +64,32 @@ def test_a_new_stream_warms_up_unreadable_then_clears() -> None:
     _, labels = _labeler(0.0, 0.1, [0.9, 0.05, 0.03, 0.01, 0.01]).label(StreamLabelState(), *_beats(12))
     q = [lab.quality for lab in labels]
     assert q[0] == "unreadable" and q[-1] == "ok" and q.index("ok") <= 4
+
+
+def test_the_sveb_rule_of_the_beat_model_makes_early_normal_beats_s() -> None:
+    """With ``sveb_rule`` in the beat model's metadata, an early beat with the stream's usual QRS
+    is S although the network says N; the same beat in AF is N."""
+    w, rp, rn, q = _beats(16)
+    rp[12] = 0.45  # 45 % early
+    normal = [0.9, 0.05, 0.03, 0.01, 0.01]
+    rule = {"log_rr_max": -0.175, "qrs_dev_max": 0.3}
+    _, labels = _labeler(0.0, 0.1, normal, sveb_rule=rule).label(StreamLabelState(), w, rp, rn, q)
+    assert [lab.beat_class for lab in labels[8:]] == ["N"] * 4 + ["S"] + ["N"] * 3
+    _, no_rule = _labeler(0.0, 0.1, normal).label(StreamLabelState(), w, rp, rn, q)
+    assert all(lab.beat_class == "N" for lab in no_rule[8:])
+    _, in_af = _labeler(0.0, 0.9, normal, sveb_rule=rule).label(StreamLabelState(), w, rp, rn, q)
+    assert all(lab.beat_class == "N" for lab in in_af[8:])
+
+
+def test_a_malformed_sveb_rule_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="sveb_rule"):
+        _labeler(0.0, 0.1, [0.9, 0.05, 0.03, 0.01, 0.01], sveb_rule={"log_rr_max": -0.2})
+
+
+def test_large_batches_run_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(labeler_module, "RUN_CHUNK", 5)
+    lab = _labeler(0.0, 0.1, [0.9, 0.05, 0.03, 0.01, 0.01])
+    _, labels = lab.label(StreamLabelState(), *_beats(12))
+    sess = lab.beats.session
+    assert isinstance(sess, _Session) and sess.calls == [5, 5, 2]
+    assert len(labels) == 12 and labels[-1].beat_class == "N" and labels[-1].class_probs["N"] == pytest.approx(0.9)

@@ -17,10 +17,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
+from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
@@ -55,6 +57,10 @@ def print_class_report(rep: dict[str, Any]) -> None:
     """Per-class Se/+P, the binary (normal vs abnormal) table and the confusion matrix."""
     print(format_table(["class", "Se %", "+P %", "TP", "FN", "FP"],
                        [[c, v["se"], v["ppv"], v["tp"], v["fn"], v["fp"]] for c, v in rep["classes"].items()]))
+    if "network_argmax_classes" in rep:
+        print("network arg-max alone (without the SVEB rule): " + ", ".join(
+            f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["network_argmax_classes"].items() if c in "SV")
+            + " (Se/+P %)")  # fmt: skip
     b = rep["binary"]
     print()
     print(format_table(["N vs abnormal", "accuracy", "precision", "recall", "F1", "kappa", "ROC AUC"],
@@ -75,9 +81,12 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     if not test:
         print(f"error: none of the DS2 records ({', '.join(DS2)}) is in {a.data}", file=sys.stderr)
         return None
-    mit = load_mitdb(a.data, test + ([n for n in DS1 if n in names] if a.retrain else []), "rr", a.cache,
+    m = None if a.retrain else load_ecg_model(a.models, "ecg_beats", int8=a.int8)
+    # the DSP's beats in the window the model was trained on (its model.json), or the DSP's default when retraining
+    window: BeatWindow = DEFAULT_WINDOW if m is None else cast(BeatWindow, m.window)
+    mit = load_mitdb(a.data, test + ([n for n in DS1 if n in names] if a.retrain else []), window, a.cache,
                      progress=True)  # fmt: skip
-    if a.retrain:
+    if m is None:
         import torch
 
         from streamdx_inference.ecg.training.fit import predict_net
@@ -90,22 +99,25 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
             return predict_net(t.net, f)
 
         model_desc = "retrained on the folder's DS1 records"
+        rule = SvebRule.from_meta(t.info)
     else:
-        m = load_ecg_model(a.models, "ecg_beats", int8=a.int8)
+        shipped = m
 
         def predict(f: Any) -> np.ndarray:
-            return m.run(f)
+            return shipped.run(f)
 
-        model_desc = f"shipped ecg_beats {m.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
-    ys, ps, probs, recs = [], [], [], {}
+        rule = SvebRule.from_meta(shipped.meta)
+        model_desc = f"shipped ecg_beats {shipped.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
+    ys, ps, nets, probs, recs = [], [], [], [], {}
     missed: dict[str, int] = {}
     for n in test:
         rec = mit[n]
         _, f = ecg_beat_features(ecg_context_init(), rec.waves, rec.rr_prev_s, rec.rr_next_s, rec.quality)
         p = predict(f) if len(rec) else np.zeros((0, 5), np.float32)
-        pred = np.array(_AAMI, dtype="<U1")[p.argmax(1)] if len(rec) else np.zeros(0, "<U1")
+        pred = np.array(_AAMI, dtype="<U1")[ecg_beat_classes(p, f, rule)] if len(rec) else np.zeros(0, "<U1")
         ys.append(rec.beat_class)
         ps.append(pred)
+        nets.append(np.array(_AAMI, dtype="<U1")[p.argmax(1)] if len(rec) else np.zeros(0, "<U1"))
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
@@ -113,12 +125,17 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         recs[n] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in r["classes"].items()}
     y, pred, prob = np.concatenate(ys), np.concatenate(ps), np.concatenate(probs)
     rep = class_report(y, pred, _AAMI, missed)
+    # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
+    rep["network_argmax_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in
+                                     class_report(y, np.concatenate(nets), _AAMI, missed)["classes"].items()}
     ann = np.isin(y, _AAMI)
     rep["binary"] = binary_report(y[ann] != "N", pred[ann] != "N", 1.0 - prob[ann, 0])
     rep["protocol"] = {"name": "ds1ds2", "split": "inter-patient: DS1 train, DS2 test (de Chazal 2004), paced "
                        "records excluded", "test_records": test, "model": model_desc,
                        "matching": "DSP beats matched to .atr beats within 150 ms; missed beats count as FN",
-                       "binary": "N vs S/V/F/Q on annotated beats the DSP found"}  # fmt: skip
+                       "binary": "N vs S/V/F/Q on annotated beats the DSP found", "window": window,
+                       "decision": "network arg-max, N vs S by the model's SVEB rule " + (
+                           str(rule.to_dict()) if rule else "(none: arg-max only)")}  # fmt: skip
     rep["records"] = recs
     return rep
 

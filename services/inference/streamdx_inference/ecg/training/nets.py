@@ -51,13 +51,20 @@ class BeatNet(nn.Module):
         Whether the RR-context branch is used.
     width : int
         Channels of the first residual stage (the second has twice as many).
+    stem_stride : int
+        Stride of the first convolution (then a max-pool of 2): 3 gives 300 -> 100 -> 50
+        samples; 5 gives 300 -> 60 -> 30 at the same number of weights and costs about a
+        third less (measured with onnxruntime on one core: ~3.0 instead of ~4.6 µs per beat
+        for the convolutional trunk), for tasks that need less detail (the quality gate).
     """
 
-    def __init__(self, n_out: int, scalar_cols: Sequence[int], use_rr: bool = True, width: int = 8) -> None:
+    def __init__(
+        self, n_out: int, scalar_cols: Sequence[int], use_rr: bool = True, width: int = 8, stem_stride: int = 3
+    ) -> None:
         super().__init__()
         c = width
-        self.stem = nn.Sequential(nn.Conv1d(2, c, 9, stride=3, padding=4, bias=False), nn.BatchNorm1d(c), nn.ReLU(),
-                                  nn.MaxPool1d(2))  # fmt: skip  # 300 -> 100 -> 50
+        self.stem = nn.Sequential(nn.Conv1d(2, c, 9, stride=stem_stride, padding=4, bias=False), nn.BatchNorm1d(c),
+                                  nn.ReLU(), nn.MaxPool1d(2))  # fmt: skip
         self.blocks = nn.Sequential(ResBlock1d(c, c, 5, 1), ResBlock1d(c, 2 * c, 5, 2), ResBlock1d(2 * c, 2 * c, 3, 2))
         self.use_rr = use_rr
         rr_dim = 0

@@ -17,11 +17,12 @@ from torch import nn
 
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
 from streamdx_inference.ecg.datasets import RecordBeats
-from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, EcgFeatures
+from streamdx_inference.ecg.features import CAUSAL_SCALARS, N_SCALARS, SCALAR_NAMES, EcgFeatures
 from streamdx_inference.ecg.labeler import AF_SMOOTH_ALPHA
 from streamdx_inference.ecg.training.data import AAMI, BeatSet, beat_set, synthetic_rhythm_records
 from streamdx_inference.ecg.training.fit import fit_net, predict_net, seed_everything
 from streamdx_inference.ecg.training.nets import BeatNet
+from streamdx_inference.ecg.training.sveb_fit import fit_sveb_rule
 
 __all__ = [
     "AF_EPOCHS",
@@ -29,6 +30,8 @@ __all__ = [
     "AF_THRESHOLD",
     "BEAT_EPOCHS",
     "QUALITY_EPOCHS",
+    "QUALITY_SCALARS",
+    "QUALITY_STEM_STRIDE",
     "Trained",
     "best_f1_threshold",
     "smooth_af",
@@ -53,7 +56,15 @@ BEAT_EPOCHS = 8
 #: patient's morphology as "F" and calls thousands of normal beats of unseen patients F
 #: (2,198 of DS2's N beats at factor 0.3).
 F_WEIGHT_FACTOR = 0.05
-QUALITY_EPOCHS = 4
+QUALITY_EPOCHS = 6
+#: The quality gate's stem stride (:class:`BeatNet`): noise, flat lines and artefacts need less
+#: temporal detail than rhythm and beat morphology, and the coarser stem makes the gate ~35 % cheaper.
+QUALITY_STEM_STRIDE = 5
+#: Scalar inputs of the quality gate: the causal ones except the DSP's own quality statistics
+#: (``q_*``). The labeler already applies the DSP's quality rule; a gate that also reads those
+#: statistics leans on them, and they lag the signal: in the first half second of a noise burst
+#: they still read clean, and so did the gate, although the beat windows were all noise.
+QUALITY_SCALARS = tuple(i for i in CAUSAL_SCALARS if not SCALAR_NAMES[i].startswith("q_"))
 #: MITDB beats are drawn this many times more often than CinC beats when training AF
 #: (MITDB is where the ectopy-rich rhythms that mimic AF are).
 MITDB_WEIGHT = 1.5
@@ -160,7 +171,8 @@ def train_beats(
 ) -> Trained:  # fmt: skip
     """AAMI beat-class model on the given MITDB records (DS1 for the inter-patient protocol).
 
-    Classes are weighted by the inverse square root of their frequency (F, fusion beats
+    The SVEB rule (:mod:`~streamdx_inference.ecg.beat_class`) is fitted on the same records'
+    beats (``info["sveb_rule"]``). Classes are weighted by the inverse square root of their frequency (F, fusion beats
     that look half normal, further by ``F_WEIGHT_FACTOR``); Q (almost absent without paced
     records) is kept so the output has the five AAMI classes. Beats are augmented (gain,
     noise, shift) against over-fitting the training patients' morphology.
@@ -178,8 +190,10 @@ def train_beats(
     tr, va = s.take(~val), s.take(val)
     net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, class_weights=w, seed=seed,
                         progress=progress, desc="beats", augment=True)  # fmt: skip
+    rule, rule_fit = fit_sveb_rule(s.features, y)  # on all the training records' beats
     info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()), "class_weights": w.tolist(),
-            "class_counts": counts.tolist(), "history": hist}  # fmt: skip
+            "class_counts": counts.tolist(), "history": hist, "sveb_rule": rule.to_dict(),
+            "sveb_rule_fit": {**rule_fit, "records": sorted(np.unique(s.records).tolist())}}  # fmt: skip
     return Trained(net, 0.5, info, tr.features)
 
 
@@ -191,7 +205,7 @@ def train_quality(
     rng = np.random.default_rng(seed)
     val = rng.random(len(feats)) < _VAL_FRACTION
     seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
-    net: nn.Module = BeatNet(1, CAUSAL_SCALARS, use_rr=False)
+    net: nn.Module = BeatNet(1, QUALITY_SCALARS, use_rr=True, stem_stride=QUALITY_STEM_STRIDE)
     tr, va = feats.take(np.flatnonzero(~val)), feats.take(np.flatnonzero(val))
     net, hist = fit_net(net, tr, y[~val], va, y[val], epochs=epochs, seed=seed, progress=progress, desc="quality")
     p = predict_net(net, va)

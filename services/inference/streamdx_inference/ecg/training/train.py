@@ -46,6 +46,7 @@ from streamdx_inference.ecg.training.recipes import (
     train_beats,
     train_quality,
 )
+from streamdx_inference.ecg.training.sveb_fit import sveb_card_section
 
 __all__ = ["build_parser_for", "run", "save_model"]
 
@@ -240,23 +241,26 @@ def run(model: str, argv: Sequence[str]) -> int:
         t = train_beats(ds1, epochs=a.epochs or BEAT_EPOCHS, seed=a.seed)
         test = beat_set({k: mit[k] for k in DS2 if k in mit})
         ok, y = beat_labels(test)
-        meta = {"data": {"train_records": sorted(ds1), "test_records": [k for k in DS2 if k in mit]}}
+        meta = {"data": {"train_records": sorted(ds1), "test_records": [k for k in DS2 if k in mit]},
+                "sveb_rule": t.info["sveb_rule"], "sveb_rule_fit": t.info["sveb_rule_fit"]}  # fmt: skip
         save_model(t, "ecg_beats", out, a.window, meta, _card(
             title="AAMI beat class (N, S, V, F, Q)", task="softmax over the AAMI EC57 classes",
             data="MITDB DS1 (de Chazal et al. 2004: 22 records; paced 102, 104, 107, 217 excluded), the DSP's beats "
                  "matched to `.atr` beats within 150 ms.",
             split="inter-patient: trained on DS1 (15 % of its records for validation), scored on DS2 by "
                   "`streamdx eval beats --protocol ds1ds2`.",
-            thr_note="arg-max class; class weights 1/sqrt(frequency)",
+            thr_note="arg-max class, N versus S by the SVEB rule below; class weights 1/sqrt(frequency)",
             delay=("reads RR_next (the interval to the following beat): a label waits for the next R peak, "
                    "as the rr beat window already does." if a.window == "rr" else
                    "none beyond the beat window: with the fixed window a beat leaves before the next R peak, so "
                    "RR_next is unknown and its two features are 0 in training and serving."),
             command=command,
-            metrics="DS2 per-class Se/+P: see `streamdx eval beats --protocol ds1ds2` and the README."),
+            metrics="DS2 per-class Se/+P: see `streamdx eval beats --protocol ds1ds2` and the README."
+            + sveb_card_section(t.info["sveb_rule"], t.info["sveb_rule_fit"], len(ds1), command)),
             test.take(ok).features, y[ok])  # fmt: skip
     else:
-        from streamdx_inference.ecg.training.quality_data import quality_set
+        from streamdx_inference.ecg.training.quality_data import ARTEFACT_RECORDS, NON_ECG_ROUNDS, quality_set
+        from streamdx_inference.ecg.training.recipes import QUALITY_STEM_STRIDE
 
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True) if (a.cinc / "index.csv").exists() else {}
         tr, _ = cinc_split(sorted(cinc))
@@ -267,11 +271,14 @@ def run(model: str, argv: Sequence[str]) -> int:
         save_model(t, "ecg_quality", out, a.window, meta, _card(
             title="signal-quality gate", task="P(beat is unreadable: noise, artefact, lead-off, non-ECG)",
             data="CinC 2017 training part (`~` recordings unreadable, N/A/O readable), MITDB DS1 clean and with "
-                 "NSTDB ma/bw noise over the whole record (SNR -6/-3 dB unreadable, 12/18 dB readable), synthetic "
-                 "ECG with flat/lead-off/saturation/EMG artefact episodes, and non-ECG signals.",
+                 "NSTDB ma/bw noise over the whole record (SNR -6/-3 dB unreadable, 12/18 dB readable), "
+                 f"{ARTEFACT_RECORDS} synthetic 90-s ECG records with flat/lead-off/saturation/EMG artefact episodes, "
+                 f"and {NON_ECG_ROUNDS} 60-s signals of each of ten non-ECG families. The network reads the beat, "
+                 "its RR and QRS-deviation context and the RR scalars, not the DSP's quality statistics (the "
+                 f"service applies the DSP's rule itself); stem stride {QUALITY_STEM_STRIDE}.",
             split="random 15 % of the beats for validation and threshold choice.",
             thr_note="F2-optimal on validation (favours catching unreadable beats); combined in service with "
-                     "the DSP's own rule (flat, saturated, quality score < 0.2)",
+                     "the DSP's own rule (flat, saturated, quality score < 0.2, high-frequency share > 0.2)",
             delay="none beyond the beat window.", command=command,
             metrics="Validation beats and the unreadable-input tests (`tests/unit/inference`)."),
             None, None)  # fmt: skip
