@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-import numba
 import numpy as np
+
+from streamdx.numba_jit import jit_kernel
 
 __all__ = [
     "beat_rows",
@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_NB_CONFIG: Any = numba.config
 #: The stream path's kernel modules, and ``detector_buf`` whose constants they compile in.
 #: numba's on-disk cache is invalidated per source file only, so a kernel that calls (and
 #: inlines) one from another of these files, or reads its constants, would keep stale machine
@@ -85,26 +84,9 @@ _drop_stale_kernel_cache()
 
 
 def _jit(fn: _F, fastmath: frozenset[str] = frozenset()) -> _F:
-    """``numba.njit`` with an on-disk cache when a writable cache location exists.
-
-    Cache location, first writable of: ``NUMBA_CACHE_DIR``; the package's
-    ``__pycache__``; the user cache directory; ``<tempdir>/streamdx-numba-cache``
-    (read-only installs, e.g. containers with a read-only root filesystem). Without
-    any, the kernels are compiled in memory at every process start.
-    """
-    try:
-        return cast(_F, numba.njit(cache=True, nogil=True, fastmath=set(fastmath))(fn))
-    except RuntimeError:  # no writable cache locator
-        pass
-    if not _NB_CONFIG.CACHE_DIR:  # NUMBA_CACHE_DIR unset: try the temporary directory
-        try:
-            tmp = os.path.join(tempfile.gettempdir(), "streamdx-numba-cache")
-            os.makedirs(tmp, exist_ok=True)
-            _NB_CONFIG.CACHE_DIR = tmp
-            return cast(_F, numba.njit(cache=True, nogil=True, fastmath=set(fastmath))(fn))
-        except (OSError, RuntimeError):
-            _NB_CONFIG.CACHE_DIR = ""
-    return cast(_F, numba.njit(cache=False, nogil=True, fastmath=set(fastmath))(fn))
+    """:func:`streamdx.numba_jit.jit_kernel` (``numba.njit`` with an on-disk cache where one
+    can be written, see there)."""
+    return jit_kernel(fn, fastmath)
 
 
 def _jit_contract(fn: _F) -> _F:

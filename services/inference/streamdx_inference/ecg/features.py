@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx_inference.ecg._feature_kernels import beat_context_pass, center_beats
+
 __all__ = [
     "AMP_ALPHA",
     "BEAT_SAMPLES",
@@ -70,6 +72,8 @@ BEAT_SAMPLES = 300
 _WAVE_CLIP = 8.0
 #: Samples of the beat window compared with the template (around the QRS; R at 100).
 _QRS_SPAN = (70, 160)
+#: Samples of the beat window searched for the R amplitude (R at 100).
+_R_SPAN = (95, 106)
 _DEV_MAX = 10.0
 #: QRS deviation (log1p of the relative RMS difference) above which a beat updates the
 #: template at a quarter of the rate.
@@ -277,10 +281,10 @@ def _empty_features(n: int = 0) -> EcgFeatures:
 def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> tuple[list[EcgContext], EcgFeatures]:
     """The feature function over the beats of several streams at once.
 
-    The sequential part (running averages, RR and QRS-deviation histories, template) runs
-    as one numpy step per beat *rank*: step ``i`` updates every stream that has an
-    ``i``-th beat in the batch, so a batch of one new beat per stream (the worker's usual
-    case) costs a single vectorised step, whatever the number of streams.
+    The beats' centring and the sequential part (running averages, RR and QRS-deviation
+    histories, template) run as compiled loops (:mod:`._feature_kernels`, the same
+    arithmetic as the numpy formulation they replaced, bit for bit); the rest is vectorised
+    over the whole batch.
 
     Parameters
     ----------
@@ -310,8 +314,9 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     # the model input, written in place: channel 0 the normalised beat, channel 1 the template
     wave_in = np.empty((total, 2, BEAT_SAMPLES), np.float32)
     w = wave_in[:, 0]
-    np.subtract(batch.waves, np.median(batch.waves, axis=1, keepdims=True), out=w)
-    amp = np.maximum(np.abs(w[:, 95:106]).max(axis=1).astype(np.float64), 1e-3)
+    # w = beat - its median; amp = its largest |value| around R (samples 95-105), at least 1 µV
+    amp = np.empty(total)
+    center_beats(batch.waves, w, amp, _R_SPAN[0], _R_SPAN[1])
 
     # the streams' contexts as arrays: histories right-aligned (oldest first), NaN / 0 where unknown
     a_run = np.fromiter((c.amp_mv for c in ctxs), np.float64, n_streams)
@@ -339,54 +344,13 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     dwin = np.empty((total, RR_CONTEXT))
     tpl = wave_in[:, 1]
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    a_fast = np.float32(TEMPLATE_ALPHA)
-    a_slow = np.float32(TEMPLATE_ALPHA / 4.0)
-    lo, hi = _QRS_SPAN
-    for i in range(int(counts.max())):
-        act = np.flatnonzero(counts > i)
-        g = starts[act] + i
-        r = reset[g]
-        if r.any():
-            cleared = act[r]
-            a_run[cleared] = 0.0
-            m_run[cleared] = 0.0
-            hist[cleared] = np.nan
-            devh[cleared] = 0.0
-            n_rr[cleared] = 0
-            n_dev[cleared] = 0
-            has_tpl[cleared] = False
-        av, rv, ar, mr = amp[g], rp[g], a_run[act], m_run[act]
-        sc = np.where(ar > 0, ar, av)
-        scale[g] = sc
-        mean_prev[g] = np.where(mr > 0, mr, rv)
-        a_run[act] = np.where(ar > 0, ar + AMP_ALPHA * (av - ar), av)
-        m_run[act] = np.where(mr > 0, mr + RR_ALPHA * (rv - mr), rv)
-        hist[act, :-1] = hist[act, 1:]
-        hist[act, -1] = rv
-        n_rr[act] = np.minimum(n_rr[act] + 1, RR_CONTEXT)
-        win[g] = hist[act]
-        # this beat normalised by the running amplitude before it, then compared with the template
-        wg = np.clip(w[g] / sc[:, None].astype(np.float32), -_WAVE_CLIP, _WAVE_CLIP)
-        w[g] = wg
-        new = ~has_tpl[act]
-        if new.any():
-            tpl_run[act[new]] = wg[new]
-            has_tpl[act[new]] = True
-        t = tpl_run[act]
-        tq = t[:, lo:hi]
-        diff = wg[:, lo:hi] - tq
-        ratio = np.sqrt((diff * diff).sum(axis=1, dtype=np.float64) / ((tq * tq).sum(axis=1, dtype=np.float64) + 1e-6))
-        dev = np.log1p(np.minimum(_DEV_MAX, ratio))
-        devh[act, :-1] = devh[act, 1:]
-        devh[act, -1] = dev
-        n_dev[act] = np.minimum(n_dev[act] + 1, RR_CONTEXT)
-        dwin[g] = devh[act]
-        # a beat unlike the template (an ectopic beat) moves it only slowly, so frequent PVCs do not
-        # turn the template into a PVC and make the normal beats look ectopic
-        rate = np.where(dev < _DEV_GATE, a_fast, a_slow).astype(np.float32)
-        t = t + rate[:, None] * (wg - t)
-        tpl_run[act] = t
-        tpl[g] = t
+    # per stream, beat by beat: this beat normalised by the running amplitude before it, its QRS
+    # compared with the template (QRS deviation), then the template updated; a beat unlike the
+    # template (an ectopic beat) moves it only slowly, so frequent PVCs do not turn the template
+    # into a PVC and make the normal beats look ectopic
+    beat_context_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, n_rr, n_dev, tpl_run, has_tpl,
+                      tpl, scale, mean_prev, win, dwin, AMP_ALPHA, RR_ALPHA, TEMPLATE_ALPHA, _WAVE_CLIP, _QRS_SPAN[0],
+                      _QRS_SPAN[1], _DEV_MAX, _DEV_GATE)  # fmt: skip
 
     # copies of the rows: a view would keep the whole batch's arrays alive as long as the context
     # of any of its streams (an idle stream's, for instance)
