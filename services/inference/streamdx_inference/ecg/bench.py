@@ -9,7 +9,8 @@ from call to call), exactly as the inference worker labels a ``getmany`` batch. 
 pinned to one CPU and onnxruntime runs with one intra-op thread; each batch size runs for
 ``--seconds`` after a warm-up. The headline is the best fp32 throughput over the batch sizes and
 the p99 call latency at that batch size. A profile of the largest batch splits the call into the
-feature function, each model and the decision rules.
+feature function, each model (the AF and beat-class networks as one fused graph when
+``models/ecg_af_beats`` matches them) and the decision rules.
 """
 
 from __future__ import annotations
@@ -139,16 +140,21 @@ def profile_labeler(
     n_streams = max(1, batch // k)
     states = [StreamLabelState() for _ in range(n_streams)]
     arrays = pool.batch(n_streams, k, 0)
-    t_feat, t_models = 0.0, {m.name: 0.0 for m in (labeler.quality, labeler.af, labeler.beats)}
+    runs: dict[str, Any] = {labeler.quality.name: labeler.quality.run}
+    if labeler.fused is not None:
+        runs["ecg_af+ecg_beats (fused)"] = labeler.fused.run
+    else:
+        runs.update({labeler.af.name: labeler.af.run, labeler.beats.name: labeler.beats.run})
+    t_feat, t_models = 0.0, dict.fromkeys(runs, 0.0)
     t_total = 0.0
     for _ in range(reps):
         t0 = time.perf_counter()
         _, allf = ecg_beat_features_batch([st.ctx for st in states], EcgBeatBatch.of(*arrays))
         t_feat += time.perf_counter() - t0
-        for m in (labeler.quality, labeler.af, labeler.beats):
+        for name, run in runs.items():
             t1 = time.perf_counter()
-            m.run(allf)
-            t_models[m.name] += time.perf_counter() - t1
+            run(allf)
+            t_models[name] += time.perf_counter() - t1
         t2 = time.perf_counter()
         labeler.label_batch(states, EcgBeatBatch.of(*arrays))
         t_total += time.perf_counter() - t2
@@ -233,6 +239,7 @@ def _run(args: argparse.Namespace, models: Path, pinned: str, batches: list[int]
         "beats_per_s": best["beats_per_s"], "p99_batch_ms": best["p99_batch_ms"], "batch": best["batch"],
         "target_beats_per_s": 50_000, "meets_target": bool(best["beats_per_s"] >= 50_000),
         "rows": rows, "profile_us_per_beat": prof, "models": labelers["fp32"].versions,
+        "fused_af_beats": labelers["fp32"].fused is not None,
         "window": labelers["fp32"].window, "beats_in_pool": len(pool), "source": pool.source,
         "beats_per_stream": best["beats_per_stream"], "intra_op_threads": 1, "pinned": pinned,
         "gc_threshold0": gc.get_threshold()[0],

@@ -14,6 +14,10 @@ window, threshold, data, split, metrics) and ``MODEL_CARD.md``.
   ``streamdx eval af`` (leave-records-out, models retrained per fold).
 - ``beats``: MITDB DS1 (de Chazal 2004); measured on DS2 (``streamdx eval beats``).
 - ``quality``: see :mod:`streamdx_inference.ecg.training.quality_data`.
+
+After ``af`` or ``beats`` into ``models/ecg_<model>``, the fused AF + beat-class graph
+beside them (``ecg_af_beats``, :mod:`~streamdx_inference.ecg.training.trunk_fusion`) is
+rebuilt, so the labeler never runs a stale one.
 """
 
 from __future__ import annotations
@@ -283,4 +287,16 @@ def run(model: str, argv: Sequence[str]) -> int:
             metrics="Validation beats and the unreadable-input tests (`tests/unit/inference`)."),
             None, None)  # fmt: skip
     print(f"model written to {out}")
+    if a.model in ("af", "beats") and out.name == f"ecg_{a.model}":
+        _rebuild_fusion(out.parent)
     return 0
+
+
+def _rebuild_fusion(models_dir: Path) -> None:
+    """Rebuild the fused AF + beat-class graph beside a newly trained AF or beat-class model."""
+    from streamdx_inference.ecg.training.trunk_fusion import fuse_model_dirs
+
+    if all((models_dir / n / "model.onnx").exists() for n in ("ecg_af", "ecg_beats")):
+        meta = fuse_model_dirs(models_dir)
+        print(f"fused AF + beat-class graph rebuilt in {models_dir}/ecg_af_beats "
+              f"(largest difference {meta['max_abs_prob_diff']:.2g})")  # fmt: skip

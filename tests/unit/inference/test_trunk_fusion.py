@@ -1,0 +1,92 @@
+"""The fused AF + beat-class graph: same probabilities, refused when it does not match its sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from streamdx_inference.ecg.features import BEAT_SAMPLES, CAUSAL_SCALARS, N_SCALARS, RR_CONTEXT, EcgFeatures
+from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState, load_ecg_model, load_fused_af_beats
+from streamdx_inference.ecg.training.fit import export_onnx
+from streamdx_inference.ecg.training.nets import BeatNet
+from streamdx_inference.ecg.training.trunk_fusion import fuse_model_dirs
+from streamdx_inference.settings import default_models_dir
+
+
+def _features(n: int, seed: int) -> EcgFeatures:
+    rng = np.random.default_rng(seed)
+    return EcgFeatures(rng.standard_normal((n, 2, BEAT_SAMPLES)).astype(np.float32),
+                       rng.standard_normal((n, 3, RR_CONTEXT)).astype(np.float32),
+                       rng.standard_normal((n, N_SCALARS)).astype(np.float32))  # fmt: skip
+
+
+def _save(models: Path, name: str, net: nn.Module, seed: int) -> None:
+    torch.manual_seed(seed)
+    for m in net.modules():  # trained-looking batch-norm statistics (folded into the convolutions)
+        if isinstance(m, nn.BatchNorm1d) and m.running_mean is not None and m.running_var is not None:
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    d = models / name
+    export_onnx(net, _features(64, seed), d / "model.onnx")
+    (d / "model.json").write_text(json.dumps({"version": f"{name}-{seed}", "threshold": 0.5, "window": "fixed"}))
+
+
+@pytest.fixture()
+def models(tmp_path: Path) -> Path:
+    torch.manual_seed(1)
+    _save(tmp_path, "ecg_quality", BeatNet(1, CAUSAL_SCALARS, use_rr=True, stem_stride=5), 1)
+    torch.manual_seed(2)
+    _save(tmp_path, "ecg_af", BeatNet(1, CAUSAL_SCALARS), 2)
+    torch.manual_seed(3)
+    _save(tmp_path, "ecg_beats", BeatNet(5, tuple(range(N_SCALARS))), 3)
+    return tmp_path
+
+
+def test_the_fused_graph_gives_both_models_probabilities(models: Path) -> None:
+    meta = fuse_model_dirs(models)
+    assert meta["max_abs_prob_diff"] < 1e-5 and set(meta["derived_from"]) == {"ecg_af", "ecg_beats"}
+    fused = load_fused_af_beats(models)
+    assert fused is not None
+    f = _features(1500, 9)  # other inputs than the check's, and more than one chunk
+    pa, pb = fused.run(f)
+    assert pa.shape == (1500,) and pb.shape == (1500, 5)
+    np.testing.assert_allclose(pa, load_ecg_model(models, "ecg_af").run(f), atol=1e-5)
+    np.testing.assert_allclose(pb, load_ecg_model(models, "ecg_beats").run(f), atol=1e-5)
+
+
+def test_the_labeler_uses_it_only_while_it_matches_its_sources(models: Path) -> None:
+    fuse_model_dirs(models)
+    lab = EcgLabeler.from_dir(models)
+    assert lab.fused is not None
+    plain = EcgLabeler(lab.quality, lab.af, lab.beats)
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, BEAT_SAMPLES)).astype(np.float32)
+    rr = rng.uniform(0.6, 1.0, 40)
+    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (40, 1))
+    _, a = lab.label(StreamLabelState(), w, rr, rr, q)
+    _, b = plain.label(StreamLabelState(), w, rr, rr, q)
+    assert [(x.quality, x.af, x.beat_class) for x in a] == [(x.quality, x.af, x.beat_class) for x in b]
+    assert np.allclose([x.af_prob for x in a], [x.af_prob for x in b], atol=1e-5)
+    assert EcgLabeler.from_dir(models, int8=False).fused is not None
+    # a retrained AF model makes the fused graph stale: it is ignored
+    _save(models, "ecg_af", BeatNet(1, CAUSAL_SCALARS), 7)
+    assert load_fused_af_beats(models) is None and EcgLabeler.from_dir(models).fused is None
+
+
+def test_networks_with_different_trunks_are_refused(models: Path) -> None:
+    _save(models, "ecg_beats", BeatNet(5, tuple(range(N_SCALARS)), stem_stride=5), 3)
+    with pytest.raises(ValueError, match="differ"):
+        fuse_model_dirs(models)
+    assert not (models / "ecg_af_beats").exists()
+
+
+def test_the_shipped_fused_graph_matches_the_shipped_models() -> None:
+    """Retraining ecg_af or ecg_beats without rebuilding ecg_af_beats would silently slow the service."""
+    assert load_fused_af_beats(default_models_dir()) is not None
