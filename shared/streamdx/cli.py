@@ -47,6 +47,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ("eval", "af"): ("streamdx_inference.ecg.evaluation.af_eval:main", "per-beat AF detection, inter-patient"),
     ("eval", "beats"): ("streamdx_inference.ecg.evaluation.beats_eval:main", "AAMI beat classification (DS1→DS2)"),
     ("eval", "cinc2017"): ("streamdx_inference.ecg.evaluation.cinc_eval:main", "rhythm class of CinC 2017 recordings"),
+    ("eval", "quality"): ("streamdx_inference.ecg.evaluation.quality_eval:main",
+                          "ECG quality gate on artefacts, non-ECG input and NSTDB noise"),
     ("eval", "episodes"): ("streamdx_alerts.evaluation.episodes_eval:main",
                            "AF episodes of DSP + models + rhythm engine (EC57 episode/duration Se, +P)"),
     ("eval", "slides"): ("streamdx_inference.slides.evaluation:main",

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from streamdx_devkit.sim import ecg_synthesize
 from streamdx_devkit.sim.ecg import Artefact, RhythmSegment, Scenario, named_scenario
 from streamdx_dsp.core import DEFAULT_WINDOW, Beat
 from streamdx_inference.ecg.datasets import beats_of_signal
-from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState
+from streamdx_inference.ecg.evaluation.quality_eval import NON_ECG, label_signal, non_ecg_signal
+from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler
 from streamdx_inference.settings import default_models_dir
 
 DURATION_S = 120.0
@@ -29,20 +29,6 @@ DURATION_S = 120.0
 @pytest.fixture(scope="module")
 def labeler() -> EcgLabeler:
     return EcgLabeler.from_dir(default_models_dir())
-
-
-def label_signal(labeler: EcgLabeler, x_mv: npt.NDArray[np.float64], fs: float) -> tuple[list[Beat], list[BeatLabel]]:
-    """The DSP core's beats of ``x_mv`` and their labels (one stream, in order)."""
-    beats = beats_of_signal(x_mv, fs, labeler.window)  # type: ignore[arg-type]
-    if not beats:
-        return [], []
-    q = [[b.quality.flat, b.quality.saturated, max(0.0, b.quality.hf_noise),
-          max(0.0, b.quality.baseline_excursion_mv), min(1.0, max(0.0, b.quality.score))] for b in beats]  # fmt: skip
-    _, labels = labeler.label(
-        StreamLabelState(), np.stack([b.waveform for b in beats]), [b.rr_prev_s for b in beats],
-        [b.rr_next_s for b in beats], q,
-    )  # fmt: skip
-    return beats, labels
 
 
 def labelled_normal(lab: BeatLabel) -> bool:
@@ -96,32 +82,10 @@ def test_each_artefact_kind_is_never_labelled_normal(labeler: EcgLabeler, kind: 
     assert len(clean) > 40 and np.mean([lab.quality == "ok" for lab in clean]) >= 0.8
 
 
-def _non_ecg(kind: str, fs: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
-    t = np.arange(round(DURATION_S * fs)) / fs
-    if kind == "sine-1hz":
-        return 1.0 * np.sin(2 * np.pi * 1.0 * t)
-    if kind == "sine-7hz":
-        return 0.8 * np.sin(2 * np.pi * 7.0 * t)
-    if kind == "square-1.2hz":
-        return 1.0 * np.sign(np.sin(2 * np.pi * 1.2 * t))
-    if kind == "sawtooth-1hz":
-        return 2.0 * (t % 1.0) - 1.0
-    if kind == "white-noise":
-        return 0.5 * rng.standard_normal(t.size)
-    if kind == "emg-bursts":  # strong EMG-like noise, on and off at 0.8 Hz
-        return 1.5 * rng.standard_normal(t.size) * (np.sin(2 * np.pi * 0.8 * t) > 0)
-    if kind == "random-walk":
-        return np.cumsum(rng.standard_normal(t.size)) * 0.02
-    raise AssertionError(kind)
-
-
-NON_ECG = ("sine-1hz", "sine-7hz", "square-1.2hz", "sawtooth-1hz", "white-noise", "emg-bursts", "random-walk")
-
-
 @pytest.mark.parametrize("kind", NON_ECG)
 def test_non_ecg_signals_are_never_labelled_normal(labeler: EcgLabeler, kind: str) -> None:
     fs = 250.0
-    beats, labels = label_signal(labeler, _non_ecg(kind, fs, np.random.default_rng(5)), fs)
+    beats, labels = label_signal(labeler, non_ecg_signal(kind, fs, np.random.default_rng(5), DURATION_S), fs)
     bad = [f"R {b.r_sample}: {lab}" for b, lab in zip(beats, labels, strict=True) if labelled_normal(lab)]
     assert not bad, f"{kind}: {len(bad)} of {len(beats)} beats labelled normal: {bad[:3]}"
 
@@ -131,7 +95,7 @@ def test_non_ecg_signals_do_reach_the_gate() -> None:
     fs = 250.0
     rng = np.random.default_rng(5)
     kinds = ("sine-7hz", "square-1.2hz", "sawtooth-1hz")
-    found = {k: len(beats_of_signal(_non_ecg(k, fs, rng), fs, DEFAULT_WINDOW)) for k in kinds}
+    found = {k: len(beats_of_signal(non_ecg_signal(k, fs, rng, DURATION_S), fs, DEFAULT_WINDOW)) for k in kinds}
     assert all(n >= 20 for n in found.values()), found
 
 

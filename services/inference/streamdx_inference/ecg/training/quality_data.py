@@ -40,6 +40,7 @@ __all__ = [
     "UNREADABLE_SNR_DB",
     "non_ecg_signals",
     "quality_set",
+    "record_with_nst_noise",
 ]
 
 UNREADABLE_SNR_DB = (-6.0, -3.0)
@@ -51,8 +52,9 @@ def _beats(x: npt.NDArray[np.float64], fs: float, window: BeatWindow, name: str)
     return RecordBeats(name, fs, r, w, rp, rn, q, np.full(r.size, "", "<U1"), np.full(r.size, "", "<U8"), {})
 
 
-def _noisy(data_dir: Path, noise_dir: Path, name: str, kind: str, snr_db: float) -> tuple[
+def record_with_nst_noise(data_dir: Path, noise_dir: Path, name: str, kind: str, snr_db: float) -> tuple[
         npt.NDArray[np.float64], float]:  # fmt: skip
+    """Record ``name`` of ``data_dir`` with NSTDB noise ``kind`` added at ``snr_db`` (nst's SNR definition)."""
     x, fs = read_ecg(data_dir, name)
     ann = wfdb.rdann(str(data_dir / name), "atr")
     z = read_nst_noise(noise_dir, kind, fs, x.size)
@@ -157,7 +159,7 @@ def quality_set(
         if noise_dir is not None:
             for kind in ("ma", "bw"):
                 for snr in (*UNREADABLE_SNR_DB, *READABLE_SNR_DB):
-                    xn, _ = _noisy(mitdb_dir, noise_dir, name, kind, snr)
+                    xn, _ = record_with_nst_noise(mitdb_dir, noise_dir, name, kind, snr)
                     rbn = _beats(xn, fs, window, f"{name}-{kind}{snr:g}")
                     add(rbn, np.full(len(rbn), int(snr <= 0), np.int64), f"nst-{kind}", 400)
     for rb, y in _artefact_records(rng, window, ARTEFACT_RECORDS):
