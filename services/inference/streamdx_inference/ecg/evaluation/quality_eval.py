@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,8 +54,9 @@ def label_signal(labeler: EcgLabeler, x_mv: npt.NDArray[np.float64], fs: float) 
         return [], []
     q = [[b.quality.flat, b.quality.saturated, max(0.0, b.quality.hf_noise),
           max(0.0, b.quality.baseline_excursion_mv), min(1.0, max(0.0, b.quality.score))] for b in beats]  # fmt: skip
+    rr_next = [math.nan if b.rr_next_s is None else b.rr_next_s for b in beats]  # unknown with the fixed window
     _, labels = labeler.label(StreamLabelState(), np.stack([b.waveform for b in beats]), [b.rr_prev_s for b in beats],
-                              [b.rr_next_s for b in beats], q)  # fmt: skip
+                              rr_next, q)  # fmt: skip
     return beats, labels
 
 
