@@ -40,9 +40,12 @@ from streamdx_inference.ecg.scoring import binary_report
 from streamdx_inference.ecg.training.data import beat_set, cinc_split
 from streamdx_inference.ecg.training.fit import export_onnx, predict_net, quantize_int8
 from streamdx_inference.ecg.training.recipes import (
+    AF_EPOCH_SIZE,
     AF_EPOCHS,
     BEAT_EPOCHS,
+    MITDB_WEIGHT,
     QUALITY_EPOCHS,
+    SYNTHETIC_RECORDS,
     Trained,
     beat_labels,
     smooth_af,
@@ -232,8 +235,9 @@ def run(model: str, argv: Sequence[str]) -> int:
         save_model(t, "ecg_af", out, a.window, meta, _card(
             title="per-beat atrial fibrillation", task="P(beat lies in atrial fibrillation), causal",
             data=f"MITDB (all {len(names)} records, rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
-                 "label A = AF; `~` excluded) + 48 simulated records (streamdx_devkit.sim: AF, sinus, ectopy, mixed, "
-                 "brady at 50-130 bpm). MITDB beats drawn 3x as often as the others.",
+                 f"label A = AF; `~` excluded) + {SYNTHETIC_RECORDS} simulated records (streamdx_devkit.sim: AF, "
+                 f"sinus, ectopy, mixed, brady at 50-130 bpm). MITDB beats drawn {MITDB_WEIGHT:g}x as often as the "
+                 f"others; {AF_EPOCH_SIZE} beats drawn per epoch.",
             split=f"CinC by a fixed hash of the record name: {len(tr)} train / {len(held)} held out "
                   f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records.",
             thr_note="fixed at 0.5 on the causally smoothed probability (alpha 0.15), not tuned",
