@@ -23,10 +23,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import lzma
+import os
+import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,6 +57,7 @@ __all__ = [
     "load_cinc",
     "load_mitdb",
     "mitdb_record_beats",
+    "save_npz_atomic",
 ]
 
 #: de Chazal et al. 2004 inter-patient split (paced records 102, 104, 107, 217 excluded).
@@ -70,6 +74,17 @@ DEFAULT_CACHE = Path.home() / ".cache" / "streamdx" / "ecg-beats"
 _MATCH_S = 0.150
 _CHUNK_S = 10.0
 _CACHE_VERSION = 3  # 3: DSP v2 (bounded-delay denoiser, 5-10 Hz QRS band, +-250 ms candidates, bounded search-back)
+
+
+def save_npz_atomic(path: Path, **arrays: Any) -> None:
+    """``np.savez`` to ``path`` through a temporary file of this process, then an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -117,15 +132,13 @@ class RecordBeats:
         return int(self.r_sample.size)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp, version=_CACHE_VERSION, record=self.record, fs=self.fs, r_sample=self.r_sample, waves=self.waves,
+        """Write atomically: concurrent writers (two evaluations filling the cache) never clash."""
+        save_npz_atomic(
+            path, version=_CACHE_VERSION, record=self.record, fs=self.fs, r_sample=self.r_sample, waves=self.waves,
             rr_prev_s=self.rr_prev_s, rr_next_s=self.rr_next_s, quality=self.quality, beat_class=self.beat_class,
             rhythm=self.rhythm, missed_keys=np.array(list(self.missed), dtype=str),
             missed_values=np.array(list(self.missed.values()), dtype=np.int64),
         )  # fmt: skip
-        tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> RecordBeats | None:
@@ -323,8 +336,9 @@ def load_cinc(
         if path:
             names = list(recs)
             bounds = np.cumsum([0] + [len(recs[n]) for n in names])
+            # the index first: a reader that finds the beats file finds its index too
+            save_npz_atomic(path.with_suffix(".index.npz"), names=np.array(names, dtype=str), bounds=bounds)
             RecordBeats.concat([recs[n] for n in names]).save(path)
-            np.savez(path.with_suffix(".index.npz"), names=np.array(names, dtype=str), bounds=bounds)
     if only is not None:
         recs = {k: v for k, v in recs.items() if k in only}
     return recs
