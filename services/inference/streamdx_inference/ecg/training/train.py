@@ -288,7 +288,8 @@ def run(model: str, argv: Sequence[str]) -> int:
             thr_note="F2-optimal on validation (favours catching unreadable beats); combined in service with "
                      "the DSP's own rule (flat, saturated, quality score < 0.2, high-frequency share > 0.2)",
             delay="none beyond the beat window.", command=command,
-            metrics="Validation beats and the unreadable-input tests (`tests/unit/inference`)."),
+            metrics="Validation beats, the unreadable-input tests (`tests/unit/inference`) and `streamdx eval "
+                    "quality` (seeded artefacts, non-ECG input and MITDB DS2 with NSTDB noise; see the README)."),
             None, None)  # fmt: skip
     print(f"model written to {out}")
     if a.model in ("af", "beats") and out.name == f"ecg_{a.model}":
