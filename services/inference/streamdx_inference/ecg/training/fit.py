@@ -62,7 +62,7 @@ def _loss_fn(n_out: int, class_weights: npt.NDArray[np.float64] | None) -> nn.Mo
     return nn.CrossEntropyLoss(weight=w)
 
 
-def _target(y: npt.NDArray[np.int64] | npt.NDArray[np.float32], n_out: int) -> torch.Tensor:
+def _target(y: npt.NDArray[np.int64], n_out: int) -> torch.Tensor:
     t = torch.from_numpy(y)
     return t.float() if n_out == 1 else t.long()
 
@@ -75,7 +75,7 @@ def _logits(net: nn.Module, f: EcgFeatures, idx: npt.NDArray[np.int64]) -> torch
 def fit_net(
     net: nn.Module,
     train: EcgFeatures,
-    y_train: npt.NDArray[np.int64] | npt.NDArray[np.float32],
+    y_train: npt.NDArray[np.int64],
     val: EcgFeatures,
     y_val: npt.NDArray[np.int64],
     *,

@@ -48,9 +48,6 @@ AF_EPOCHS = 10
 #: training) under-represent the ectopy-rich rhythms that mimic AF, and a threshold tuned
 #: on them (about 0.2) flagged thousands of PVC/pause beats as AF in cross-validation.
 AF_THRESHOLD = 0.5
-#: Networks whose mean probability the AF network learns (knowledge distillation); <= 1: the labels.
-AF_TEACHERS = 0
-AF_TEACHER_MODE = "full"
 #: Beats drawn per AF epoch (with replacement, weighted): about two passes over the data in all.
 AF_EPOCH_SIZE = 80_000
 #: Simulated records added to the AF training set (rate-controlled AF and its mimics).
@@ -142,13 +139,10 @@ def train_af(
     # validation: records of both databases (MITDB AF records are few: keep them in training)
     val = _split_records(s.records, seed) & (from_cinc | ~np.isin(s.records, _af_records(mitdb)))
     sw = np.where(from_cinc, 1.0, MITDB_WEIGHT)[~val]
-    tr, va = s.take(~val), s.take(val)
-    target: npt.NDArray[np.int64] | npt.NDArray[np.float32] = y[~val]
-    if AF_TEACHERS > 1:
-        target = _teacher_targets(tr, y[~val], va, y[val], sw, epochs, seed, progress, desc)
     seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
     net: nn.Module = BeatNet(1, CAUSAL_SCALARS)
-    net, hist = fit_net(net, tr.features, target, va.features, y[val], epochs=epochs, sample_weight=sw, seed=seed,
+    tr, va = s.take(~val), s.take(val)
+    net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, sample_weight=sw, seed=seed,
                         progress=progress, desc=desc, epoch_size=AF_EPOCH_SIZE, augment=True)  # fmt: skip
     p = smooth_af(predict_net(net, va.features), va.records)
     yv = y[val].astype(bool)
@@ -160,37 +154,6 @@ def train_af(
                                          / max(1, np.sum(p > AF_THRESHOLD) + yv.sum())),
             "val_f1_optimal_threshold": best_f1_threshold(yv, p)}  # fmt: skip
     return Trained(net, AF_THRESHOLD, info, tr.features)
-
-
-def _teacher_targets(
-    tr: BeatSet, y_tr: npt.NDArray[np.int64], va: BeatSet, y_va: npt.NDArray[np.int64], sw: npt.NDArray[np.float64],
-    epochs: int, seed: int, progress: bool, desc: str,
-) -> npt.NDArray[np.float32]:  # fmt: skip
-    """Soft training targets: the mean probability of ``AF_TEACHERS`` networks of other seeds.
-
-    With ``AF_TEACHER_MODE == "cross"`` each teacher is trained on the records of all but one
-    of ``AF_TEACHERS`` groups and predicts the held-out group's beats, so every target comes
-    from networks that never saw that beat; with ``"full"`` every teacher trains on all the
-    training beats.
-    """
-    names = np.unique(tr.records)
-    rng = np.random.default_rng(seed + 100)
-    group = dict(zip(rng.permutation(names).tolist(), (np.arange(names.size) % AF_TEACHERS).tolist(), strict=True))
-    g = np.array([group[r] for r in tr.records.tolist()])
-    out = np.zeros(len(tr), np.float64)
-    count = np.zeros(len(tr), np.float64)
-    for k in range(AF_TEACHERS):
-        fit_on = g != k if AF_TEACHER_MODE == "cross" else np.ones(len(tr), bool)
-        seed_everything(seed + 1 + k)
-        t: nn.Module = BeatNet(1, CAUSAL_SCALARS)
-        sub = tr.take(fit_on)
-        t, _ = fit_net(t, sub.features, y_tr[fit_on], va.features, y_va, epochs=epochs, sample_weight=sw[fit_on],
-                       seed=seed + 1 + k, progress=progress, desc=f"{desc} teacher {k + 1}", epoch_size=AF_EPOCH_SIZE,
-                       augment=True)  # fmt: skip
-        pred_on = ~fit_on if AF_TEACHER_MODE == "cross" else np.ones(len(tr), bool)
-        out[pred_on] += predict_net(t, tr.take(pred_on).features)
-        count[pred_on] += 1.0
-    return (out / np.maximum(count, 1.0)).astype(np.float32)
 
 
 def _af_records(recs: Mapping[str, RecordBeats]) -> list[str]:
