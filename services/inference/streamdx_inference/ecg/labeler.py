@@ -114,15 +114,18 @@ class EcgModel:
 
     def run(self, f: EcgFeatures) -> npt.NDArray[np.float32]:
         """Probabilities for the beats of ``f``: one session call per ``RUN_CHUNK`` beats."""
-        names = {i.name for i in self.session.get_inputs()}
-        feed = {k: v for k, v in f.as_inputs().items() if k in names}
-        n = len(f)
-        if n <= RUN_CHUNK:
-            out: npt.NDArray[np.float32] = self.session.run(None, feed)[0]
-            return out
-        parts = [self.session.run(None, {k: v[i : i + RUN_CHUNK] for k, v in feed.items()})[0]
-                 for i in range(0, n, RUN_CHUNK)]  # fmt: skip
-        return np.concatenate(parts)
+        return _run_chunked(self.session, f)[0]
+
+
+def _run_chunked(session: Any, f: EcgFeatures) -> list[npt.NDArray[np.float32]]:
+    """The session's outputs for the beats of ``f`` (the inputs it reads), in calls of ``RUN_CHUNK`` beats."""
+    names = {i.name for i in session.get_inputs()}
+    feed = {k: v for k, v in f.as_inputs().items() if k in names}
+    n = len(f)
+    if n <= RUN_CHUNK:
+        return list(session.run(None, feed))
+    parts = [session.run(None, {k: v[i : i + RUN_CHUNK] for k, v in feed.items()}) for i in range(0, n, RUN_CHUNK)]
+    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
 def load_ecg_model(
@@ -160,13 +163,8 @@ class FusedAfBeats:
 
     def run(self, f: EcgFeatures) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """AF probabilities (n,) and class probabilities (n, 5): one session call per ``RUN_CHUNK`` beats."""
-        names = {i.name for i in self.session.get_inputs()}
-        feed = {k: v for k, v in f.as_inputs().items() if k in names}
-        parts = [self.session.run(None, {k: v[i : i + RUN_CHUNK] for k, v in feed.items()})
-                 for i in range(0, max(len(f), 1), RUN_CHUNK)]  # fmt: skip
-        if len(parts) == 1:
-            return parts[0][0], parts[0][1]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        af, beats = _run_chunked(self.session, f)
+        return af, beats
 
 
 def _sha256(path: Path) -> str:
