@@ -89,3 +89,12 @@ def test_the_fit_finds_the_separating_thresholds() -> None:
     assert info["f1"] == pytest.approx(1.0) and info["n_s"] == 400
     with pytest.raises(ValueError, match="no S beat"):
         fit_sveb_rule(_feats([0.0], [0.1]), np.zeros(1, np.int64))
+
+
+def test_without_s_gives_s_beats_the_runner_up() -> None:
+    from streamdx_inference.ecg.beat_class import without_s
+
+    p = np.array([P_S_THEN_N, P_S_THEN_V, P_V, P_N], np.float32)
+    cls = np.array([1, 1, 2, 1])  # S, S, V, S (the last by the rule, the network says N)
+    assert _cls(without_s(p, cls)) == ["N", "V", "V", "N"]
+    assert without_s(np.zeros((0, 5), np.float32), np.zeros(0, np.intp)).size == 0

@@ -38,7 +38,7 @@ import numpy.typing as npt
 
 from streamdx_inference.ecg.features import SCALAR_NAMES, EcgFeatures
 
-__all__ = ["AAMI_CLASSES", "SvebRule", "ecg_beat_classes", "premature_normal_qrs"]
+__all__ = ["AAMI_CLASSES", "SvebRule", "ecg_beat_classes", "premature_normal_qrs", "without_s"]
 
 AAMI_CLASSES = ("N", "S", "V", "F", "Q")
 _N, _S = 0, 1
@@ -115,8 +115,15 @@ def ecg_beat_classes(
     top = probs.argmax(axis=1)
     if rule is None or top.size == 0:
         return top
+    normal_or_s = (top == _N) | (top == _S)
+    return np.where(normal_or_s & premature_normal_qrs(feats, rule), _S, without_s(probs, top))
+
+
+def without_s(probs: npt.NDArray[np.floating[Any]], classes: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """``classes`` with each S replaced by the network's most probable class other than S (for
+    beats in AF, where supraventricular ectopy is not defined, and for the rule's vetoed S)."""
+    if classes.size == 0:
+        return classes
     no_s = probs.copy()
     no_s[:, _S] = -np.inf
-    runner_up = no_s.argmax(axis=1)  # the most probable class other than S
-    normal_or_s = (top == _N) | (top == _S)
-    return np.where(normal_or_s & premature_normal_qrs(feats, rule), _S, np.where(top == _S, runner_up, top))
+    return np.where(classes == _S, no_s.argmax(axis=1), classes)

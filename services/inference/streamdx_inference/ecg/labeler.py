@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes
+from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, without_s
 from streamdx_inference.ecg.features import (
     EcgBeatBatch,
     EcgContext,
@@ -89,7 +89,6 @@ _log = logging.getLogger(__name__)
 #: Beats per onnxruntime call: a batch of a few thousand beats runs ~10 % slower in one call than in
 #: calls of 512-1024, whose activations stay in the CPU caches (measured on one core).
 RUN_CHUNK = 512
-_S = AAMI_CLASSES.index("S")
 
 
 @dataclass(frozen=True)
@@ -300,9 +299,7 @@ class EcgLabeler:
         pb = np.clip(raw_b.reshape(-1, len(AAMI_CLASSES)).astype(np.float64), 0.0, 1.0)
         # the beat class, and for beats in AF the most probable class other than S instead of S
         top = ecg_beat_classes(pb, feats, self.sveb_rule)
-        no_s = pb.copy()
-        no_s[:, _S] = -np.inf
-        top_no_s = np.where(top == _S, no_s.argmax(axis=1), top)
+        top_no_s = without_s(pb, top)
         qt, at = self.quality.threshold, self.af.threshold
         pq_l, pa_l, bad_l, reset_l = pq.tolist(), pa.tolist(), dsp_bad.tolist(), batch.reset.tolist()
         cls_l = [AAMI_CLASSES[j] for j in top.tolist()]

@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
-from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes
+from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, without_s
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kaggle: R peaks by Kachuee et al.'s published rule (paper) or at the annotated beats "
                    "(annotations, close to the Kaggle files' 109k beats)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
+    p.add_argument("--cinc", type=Path, default=None,
+                   help="ds1ds2: CinC 2017 pack; adds the decision as served, where a beat in AF is never S, with an "
+                        "AF model trained here on the folder's DS1 records and the CinC training part (never on DS2)")
     return p
 
 
@@ -60,6 +63,10 @@ def print_class_report(rep: dict[str, Any]) -> None:
     if "network_argmax_classes" in rep:
         print("network arg-max alone (without the SVEB rule): " + ", ".join(
             f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["network_argmax_classes"].items() if c in "SV")
+            + " (Se/+P %)")  # fmt: skip
+    if "as_served_classes" in rep:
+        print("as served, no S inside AF (AF model " + rep["as_served_af_model"] + "): " + ", ".join(
+            f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["as_served_classes"].items() if c in "SV")
             + " (Se/+P %)")  # fmt: skip
     b = rep["binary"]
     print()
@@ -75,6 +82,8 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     from streamdx_dsp.evaluation.records import list_records
     from streamdx_inference.ecg.features import ecg_beat_features, ecg_context_init
     from streamdx_inference.ecg.labeler import load_ecg_model
+    from streamdx_inference.ecg.training.fit import predict_net
+    from streamdx_inference.ecg.training.recipes import smooth_af
 
     names = list_records(a.data)
     test = [n for n in DS2 if n in names]
@@ -84,12 +93,12 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     m = None if a.retrain else load_ecg_model(a.models, "ecg_beats", int8=a.int8)
     # the DSP's beats in the window the model was trained on (its model.json), or the DSP's default when retraining
     window: BeatWindow = DEFAULT_WINDOW if m is None else cast(BeatWindow, m.window)
-    mit = load_mitdb(a.data, test + ([n for n in DS1 if n in names] if a.retrain else []), window, a.cache,
+    need_ds1 = a.retrain or a.cinc is not None
+    mit = load_mitdb(a.data, test + ([n for n in DS1 if n in names] if need_ds1 else []), window, a.cache,
                      progress=True)  # fmt: skip
     if m is None:
         import torch
 
-        from streamdx_inference.ecg.training.fit import predict_net
         from streamdx_inference.ecg.training.recipes import BEAT_EPOCHS, train_beats
 
         torch.set_num_threads(2)
@@ -108,7 +117,8 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         rule = SvebRule.from_meta(shipped.meta)
         model_desc = f"shipped ecg_beats {shipped.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
-    ys, ps, nets, probs, recs = [], [], [], [], {}
+    af_net = _af_without_ds2(a, mit, window) if a.cinc is not None else None
+    ys, ps, nets, probs, served, recs = [], [], [], [], [], {}
     missed: dict[str, int] = {}
     for n in test:
         rec = mit[n]
@@ -118,6 +128,12 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         ys.append(rec.beat_class)
         ps.append(pred)
         nets.append(np.array(_AAMI, dtype="<U1")[p.argmax(1)] if len(rec) else np.zeros(0, "<U1"))
+        if af_net is not None and len(rec):
+            in_af = smooth_af(predict_net(af_net[0], f), np.full(len(rec), n)) > af_net[1]
+            cls = ecg_beat_classes(p, f, rule)
+            served.append(np.array(_AAMI, dtype="<U1")[np.where(in_af, without_s(p, cls), cls)])
+        elif af_net is not None:
+            served.append(np.zeros(0, "<U1"))
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
@@ -128,6 +144,12 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
     rep["network_argmax_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in
                                      class_report(y, np.concatenate(nets), _AAMI, missed)["classes"].items()}
+    if af_net is not None:
+        # as the labeler serves it: no S inside AF (the AF model never saw a DS2 record)
+        rep["as_served_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in
+                                    class_report(y, np.concatenate(served), _AAMI, missed)["classes"].items()}
+        rep["as_served_af_model"] = (f"trained here on {len(af_net[2])} DS1 records and the CinC training part "
+                                     f"(seed {a.seed}); smoothed as served over every beat, threshold {af_net[1]}")
     ann = np.isin(y, _AAMI)
     rep["binary"] = binary_report(y[ann] != "N", pred[ann] != "N", 1.0 - prob[ann, 0])
     rep["protocol"] = {"name": "ds1ds2", "split": "inter-patient: DS1 train, DS2 test (de Chazal 2004), paced "
@@ -140,10 +162,27 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     return rep
 
 
+def _af_without_ds2(a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow) -> tuple[Any, float, list[str]]:
+    """An AF network trained on the folder's DS1 records and the CinC training part, never on DS2:
+    ``(net, threshold, DS1 records used)``."""
+    from streamdx_inference.ecg.datasets import load_cinc
+    from streamdx_inference.ecg.training.data import cinc_split
+    from streamdx_inference.ecg.training.recipes import train_af
+
+    ds1 = {n: mit[n] for n in DS1 if n in mit}
+    cinc = load_cinc(a.cinc, window, a.cache, progress=True)
+    t = train_af(ds1, {k: cinc[k] for k in cinc_split(sorted(cinc))[0]}, seed=a.seed, desc="af (DS1 + CinC)",
+                 window=window)  # fmt: skip
+    return t.net, t.threshold, sorted(ds1)
+
+
 def main(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(list(argv))
     if not a.data.is_dir():
         print(f"error: data folder not found: {a.data}", file=sys.stderr)
+        return 2
+    if a.cinc is not None and not (a.cinc / "index.csv").exists():
+        print(f"error: no CinC 2017 pack (index.csv) in {a.cinc}", file=sys.stderr)
         return 2
     if a.protocol == "kaggle":
         from streamdx_inference.ecg.kaggle import evaluate_kaggle, print_kaggle_report
