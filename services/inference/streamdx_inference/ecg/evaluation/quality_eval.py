@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,16 +46,13 @@ _SECONDS = 120.0
 def label_signal(labeler: EcgLabeler, x_mv: npt.NDArray[np.float64], fs: float) -> tuple[
         list[Any], list[BeatLabel]]:  # fmt: skip
     """The DSP core's beats of ``x_mv`` (one stream) and the labeler's labels of them, in order."""
-    from streamdx_inference.ecg.datasets import beats_of_signal
+    from streamdx_inference.ecg.datasets import beat_arrays, beats_of_signal
 
     beats = beats_of_signal(x_mv, fs, labeler.window)  # type: ignore[arg-type]
     if not beats:
         return [], []
-    q = [[b.quality.flat, b.quality.saturated, max(0.0, b.quality.hf_noise),
-          max(0.0, b.quality.baseline_excursion_mv), min(1.0, max(0.0, b.quality.score))] for b in beats]  # fmt: skip
-    rr_next = [math.nan if b.rr_next_s is None else b.rr_next_s for b in beats]  # unknown with the fixed window
-    _, labels = labeler.label(StreamLabelState(), np.stack([b.waveform for b in beats]), [b.rr_prev_s for b in beats],
-                              rr_next, q)  # fmt: skip
+    _, waves, rr_prev, rr_next, quality = beat_arrays(beats)  # the arrays training and the other evaluations use
+    _, labels = labeler.label(StreamLabelState(), waves, rr_prev, rr_next, quality)
     return beats, labels
 
 
