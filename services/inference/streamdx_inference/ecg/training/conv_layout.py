@@ -29,7 +29,7 @@ import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["conv1d_as_conv2d", "convert_model_dir"]
+__all__ = ["conv1d_as_conv2d", "convert_model_dir", "random_model_inputs"]
 
 #: Operations that accept a (N, C, 1, L) tensor unchanged.
 _ELEMENTWISE = {"Relu", "Add", "Mul", "Sub", "Sigmoid", "Clip", "LeakyRelu", "Identity"}
@@ -158,6 +158,16 @@ def conv1d_as_conv2d(
     return _checked_rewrite(model, example, atol)[0]
 
 
+def random_model_inputs(n: int, seed: int) -> dict[str, npt.NDArray[np.float32]]:
+    """``n`` seeded standard-normal rows of each model input (``wave``, ``rr``, ``scalars``): check
+    inputs for graph rewrites, which must reproduce any input's output."""
+    from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT
+
+    rng = np.random.default_rng(seed)
+    shapes = {"wave": (2, BEAT_SAMPLES), "rr": (3, RR_CONTEXT), "scalars": (N_SCALARS,)}
+    return {k: rng.standard_normal((n, *v)).astype(np.float32) for k, v in shapes.items()}
+
+
 def convert_model_dir(model_dir: Path, n_check: int = 512, seed: int = 0, atol: float = 1e-5) -> dict[str, Any]:
     """Rewrite ``model_dir/model.onnx`` in place with :func:`conv1d_as_conv2d` and record it.
 
@@ -167,15 +177,11 @@ def convert_model_dir(model_dir: Path, n_check: int = 512, seed: int = 0, atol: 
     gets ``onnx_layout`` and its new size; the model card gets a line saying so. Returns
     ``{"max_abs_diff", "size_bytes"}``.
     """
-    from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT
-
     path = model_dir / "model.onnx"
     model = onnx.load(str(path))
     if any(n.op_type == "Unsqueeze" and n.name.endswith("__to_2d") for n in model.graph.node):
         raise ValueError(f"{path} is already rewritten")
-    rng = np.random.default_rng(seed)
-    shapes = {"wave": (2, BEAT_SAMPLES), "rr": (3, RR_CONTEXT), "scalars": (N_SCALARS,)}
-    example = {k: rng.standard_normal((n_check, *v)).astype(np.float32) for k, v in shapes.items()}
+    example = random_model_inputs(n_check, seed)
     out, diff = _checked_rewrite(model, example, atol)
     onnx.save(out, str(path))
     meta_path = model_dir / "model.json"

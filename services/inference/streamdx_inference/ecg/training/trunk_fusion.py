@@ -182,11 +182,9 @@ def fuse_af_beats(af: onnx.ModelProto, beats: onnx.ModelProto) -> onnx.ModelProt
 def _max_diff(fused: onnx.ModelProto, af: Path, beats: Path, n_check: int, seed: int) -> float:
     import onnxruntime as ort
 
-    from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT
+    from streamdx_inference.ecg.training.conv_layout import random_model_inputs
 
-    rng = np.random.default_rng(seed)
-    shapes = {"wave": (2, BEAT_SAMPLES), "rr": (3, RR_CONTEXT), "scalars": (N_SCALARS,)}
-    feed = {k: rng.standard_normal((n_check, *v)).astype(np.float32) for k, v in shapes.items()}
+    feed = random_model_inputs(n_check, seed)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
 
