@@ -124,16 +124,15 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         rec = mit[n]
         _, f = ecg_beat_features(ecg_context_init(), rec.waves, rec.rr_prev_s, rec.rr_next_s, rec.quality)
         p = predict(f) if len(rec) else np.zeros((0, 5), np.float32)
-        pred = np.array(_AAMI, dtype="<U1")[ecg_beat_classes(p, f, rule)] if len(rec) else np.zeros(0, "<U1")
+        cls = ecg_beat_classes(p, f, rule)
+        names_of = np.array(_AAMI, dtype="<U1")
+        pred = names_of[cls]
         ys.append(rec.beat_class)
         ps.append(pred)
-        nets.append(np.array(_AAMI, dtype="<U1")[p.argmax(1)] if len(rec) else np.zeros(0, "<U1"))
-        if af_net is not None and len(rec):
+        nets.append(names_of[p.argmax(1)])
+        if af_net is not None:  # no S inside AF, as served
             in_af = smooth_af(predict_net(af_net[0], f), np.full(len(rec), n)) > af_net[1]
-            cls = ecg_beat_classes(p, f, rule)
-            served.append(np.array(_AAMI, dtype="<U1")[np.where(in_af, without_s(p, cls), cls)])
-        elif af_net is not None:
-            served.append(np.zeros(0, "<U1"))
+            served.append(names_of[np.where(in_af, without_s(p, cls), cls)])
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
