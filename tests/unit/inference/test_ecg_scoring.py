@@ -16,7 +16,7 @@ from streamdx_inference.ecg.recording import (
     fit_recording_rules,
     summarise_recording,
 )
-from streamdx_inference.ecg.scoring import binary_report, class_report
+from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report
 from streamdx_inference.ecg.training.recipes import best_f1_threshold, smooth_af
 
 
@@ -48,6 +48,19 @@ def test_class_report_counts_missed_and_unmatched() -> None:
     assert (v["tp"], v["fn"], v["fp"]) == (2, 2, 2)
     assert v["se"] == pytest.approx(50.0) and v["ppv"] == pytest.approx(50.0)
     assert r["confusion"][-1] == [0, 0, 1, 0, 0]  # the unmatched detection
+
+
+
+def test_class_report_ec57_exemptions() -> None:
+    # WFDB bxb's gross statistics: VEB FP = Nv + Sv + Ov + Xv (not Fv, Qv); SVEB FP = Ns + Vs + Fs + Os + Xs (not Qs)
+    t = np.array(["N", "S", "F", "Q", "", "V", "V", "Q", "F", "N"])
+    p = np.array(["V", "V", "V", "V", "V", "V", "F", "S", "S", "S"])
+    strict = class_report(t, p, ("N", "S", "V", "F", "Q"))["classes"]
+    ec57 = class_report(t, p, ("N", "S", "V", "F", "Q"), fp_exempt=EC57_FP_EXEMPT)["classes"]
+    assert (strict["V"]["fp"], ec57["V"]["fp"]) == (5, 3)  # N, S and the unmatched detection
+    assert (strict["S"]["fp"], ec57["S"]["fp"]) == (3, 2)  # F and N, not Q
+    assert ec57["V"]["fn"] == strict["V"]["fn"] == 1  # a V called F still misses V
+    assert [ec57["N"][k] for k in ("tp", "fn", "fp")] == [strict["N"][k] for k in ("tp", "fn", "fp")]
 
 
 def test_offline_smoothing_is_the_served_one() -> None:

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["binary_report", "class_report", "format_table", "safe_div"]
+__all__ = ["EC57_FP_EXEMPT", "binary_report", "class_report", "format_table", "safe_div"]
+
+#: Reference classes whose beats do not count as false positives of a predicted class in the
+#: AAMI gross statistics (ANSI/AAMI EC57; as computed by WFDB's ``bxb``: VEB FP = Nv + Sv +
+#: Ov + Xv, SVEB FP = Ns + Vs + Fs + Os + Xs): a fusion (F) or unclassifiable (Q) beat
+#: called V, and a Q beat called S, are not errors of V or S. They still count against the
+#: sensitivity of their own class.
+EC57_FP_EXEMPT: Mapping[str, tuple[str, ...]] = {"V": ("F", "Q"), "S": ("Q",)}
 
 
 def safe_div(a: float, b: float) -> float:
@@ -79,6 +86,7 @@ def binary_report(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, score: npt.Array
 def class_report(
     y_true: Sequence[str] | npt.NDArray[np.str_], y_pred: Sequence[str] | npt.NDArray[np.str_],
     classes: Sequence[str], missed: Mapping[str, int] | None = None,
+    fp_exempt: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Per-class Se and +P (percent) and the confusion matrix of a multi-class labelling.
 
@@ -93,6 +101,9 @@ def class_report(
     missed : mapping, optional
         Reference items per class that never reached the classifier (beats the detector
         missed): counted as false negatives.
+    fp_exempt : mapping, optional
+        Per predicted class, reference classes not counted as its false positives
+        (:data:`EC57_FP_EXEMPT` for the AAMI convention); default: every other class counts.
 
     Returns
     -------
@@ -107,7 +118,7 @@ def class_report(
     for c in classes:
         tp = int(np.sum((t == c) & (p == c)))
         fn = int(np.sum((t == c) & (p != c))) + int(missed.get(c, 0))
-        fp = int(np.sum((t != c) & (p == c)))
+        fp = int(np.sum((t != c) & (p == c) & ~np.isin(t, list((fp_exempt or {}).get(c, ())))))
         out[c] = {"se": 100.0 * safe_div(tp, tp + fn), "ppv": 100.0 * safe_div(tp, tp + fp), "tp": tp, "fn": fn,
                   "fp": fp}  # fmt: skip
     rows = [*classes, "none"]

@@ -268,7 +268,7 @@ def run(model: str, argv: Sequence[str]) -> int:
             test.take(ok).features, y[ok])  # fmt: skip
     else:
         from streamdx_inference.ecg.training.quality_data import ARTEFACT_RECORDS, NON_ECG_ROUNDS, quality_set
-        from streamdx_inference.ecg.training.recipes import QUALITY_STEM_STRIDE
+        from streamdx_inference.ecg.training.recipes import QUALITY_STEM_STRIDE, QUALITY_THRESHOLD_BETA
 
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True) if (a.cinc / "index.csv").exists() else {}
         tr, _ = cinc_split(sorted(cinc))
@@ -285,7 +285,7 @@ def run(model: str, argv: Sequence[str]) -> int:
                  "its RR and QRS-deviation context and the RR scalars, not the DSP's quality statistics (the "
                  f"service applies the DSP's rule itself); stem stride {QUALITY_STEM_STRIDE}.",
             split="random 15 % of the beats for validation and threshold choice.",
-            thr_note="F2-optimal on validation (favours catching unreadable beats); combined in service with "
+            thr_note=f"F{QUALITY_THRESHOLD_BETA:g}-optimal on validation; combined in service with "
                      "the DSP's own rule (flat, saturated, quality score < 0.2, high-frequency share > 0.2)",
             delay="none beyond the beat window.", command=command,
             metrics="Validation beats, the unreadable-input tests (`tests/unit/inference`) and `streamdx eval "
