@@ -27,6 +27,9 @@ def test_eval_quality_reports_leaks_and_the_noise_curve(mitdb: Path, tmp_path: P
     for kind in ("ma", "bw"):
         curve = r["nstdb"][kind]
         assert curve["-6"]["unreadable"] >= 0.9 > 0.2 >= curve["24"]["unreadable"]
+    # real ECG as recorded: the gate must not blank the PVC-rich records (F2 threshold: 6.9 % / 17.1 %)
+    rec = r["mitdb_as_recorded"]
+    assert len(rec["records"]) >= 20 and rec["unreadable"] < 0.06 and rec["v_unreadable"] < 0.12
 
 
 def test_eval_quality_refuses_half_the_noise_arguments(tmp_path: Path) -> None:
