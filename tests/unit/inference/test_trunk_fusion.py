@@ -14,6 +14,7 @@ from streamdx_inference.ecg.features import BEAT_SAMPLES, CAUSAL_SCALARS, N_SCAL
 from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState, load_ecg_model, load_fused_af_beats
 from streamdx_inference.ecg.training.fit import export_onnx
 from streamdx_inference.ecg.training.nets import BeatNet
+from streamdx_inference.ecg.training.recipes import AF_RR_CHANNELS
 from streamdx_inference.ecg.training.trunk_fusion import fuse_model_dirs
 from streamdx_inference.settings import default_models_dir
 
@@ -43,7 +44,7 @@ def models(tmp_path: Path) -> Path:
     torch.manual_seed(1)
     _save(tmp_path, "ecg_quality", BeatNet(1, CAUSAL_SCALARS, use_rr=True, stem_stride=5), 1)
     torch.manual_seed(2)
-    _save(tmp_path, "ecg_af", BeatNet(1, CAUSAL_SCALARS), 2)
+    _save(tmp_path, "ecg_af", BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS), 2)
     torch.manual_seed(3)
     _save(tmp_path, "ecg_beats", BeatNet(5, tuple(range(N_SCALARS))), 3)
     return tmp_path
@@ -76,7 +77,7 @@ def test_the_labeler_uses_it_only_while_it_matches_its_sources(models: Path) -> 
     assert np.allclose([x.af_prob for x in a], [x.af_prob for x in b], atol=1e-5)
     assert EcgLabeler.from_dir(models, int8=False).fused is not None
     # a retrained AF model makes the fused graph stale: it is ignored
-    _save(models, "ecg_af", BeatNet(1, CAUSAL_SCALARS), 7)
+    _save(models, "ecg_af", BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS), 7)
     assert load_fused_af_beats(models) is None and EcgLabeler.from_dir(models).fused is None
 
 

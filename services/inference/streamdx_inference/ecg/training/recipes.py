@@ -27,6 +27,7 @@ from streamdx_inference.ecg.training.sveb_fit import fit_sveb_rule
 __all__ = [
     "AF_EPOCHS",
     "AF_EPOCH_SIZE",
+    "AF_RR_CHANNELS",
     "AF_THRESHOLD",
     "BEAT_EPOCHS",
     "MITDB_WEIGHT",
@@ -44,6 +45,12 @@ __all__ = [
 ]
 
 AF_EPOCHS = 10
+#: Channels of the AF model's RR-context branch (:class:`BeatNet`). With (8, 12), the beat model's,
+#: ``streamdx eval af`` gave beat F1 0.829 / 0.853 / 0.819 (seeds 0 / 1 / 2); with (16, 24) 0.848 /
+#: 0.891 / 0.797 and held-out CinC recordings' AF F1 0.632 -> 0.735 (shipped seed), at 0.4 µs more per
+#: beat. (16, 24, 24) gave 0.849 / 0.876 / 0.842 but cost 1.4 µs: ``streamdx bench inference`` fell
+#: under 50,000 beats/s (48,700-51,400).
+AF_RR_CHANNELS = (16, 24)
 #: Decision threshold on the smoothed AF probability. Fixed, not tuned: the validation
 #: records (CinC recordings and MITDB records without AF; MITDB's few AF records stay in
 #: training) under-represent the ectopy-rich rhythms that mimic AF, and a threshold tuned
@@ -147,7 +154,7 @@ def train_af(
     val = _split_records(s.records, seed) & (from_cinc | ~np.isin(s.records, _af_records(mitdb)))
     sw = np.where(from_cinc, 1.0, MITDB_WEIGHT)[~val]
     seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
-    net: nn.Module = BeatNet(1, CAUSAL_SCALARS)
+    net: nn.Module = BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS)
     tr, va = s.take(~val), s.take(val)
     net, hist = fit_net(net, tr.features, y[~val], va.features, y[val], epochs=epochs, sample_weight=sw, seed=seed,
                         progress=progress, desc=desc, epoch_size=AF_EPOCH_SIZE, augment=True)  # fmt: skip
