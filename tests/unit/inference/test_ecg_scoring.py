@@ -50,7 +50,6 @@ def test_class_report_counts_missed_and_unmatched() -> None:
     assert r["confusion"][-1] == [0, 0, 1, 0, 0]  # the unmatched detection
 
 
-
 def test_class_report_ec57_exemptions() -> None:
     # WFDB bxb's gross statistics: VEB FP = Nv + Sv + Ov + Xv (not Fv, Qv); SVEB FP = Ns + Vs + Fs + Os + Xs (not Qs)
     t = np.array(["N", "S", "F", "Q", "", "V", "V", "Q", "F", "N"])
