@@ -52,7 +52,7 @@ AF_EPOCHS = 10
 #: simulator's AF beats AF (this model: 86-100 %), and the alert-scenario test and the demo's AF stream
 #: raised no AF episode. (16, 24, 24): 0.849 / 0.876 / 0.842, 1.4 µs more, under 50,000 beats/s.
 #: (16, 24) with ``SYNTHETIC_RECORDS = 48``: 100 % of the simulator's AF beats labelled AF, ``eval af``
-#: 0.860 / 0.852 (seeds 0 / 1; seed 2 not run), but CinC AF F1 0.635 (seed 1): not yet shipped.
+#: 0.860 / 0.852 / 0.826 (seeds 0 / 1 / 2), but CinC AF F1 0.635 (seed 1): not shipped.
 AF_RR_CHANNELS = (8, 12)
 #: Decision threshold on the smoothed AF probability. Fixed, not tuned: the validation
 #: records (CinC recordings and MITDB records without AF; MITDB's few AF records stay in
