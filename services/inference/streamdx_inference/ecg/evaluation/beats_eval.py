@@ -64,17 +64,12 @@ def print_class_report(rep: dict[str, Any]) -> None:
     """Per-class Se/+P, the binary (normal vs abnormal) table and the confusion matrix."""
     print(format_table(["class", "Se %", "+P %", "TP", "FN", "FP"],
                        [[c, v["se"], v["ppv"], v["tp"], v["fn"], v["fp"]] for c, v in rep["classes"].items()]))
-    if "strict_classes" in rep:
-        print("every off-class call a false positive (stricter than EC57): " + ", ".join(
-            f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["strict_classes"].items() if c in "SV") + " (Se/+P %)")
-    if "network_argmax_classes" in rep:
-        print("network arg-max alone (without the SVEB rule): " + ", ".join(
-            f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["network_argmax_classes"].items() if c in "SV")
-            + " (Se/+P %)")  # fmt: skip
-    if "as_served_classes" in rep:
-        print("as served, no S inside AF (AF model " + rep["as_served_af_model"] + "): " + ", ".join(
-            f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep["as_served_classes"].items() if c in "SV")
-            + " (Se/+P %)")  # fmt: skip
+    for key, label in (("strict_classes", "every off-class call a false positive (stricter than EC57)"),
+                       ("network_argmax_classes", "network arg-max alone (without the SVEB rule)"),
+                       ("as_served_classes", f"as served, no S inside AF (AF model {rep.get('as_served_af_model')})")):
+        if key in rep:
+            print(f"{label}: " + ", ".join(f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep[key].items()
+                                           if c in "SV") + " (Se/+P %)")  # fmt: skip
     b = rep["binary"]
     print()
     print(format_table(["N vs abnormal", "accuracy", "precision", "recall", "F1", "kappa", "ROC AUC"],
@@ -143,20 +138,16 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
-        r = class_report(rec.beat_class, pred, _AAMI, rec.missed, EC57_FP_EXEMPT)
-        recs[n] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in r["classes"].items()}
+        recs[n] = _se_ppv(class_report(rec.beat_class, pred, _AAMI, rec.missed, EC57_FP_EXEMPT))
     y, pred, prob = np.concatenate(ys), np.concatenate(ps), np.concatenate(probs)
     rep = class_report(y, pred, _AAMI, missed, EC57_FP_EXEMPT)
     # every off-class prediction a false positive (stricter than EC57; earlier reports used it)
-    rep["strict_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in
-                             class_report(y, pred, _AAMI, missed)["classes"].items()}
+    rep["strict_classes"] = _se_ppv(class_report(y, pred, _AAMI, missed))
     # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
-    nets_rep = class_report(y, np.concatenate(nets), _AAMI, missed, EC57_FP_EXEMPT)
-    rep["network_argmax_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in nets_rep["classes"].items()}
+    rep["network_argmax_classes"] = _se_ppv(class_report(y, np.concatenate(nets), _AAMI, missed, EC57_FP_EXEMPT))
     if af_net is not None:
         # as the labeler serves it: no S inside AF (the AF model never saw a DS2 record)
-        served_rep = class_report(y, np.concatenate(served), _AAMI, missed, EC57_FP_EXEMPT)
-        rep["as_served_classes"] = {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in served_rep["classes"].items()}
+        rep["as_served_classes"] = _se_ppv(class_report(y, np.concatenate(served), _AAMI, missed, EC57_FP_EXEMPT))
         rep["as_served_af_model"] = (f"trained here on {len(af_net[2])} DS1 records and the CinC training part "
                                      f"(seed {a.seed}); smoothed as served over every beat, threshold {af_net[1]}")
     ann = np.isin(y, _AAMI)
@@ -171,6 +162,11 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
                            str(rule.to_dict()) if rule else "(none: arg-max only)")}  # fmt: skip
     rep["records"] = recs
     return rep
+
+
+def _se_ppv(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Se and +P per class of a :func:`class_report`."""
+    return {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in report["classes"].items()}
 
 
 def _af_without_ds2(a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow) -> tuple[Any, float, list[str]]:

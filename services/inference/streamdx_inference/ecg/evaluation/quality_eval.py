@@ -167,7 +167,6 @@ def _mitdb_as_recorded(labeler: EcgLabeler, mitdb: Path, cache: Path | None) -> 
     names = [n for n in DS2 if n in set(list_records(mitdb))]
     recs = load_mitdb(mitdb, names, labeler.window, cache)  # type: ignore[arg-type]
     per: dict[str, Any] = {}
-    n_all = bad_all = v_all = vbad_all = 0
     for name in names:
         rb = recs[name]
         _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
@@ -176,13 +175,14 @@ def _mitdb_as_recorded(labeler: EcgLabeler, mitdb: Path, cache: Path | None) -> 
         v = rb.beat_class == "V"
         per[name] = {"beats": int(ann.sum()), "unreadable": float(bad[ann].mean()) if ann.any() else 0.0,
                      "v_beats": int(v.sum()), "v_unreadable": float(bad[v].mean()) if v.any() else 0.0}  # fmt: skip
-        n_all += int(ann.sum())
-        bad_all += int(bad[ann].sum())
-        v_all += int(v.sum())
-        vbad_all += int(bad[v].sum())
+
+    def pooled(n: str, share: str) -> float:  # share of all records' beats, from the per-record shares
+        return sum(r[n] * r[share] for r in per.values()) / max(1, sum(r[n] for r in per.values()))
+
     worst = max(per, key=lambda k: per[k]["unreadable"]) if per else ""
-    return {"records": per, "unreadable": bad_all / max(1, n_all), "v_unreadable": vbad_all / max(1, v_all),
-            "worst_record": worst, "worst_unreadable": per[worst]["unreadable"] if worst else 0.0}  # fmt: skip
+    return {"records": per, "beats": sum(r["beats"] for r in per.values()), "unreadable": pooled("beats", "unreadable"),
+            "v_beats": sum(r["v_beats"] for r in per.values()), "v_unreadable": pooled("v_beats", "v_unreadable"),
+            "worst_record": worst}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,8 +238,7 @@ def main(argv: Sequence[str]) -> int:
                 for k, v in m["records"].items() if v["unreadable"] >= 0.02]
         print()
         print(format_table(["MITDB DS2 as recorded", "beats", "unreadable %", "V beats", "V unreadable %"],
-                           [*rows, ["all", sum(v["beats"] for v in m["records"].values()), 100 * m["unreadable"],
-                                    sum(v["v_beats"] for v in m["records"].values()), 100 * m["v_unreadable"]]]))
+                           [*rows, ["all", m["beats"], 100 * m["unreadable"], m["v_beats"], 100 * m["v_unreadable"]]]))
         print("(records with at least 2 % of their beats unreadable, and all DS2 records together)")
     print(f"\nunreadable input labelled readable: {report['leaks_total']} beats in all")
     a.out.parent.mkdir(parents=True, exist_ok=True)
