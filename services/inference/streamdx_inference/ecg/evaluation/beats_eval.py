@@ -9,7 +9,10 @@
   beat called V, or an unclassifiable beat called S, is not a false positive
   (:data:`~streamdx_inference.ecg.scoring.EC57_FP_EXEMPT`); the report's ``strict_classes``
   count every off-class call. ``--retrain`` first trains a
-  model on the folder's DS1 records with the shipped recipe.
+  model on the folder's DS1 records with the shipped recipe. ``--cinc`` adds the labels as
+  served (no S inside AF) with an AF model trained on DS1 and the CinC training part
+  (``as_served_classes``), and per record the beats the decision called S correctly that
+  this AF model put inside AF (``as_served_s_lost_in_af``).
 - ``--protocol kaggle`` (intra-patient, labelled so): the seed's protocol, beats rebuilt
   from the folder with Kachuee et al. 2018's procedure and split at random by beat.
 """
@@ -70,6 +73,8 @@ def print_class_report(rep: dict[str, Any]) -> None:
         if key in rep:
             print(f"{label}: " + ", ".join(f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep[key].items()
                                            if c in "SV") + " (Se/+P %)")  # fmt: skip
+    if "as_served_s_lost_in_af" in rep:
+        print(f"  correctly classed S beats inside AF as served, per record: {rep['as_served_s_lost_in_af']}")
     b = rep["binary"]
     print()
     print(format_table(["N vs abnormal", "accuracy", "precision", "recall", "F1", "kappa", "ROC AUC"],
@@ -122,6 +127,7 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     af_net = _af_without_ds2(a, mit, window) if a.cinc is not None else None
     ys, ps, nets, probs, served, recs = [], [], [], [], [], {}
     missed: dict[str, int] = {}
+    s_lost: dict[str, int] = {}  # per record: S beats called S by the decision but inside AF as served
     for n in test:
         rec = mit[n]
         _, f = ecg_beat_features(ecg_context_init(), rec.waves, rec.rr_prev_s, rec.rr_next_s, rec.quality)
@@ -135,6 +141,9 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         if af_net is not None:  # no S inside AF, as served
             in_af = smooth_af(predict_net(af_net[0], f), np.full(len(rec), n)) > af_net[1]
             served.append(names_of[np.where(in_af, without_s(p, cls), cls)])
+            lost = int(np.sum((rec.beat_class == "S") & (pred == "S") & in_af))
+            if lost:
+                s_lost[n] = lost
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
@@ -150,6 +159,7 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         rep["as_served_classes"] = _se_ppv(class_report(y, np.concatenate(served), _AAMI, missed, EC57_FP_EXEMPT))
         rep["as_served_af_model"] = (f"trained here on {len(af_net[2])} DS1 records and the CinC training part "
                                      f"(seed {a.seed}); smoothed as served over every beat, threshold {af_net[1]}")
+        rep["as_served_s_lost_in_af"] = s_lost
     ann = np.isin(y, _AAMI)
     rep["binary"] = binary_report(y[ann] != "N", pred[ann] != "N", 1.0 - prob[ann, 0])
     rep["protocol"] = {"name": "ds1ds2", "split": "inter-patient: DS1 train, DS2 test (de Chazal 2004), paced "
