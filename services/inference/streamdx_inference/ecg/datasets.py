@@ -43,6 +43,7 @@ from streamdx_dsp.evaluation.rpeaks import match_beats
 __all__ = [
     "CINC_FS",
     "CINC_GAIN",
+    "CINC_PACK_FILES",
     "DEFAULT_CACHE",
     "DS1",
     "DS2",
@@ -52,6 +53,7 @@ __all__ = [
     "beat_arrays",
     "beats_of_signal",
     "cinc_labels",
+    "cinc_pack_missing",
     "cinc_records",
     "cinc_signals",
     "load_cinc",
@@ -70,6 +72,8 @@ PACED_RECORDS = ("102", "104", "107", "217")
 MITDB_AF_RECORDS = ("201", "202", "203", "210", "217", "219", "221", "222")
 CINC_FS = 300.0
 CINC_GAIN = 1000.0
+#: The files of a CinC 2017 pack folder that the loaders read (``headers.tar.xz`` is not needed).
+CINC_PACK_FILES = ("index.csv", "REFERENCE.csv", "signals_int16_diff.xz")
 DEFAULT_CACHE = Path.home() / ".cache" / "streamdx" / "ecg-beats"
 _MATCH_S = 0.150
 _CHUNK_S = 10.0
@@ -275,10 +279,41 @@ def load_mitdb(
     return out
 
 
-def cinc_records(data_dir: Path) -> list[tuple[str, int, int]]:
-    """``(record, start, length)`` rows of a CinC pack's ``index.csv``."""
+def cinc_pack_missing(data_dir: Path) -> list[str]:
+    """The files of :data:`CINC_PACK_FILES` that ``data_dir`` lacks (empty: a pack)."""
+    return [f for f in CINC_PACK_FILES if not (data_dir / f).is_file()]
+
+
+def cinc_records(data_dir: Path, n_samples: int | None = None) -> list[tuple[str, int, int]]:
+    """``(record, start, length)`` rows of a CinC pack's ``index.csv``.
+
+    Raises ``ValueError`` naming the row for a missing column, a non-integer or negative
+    ``start``/``length``, a repeated record name or (given the signal's ``n_samples``) a
+    recording that runs past the end of the signal.
+    """
+    rows: list[tuple[str, int, int]] = []
+    seen: set[str] = set()
     with (data_dir / "index.csv").open(newline="") as f:
-        return [(row["record"], int(row["start"]), int(row["length"])) for row in csv.DictReader(f)]
+        reader = csv.DictReader(f)
+        missing = {"record", "start", "length"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"index.csv: no column {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            name = (row["record"] or "").strip()
+            try:
+                start, length = int(row["start"]), int(row["length"])
+            except (TypeError, ValueError):
+                raise ValueError(f"index.csv line {line}: start and length must be integers") from None
+            if not name or start < 0 or length <= 0:
+                raise ValueError(f"index.csv line {line}: needs a record name, start >= 0 and length > 0")
+            if name in seen:
+                raise ValueError(f"index.csv line {line}: record {name} is listed twice")
+            if n_samples is not None and start + length > n_samples:
+                raise ValueError(f"index.csv line {line}: record {name} ends at sample {start + length}, "
+                                 f"past the signal's {n_samples} samples")  # fmt: skip
+            seen.add(name)
+            rows.append((name, start, length))
+    return rows
 
 
 def cinc_labels(data_dir: Path) -> dict[str, str]:
@@ -293,7 +328,12 @@ def cinc_labels(data_dir: Path) -> dict[str, str]:
 
 def cinc_signals(data_dir: Path) -> npt.NDArray[np.int16]:
     """The pack's concatenated int16 signals (decoded from first differences)."""
-    raw = lzma.decompress((data_dir / "signals_int16_diff.xz").read_bytes())
+    try:
+        raw = lzma.decompress((data_dir / "signals_int16_diff.xz").read_bytes())
+    except lzma.LZMAError as e:
+        raise ValueError(f"signals_int16_diff.xz: not an xz stream ({e})") from None
+    if len(raw) % 2:
+        raise ValueError("signals_int16_diff.xz: an odd number of bytes, not int16 samples")
     d = np.frombuffer(raw, dtype="<i2")
     return np.cumsum(d, dtype=np.int32).astype(np.int16)
 
@@ -321,6 +361,7 @@ def load_cinc(
                 )  # fmt: skip
     if not recs:
         sig = cinc_signals(data_dir)
+        rows = cinc_records(data_dir, sig.size)
         it: Iterator[tuple[str, int, int]] | list[tuple[str, int, int]] = rows
         if progress:
             from tqdm import tqdm

@@ -8,8 +8,11 @@ AF model's training recordings (``recording_rules`` in ``models/ecg_af/model.jso
 
 Recordings the shipped AF model was trained on (its ``cinc_train_records.json``) are left
 out, so on the project's own folder the figures are on the held-out 30 %; on any other pack
-every recording counts. Scores: AF Se/+P/F1 (recording level, A versus the rest) and the
-challenge score, the mean F1 of N, A and O (Clifford et al. 2017).
+every recording counts; recordings without a label in ``REFERENCE.csv`` are listed
+(``unlabelled_records``), not scored. A folder that lacks a pack file, or whose ``index.csv``
+is malformed or points past the signal, is an error (exit status 2). Scores: AF Se/+P/F1
+(recording level, A versus the rest) and the challenge score, the mean F1 of N, A and O
+(Clifford et al. 2017).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, load_cinc
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_missing, load_cinc
 from streamdx_inference.ecg.recording import (
     CLASSES,
     RecordingRules,
@@ -55,16 +58,26 @@ def main(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(list(argv))
     from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
 
-    if not (a.data / "index.csv").exists():
-        print(f"error: no CinC 2017 pack (index.csv) in {a.data}", file=sys.stderr)
+    missing = cinc_pack_missing(a.data)
+    if missing:
+        print(f"error: {a.data} is not a CinC 2017 pack folder: no {', '.join(missing)}", file=sys.stderr)
         return 2
     labeler = EcgLabeler.from_dir(a.models, int8=a.int8)
     rules = RecordingRules.from_dict(labeler.af.meta.get("recording_rules"))
     train_file = a.models / "ecg_af" / "cinc_train_records.json"
     trained = set(json.loads(train_file.read_text())) if train_file.exists() and not a.include_training else set()
-    recs = load_cinc(a.data, labeler.window, a.cache, progress=True)  # type: ignore[arg-type]
+    try:
+        recs = load_cinc(a.data, labeler.window, a.cache, progress=True)  # type: ignore[arg-type]
+    except ValueError as e:
+        print(f"error: {a.data}: {e}", file=sys.stderr)
+        return 2
     ref = cinc_labels(a.data)
     names = [n for n in recs if n not in trained and n in ref]
+    unlabelled = sorted(n for n in recs if n not in ref)
+    if not names:
+        print(f"error: no recording of {a.data} to score (labelled in REFERENCE.csv and not trained on)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     y, pred = [], []
     for n in names:
         rb = recs[n]
@@ -78,6 +91,7 @@ def main(argv: Sequence[str]) -> int:
     report = {
         "n_records": len(names),
         "excluded_training_records": len(set(recs) & trained),
+        "unlabelled_records": unlabelled,
         "af": {"se": af["recall"], "ppv": af["precision"], "f1": af["f1"]},
         "af_binary": af,
         "challenge_f1": cs["challenge_f1"],
@@ -90,6 +104,9 @@ def main(argv: Sequence[str]) -> int:
     a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"{len(names)} recordings scored ({report['excluded_training_records']} training recordings left out); "
           f"rules {rules.to_dict()}")
+    if unlabelled:
+        print(f"{len(unlabelled)} recordings of index.csv have no label in REFERENCE.csv and are not scored: "
+              f"{', '.join(unlabelled[:10])}{' ...' if len(unlabelled) > 10 else ''}")
     print(format_table(["AF (recording)", "Se", "+P", "F1", "accuracy", "kappa"],
                        [["A vs rest", af["recall"], af["precision"], af["f1"], af["accuracy"], af["kappa"]]]))
     print()
