@@ -346,7 +346,6 @@ def load_cinc(
     key = _file_key(data_dir / "index.csv", data_dir / "REFERENCE.csv", data_dir / "signals_int16_diff.xz")
     path = _cache_path(cache, data_dir.name, window, "all", key) if cache else None
     labels = cinc_labels(data_dir)
-    rows = cinc_records(data_dir)
     recs: dict[str, RecordBeats] = {}
     if path and path.exists():
         allb = RecordBeats.load(path)
