@@ -305,12 +305,12 @@ def main(argv: Sequence[str]) -> int:
     t0 = time.perf_counter()
     from streamdx_alerts.rules import AfRule, AlertRules
     from streamdx_dsp.evaluation.records import records_for_command
-    from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_missing, load_mitdb
+    from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_mitdb
     from streamdx_inference.ecg.labeler import EcgLabeler, load_ecg_model
 
-    if a.train_af_on and not (a.cinc and not cinc_pack_missing(a.cinc)):
-        print(f"error: --train-af-on cinc2017 needs --cinc DIR with a CinC 2017 pack (index.csv, REFERENCE.csv, "
-              f"signals_int16_diff.xz); got {a.cinc}", file=sys.stderr)  # fmt: skip
+    if a.train_af_on and (a.cinc is None or cinc_pack_problem(a.cinc)):
+        print(f"error: --train-af-on cinc2017 needs --cinc DIR with a CinC 2017 pack; "
+              f"{cinc_pack_problem(a.cinc) if a.cinc else 'no --cinc given'}", file=sys.stderr)  # fmt: skip
         return 2
     if a.train_af_on and a.af_model:
         print("error: --train-af-on and --af-model are alternatives", file=sys.stderr)

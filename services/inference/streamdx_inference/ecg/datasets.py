@@ -53,7 +53,7 @@ __all__ = [
     "beat_arrays",
     "beats_of_signal",
     "cinc_labels",
-    "cinc_pack_missing",
+    "cinc_pack_problem",
     "cinc_records",
     "cinc_signals",
     "load_cinc",
@@ -279,9 +279,10 @@ def load_mitdb(
     return out
 
 
-def cinc_pack_missing(data_dir: Path) -> list[str]:
-    """The files of :data:`CINC_PACK_FILES` that ``data_dir`` lacks (empty: a pack)."""
-    return [f for f in CINC_PACK_FILES if not (data_dir / f).is_file()]
+def cinc_pack_problem(data_dir: Path) -> str:
+    """Why ``data_dir`` is not a CinC 2017 pack folder (a file of :data:`CINC_PACK_FILES` missing), or ``""``."""
+    missing = [f for f in CINC_PACK_FILES if not (data_dir / f).is_file()]
+    return f"{data_dir} is not a CinC 2017 pack folder: no {', '.join(missing)}" if missing else ""
 
 
 def cinc_records(data_dir: Path, n_samples: int | None = None) -> list[tuple[str, int, int]]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from streamdx_dsp.core import DEFAULT_WINDOW
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_missing, load_cinc, load_mitdb
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
 
 __all__ = ["build_parser", "cv_folds", "main"]
@@ -95,9 +95,8 @@ def main(argv: Sequence[str]) -> int:
     if a.train_on and not a.cinc:
         print("error: --train-on cinc2017 needs --cinc DIR", file=sys.stderr)
         return 2
-    if a.cinc and cinc_pack_missing(a.cinc):
-        print(f"error: {a.cinc} is not a CinC 2017 pack folder: no {', '.join(cinc_pack_missing(a.cinc))}",
-              file=sys.stderr)  # fmt: skip
+    if a.cinc and cinc_pack_problem(a.cinc):
+        print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
         return 2
     mit = load_mitdb(a.data, names, a.window, a.cache, progress=True)
     cinc_train = {}

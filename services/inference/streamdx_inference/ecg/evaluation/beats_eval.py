@@ -30,7 +30,7 @@ import numpy as np
 
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
 from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, without_s
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_missing, load_mitdb
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_mitdb
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report, format_table
 
 __all__ = ["build_parser", "main", "print_class_report"]
@@ -198,9 +198,8 @@ def main(argv: Sequence[str]) -> int:
     if not a.data.is_dir():
         print(f"error: data folder not found: {a.data}", file=sys.stderr)
         return 2
-    if a.cinc is not None and cinc_pack_missing(a.cinc):
-        print(f"error: {a.cinc} is not a CinC 2017 pack folder: no {', '.join(cinc_pack_missing(a.cinc))}",
-              file=sys.stderr)  # fmt: skip
+    if a.cinc is not None and cinc_pack_problem(a.cinc):
+        print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
         return 2
     if a.protocol == "kaggle":
         from streamdx_inference.ecg.kaggle import evaluate_kaggle, print_kaggle_report

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_missing, load_cinc
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_problem, load_cinc
 from streamdx_inference.ecg.recording import (
     CLASSES,
     RecordingRules,
@@ -58,9 +58,8 @@ def main(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(list(argv))
     from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
 
-    missing = cinc_pack_missing(a.data)
-    if missing:
-        print(f"error: {a.data} is not a CinC 2017 pack folder: no {', '.join(missing)}", file=sys.stderr)
+    if cinc_pack_problem(a.data):
+        print(f"error: {cinc_pack_problem(a.data)}", file=sys.stderr)
         return 2
     labeler = EcgLabeler.from_dir(a.models, int8=a.int8)
     rules = RecordingRules.from_dict(labeler.af.meta.get("recording_rules"))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from streamdx_dsp.core import DEFAULT_WINDOW
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_missing, load_cinc, load_mitdb
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.labeler import META_FILE
 from streamdx_inference.ecg.scoring import binary_report
@@ -208,9 +208,8 @@ def run(model: str, argv: Sequence[str]) -> int:
     names = list_records(a.mitdb)
     command = " ".join(["streamdx train", model, *argv])
     if a.model == "af":
-        if cinc_pack_missing(a.cinc):
-            print(f"error: {a.cinc} is not a CinC 2017 pack folder: no {', '.join(cinc_pack_missing(a.cinc))}",
-                  file=sys.stderr)  # fmt: skip
+        if cinc_pack_problem(a.cinc):
+            print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
             return 2
         mit = load_mitdb(a.mitdb, names, a.window, a.cache, progress=True)
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True)
