@@ -120,6 +120,26 @@ def test_flat_start_then_ecg_detects_exactly_the_beats(fs: float) -> None:
     assert np.abs(det - inner).max() <= 0.025 * fs
 
 
+@pytest.mark.parametrize("fs", [250.0, 300.0, 360.0])
+@pytest.mark.parametrize("pop_mv", [10.0, 20.0])
+def test_detector_recovers_after_an_artefact_in_the_learning_period(fs: float, pop_mv: float) -> None:
+    """An electrode pop 8-16 times the QRS amplitude in the first second (the learning period)
+    sets the signal level far above the QRS. The detector used to find no beat at all for the
+    rest of the stream (search-back needed an RR interval, and the rejected QRS complexes
+    raised the noise level to their own height); it now finds every beat after 20 s."""
+    x, r_true = synth_ecg(fs, 60.0, hr_bpm=90, seed=5)
+    t = np.arange(x.size) / fs
+    x = x + pop_mv * np.exp(-0.5 * ((t - 0.3) / 0.008) ** 2) - 0.3 * pop_mv * np.exp(-0.5 * ((t - 0.34) / 0.02) ** 2)
+    beats = run_stream(x, fs)
+    det = np.array([b.r_sample for b in beats])
+    late = emitted(r_true, x.size, fs)
+    late = late[late > 20 * fs]
+    assert det.size
+    assert np.abs(det[:, None] - late[None, :]).min(axis=0).max() <= 0.025 * fs  # every late beat found
+    assert np.abs(det[det > 20 * fs][:, None] - r_true[None, :]).min(axis=1).max() <= 0.025 * fs  # nothing else
+    assert_same_beats(beats, run_stream(x, fs, chunk=37))
+
+
 @pytest.mark.parametrize("level", [0.0, 2.5, -1.0])
 def test_flat_line_gives_no_beats(level: float) -> None:
     fs = 360.0

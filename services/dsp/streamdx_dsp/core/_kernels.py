@@ -1112,13 +1112,16 @@ def detector_candidates_steady(feat, mwi, adv, feat_start, cand_next, w, mw, y_h
 
 
 @_jit
-def _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra):
-    """First search-back time after ``last_r``: ``min(sb_k RR_avg, RR_avg + sb_extra)`` later."""
+def _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra, sb_cap):
+    """First search-back time after ``last_r``: ``min(sb_k RR_avg, RR_avg + sb_extra, sb_cap)``
+    later; ``sb_cap`` later while no RR interval is known (after the first QRS)."""
+    if rn <= r0:
+        return last_r + sb_cap
     tot = 0
     for i in range(r0, rn):
         tot += rrl[i]
     rr_avg = tot / (rn - r0)
-    return last_r + int(min(sb_k * rr_avg, rr_avg + sb_extra))
+    return last_r + int(min(sb_k * rr_avg, rr_avg + sb_extra, sb_cap))
 
 
 @_jit
@@ -1146,11 +1149,13 @@ def detector_decide(
     twave_height,
     decay,
     sb_max,
+    sb_cap,
 ):
     """Pan-Tompkins decisions over candidates in time order (see ``rpeaks._decide``).
 
     Search-back happens at fixed times ``sb_next`` (absolute candidate positions): the
-    first ``min(sb_k RR_avg, RR_avg + sb_extra)`` after the last QRS, then every
+    first ``min(sb_k RR_avg, RR_avg + sb_extra, sb_cap)`` after the last QRS (``sb_cap``
+    after the first QRS, before any RR interval is known), then every
     ``sb_step`` while it finds nothing; it picks the largest rejected candidate tested
     before that time whose R lies at most ``sb_age`` before it. It runs before the first
     candidate at or after ``sb_next`` and, at the end, when ``clock`` (the first position
@@ -1176,9 +1181,9 @@ def detector_decide(
     for ci in range(nc + 1):
         t_now = clock if ci == nc else int(cands[ci, 0])
         # search-back events due before this candidate (or before the clock)
-        while last_r >= 0 and rn > r0 and no < out.size:
+        while last_r >= 0 and no < out.size:
             if sb_next < 0:
-                sb_next = _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra)
+                sb_next = _sb_trigger(last_r, rrl, r0, rn, sb_k, sb_extra, sb_cap)
             if t_now < sb_next:
                 break
             thr2 = 0.5 * (npk + c * (spk - npk))
@@ -1249,7 +1254,8 @@ def detector_decide(
                 pn = 0
                 sb_next = -1
         else:
-            npk = 0.125 * h + 0.875 * npk
+            # a rejected candidate raises NPK at most towards SPK / 2 (see rpeaks step 5)
+            npk = 0.125 * min(h, 0.5 * spk) + 0.875 * npk
             _copy1(pool[pn], cands[ci])
             pn += 1
         if pn > sb_max:

@@ -43,7 +43,7 @@ def stream_step(
 
     Constants (see ``stream._fused_params``), two vectors because numba unboxes every
     argument: ``ipar`` = (h2, l2, r2, sig_block, look, qbin, pad, flat_min, clip_min, w,
-    mw, rb, refr, twave, sb_extra, sb_step, sb_age, sb_max, n_seg, n_hop, n_core, n_det);
+    mw, rb, refr, twave, sb_extra, sb_step, sb_age, sb_max, n_seg, n_hop, n_core, n_det, sb_cap);
     ``fpar`` = (c, min_amp, sb_k, twave_slope, twave_height, decay, lam_fac, fs, min_ptp,
     pre, post), then the db4 analysis filters (8 + 8), the QRS filter (5 + 5), the
     band-pass sections (2 x 6), the beat resampling grids ``u`` and ``v`` (``n_seg``
@@ -102,7 +102,7 @@ def stream_step(
             cands, cand_next, dbuf[db.BUF_SPK], dbuf[db.BUF_NPK], int(dbuf[db.BUF_LAST_R]),
             dbuf[db.BUF_LAST_SLOPE], rr_d, int(dbuf[db.BUF_RR_N]), sb, int(dbuf[db.BUF_SB_N]),
             int(dbuf[db.BUF_SB_NEXT]), fpar[0], ipar[12],
-            ipar[13], fpar[1], fpar[2], ipar[14], ipar[15], ipar[16], fpar[3], fpar[4], fpar[5], ipar[17],
+            ipar[13], fpar[1], fpar[2], ipar[14], ipar[15], ipar[16], fpar[3], fpar[4], fpar[5], ipar[17], ipar[22],
         )  # fmt: skip
         dbuf[db.BUF_FEAT_START] = feat_start
         dbuf[db.BUF_CAND_NEXT] = cand_next

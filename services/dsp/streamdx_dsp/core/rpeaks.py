@@ -36,17 +36,27 @@ the decision logic loops over candidate peaks, a few per second):
    period or is a T wave: within 360 ms of the previous QRS, with less than half its
    slope *and* less than half the signal level SPK (the height condition keeps
    early, wide ventricular beats, whose slope is low but whose energy is high).
-   Levels update as ``SPK <- 0.125 h + 0.875 SPK`` (``NPK`` alike for noise peaks).
+   Levels update as ``SPK <- 0.125 h + 0.875 SPK`` (``NPK`` alike for noise peaks, with
+   ``min(h, SPK / 2)`` for ``h``: a rejected candidate raises NPK at most towards half the
+   signal level. Otherwise, once an artefact has inflated SPK, the QRS complexes rejected
+   under the inflated threshold raise NPK to their own height, ``THR`` stays above every
+   QRS and search-back finds one beat per trigger for the rest of the stream).
 6. Search-back at bounded times (so that a recovered beat is never late by more
    than ``SEARCHBACK_AGE_S`` + the look-ahead): first ``min(1.66 RR_avg, RR_avg +
-   0.35 s)`` after the last QRS (RR_avg over the last 8 intervals), then every 0.2 s
+   0.35 s, 2 s)`` after the last QRS (RR_avg over the last 8 intervals; 2 s after the
+   first QRS of a stream, when no interval is known yet), then every 0.2 s
    while it finds nothing; it takes the largest rejected candidate above ``THR/2``
    tested before that time whose R lies at most 0.5 s before it (outside the
    refractory period, not T-wave-like; ``SPK <- 0.25 h + 0.75 SPK``). When it finds
    nothing and a candidate was rejected during the last step, SPK decays towards NPK
    (``SPK <- NPK + 0.75 (SPK - NPK)``) so that the detector recovers after an artefact
-   inflated SPK. The times are sample positions, so the decisions do not depend on how
-   the signal was cut.
+   inflated SPK. The 2-s bound matters after an artefact: a start-of-recording transient
+   in the learning period sets SPK far above the QRS level, and one interval of many
+   seconds (the beats the inflated threshold missed) would otherwise postpone the next
+   search-back, and with it the decay, by 1.66 times that interval: without the bound and
+   the NPK rule of step 5, the detector found 2 beats in 60 s of a CinC 2017 recording
+   (A01268) with a 4-mV transient at its start. The times are sample positions, so the decisions do not
+   depend on how the signal was cut.
 7. Levels are initialised from a 1-s learning period (``SPK = max/3``, ``NPK =
    mean/2``); it restarts (on the next 1-s window) while it holds no candidate of QRS
    amplitude (flat or disconnected lead at stream start). A candidate whose conditioned
@@ -93,6 +103,9 @@ SEARCHBACK_EXTRA_S = 0.35
 SEARCHBACK_STEP_S = 0.2
 #: and takes only candidates whose R lies at most ``SEARCHBACK_AGE_S`` before that time.
 SEARCHBACK_AGE_S = 0.5
+#: The first search-back is at most ``SEARCHBACK_MAX_S`` after the last QRS, and this long
+#: after the first QRS of a stream, before any RR interval is known.
+SEARCHBACK_MAX_S = 2.0
 _SB_MAX = 64
 #: Largest number of rejected candidates kept for search-back.
 SEARCHBACK_POOL_MAX = _SB_MAX
@@ -129,6 +142,9 @@ class RPeakParams:
         ``twave_slope`` x the last QRS slope and its height below ``twave_height`` x SPK.
     decay : float
         When a search-back finds nothing, ``SPK <- NPK + decay (SPK - NPK)``.
+    sb_extra, sb_step, sb_age, sb_cap : int
+        Search-back timing (samples): ``SEARCHBACK_EXTRA_S``, ``SEARCHBACK_STEP_S``,
+        ``SEARCHBACK_AGE_S`` and ``SEARCHBACK_MAX_S``.
     """
 
     fs: float
@@ -147,6 +163,7 @@ class RPeakParams:
     sb_extra: int = 0
     sb_step: int = 0
     sb_age: int = 0
+    sb_cap: int = 0
 
 
 def ecg_rpeak_params(fs: float) -> RPeakParams:
@@ -167,6 +184,7 @@ def _rpeak_params(fs: float) -> RPeakParams:
         sb_extra=round(SEARCHBACK_EXTRA_S * fs),
         sb_step=max(1, round(SEARCHBACK_STEP_S * fs)),
         sb_age=round(SEARCHBACK_AGE_S * fs),
+        sb_cap=round(SEARCHBACK_MAX_S * fs),
     )
 
 
@@ -353,6 +371,7 @@ def _decide(state: RPeakState, cands: npt.NDArray[np.float64], p: RPeakParams, o
         p.twave_height,
         p.decay,
         _SB_MAX,
+        p.sb_cap,
     )
     state.spk, state.npk = float(spk), float(npk)
     state.last_r, state.last_slope = int(last_r), float(last_slope)

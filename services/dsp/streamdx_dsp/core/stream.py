@@ -521,7 +521,7 @@ def _fused_params(fs: float, pre: float, post: float) -> tuple[npt.NDArray[np.in
     ipar = np.array(
         [H2, L2, R2, SIGMA_BLOCK, LOOK, QUALITY_BIN, PAD, flat_min, clip_min,
          p.half_window, p.mwi, p.r_back, p.refractory, p.twave, p.sb_extra, p.sb_step, p.sb_age, SEARCHBACK_POOL_MAX,
-         SEGMENT_U.size, hop_m.shape[0], hop_m.shape[1], hop_s.shape[0]],
+         SEGMENT_U.size, hop_m.shape[0], hop_m.shape[1], hop_s.shape[0], p.sb_cap],
         np.int64,
     )  # fmt: skip
     fpar = np.concatenate((
