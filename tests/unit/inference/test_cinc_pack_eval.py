@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from streamdx_devkit.sim import ecg_synthesize
-from streamdx_inference.ecg.datasets import cinc_records
+from streamdx_inference.ecg.datasets import cinc_pack_problem, cinc_records
+from streamdx_inference.ecg.evaluation.beats_eval import main as beats_main
 from streamdx_inference.ecg.evaluation.cinc_eval import main
 from streamdx_inference.settings import default_models_dir
 
@@ -116,3 +117,28 @@ def test_index_rows_are_read_and_checked(recordings: list[tuple[str, str, np.nda
     assert cinc_records(pack, n) == [("Z001", 0, 9000), ("Z002", 9000, 9000)]
     with pytest.raises(ValueError, match="past the signal"):
         cinc_records(pack, n - 1)
+
+
+@pytest.mark.parametrize(
+    ("extra", "not_xz", "message"),
+    [
+        ("Z001,N,N,0,9000,\n", False, "listed twice"),
+        ("Z009,N,N,zero,9000,\n", False, "must be integers"),
+        ("", True, "not an xz stream"),
+    ],
+)
+def test_commands_that_train_on_a_pack_refuse_a_malformed_one_before_any_work(
+    recordings: list[tuple[str, str, np.ndarray]], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    extra: str, not_xz: bool, message: str,
+) -> None:  # fmt: skip
+    pack = _write_pack(tmp_path / "pack", recordings[:2], extra)
+    if not_xz:
+        (pack / "signals_int16_diff.xz").write_bytes(b"not xz at all")
+    assert message in cinc_pack_problem(pack)
+    assert cinc_pack_problem(_write_pack(tmp_path / "good", recordings[:2])) == ""
+    empty = tmp_path / "mitdb"
+    empty.mkdir()
+    out = tmp_path / "r.json"
+    rc = beats_main(["--data", str(empty), "--protocol", "ds1ds2", "--cinc", str(pack), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err

@@ -308,9 +308,8 @@ def main(argv: Sequence[str]) -> int:
     from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_mitdb
     from streamdx_inference.ecg.labeler import EcgLabeler, load_ecg_model
 
-    if a.train_af_on and (a.cinc is None or cinc_pack_problem(a.cinc)):
-        print(f"error: --train-af-on cinc2017 needs --cinc DIR with a CinC 2017 pack; "
-              f"{cinc_pack_problem(a.cinc) if a.cinc else 'no --cinc given'}", file=sys.stderr)  # fmt: skip
+    if a.train_af_on and (problem := cinc_pack_problem(a.cinc) if a.cinc else "no --cinc given"):
+        print(f"error: --train-af-on cinc2017 needs --cinc DIR with a CinC 2017 pack; {problem}", file=sys.stderr)
         return 2
     if a.train_af_on and a.af_model:
         print("error: --train-af-on and --af-model are alternatives", file=sys.stderr)

@@ -74,6 +74,7 @@ CINC_FS = 300.0
 CINC_GAIN = 1000.0
 #: The files of a CinC 2017 pack folder that the loaders read (``headers.tar.xz`` is not needed).
 CINC_PACK_FILES = ("index.csv", "REFERENCE.csv", "signals_int16_diff.xz")
+_XZ_MAGIC = b"\xfd7zXZ\x00"
 DEFAULT_CACHE = Path.home() / ".cache" / "streamdx" / "ecg-beats"
 _MATCH_S = 0.150
 _CHUNK_S = 10.0
@@ -280,9 +281,24 @@ def load_mitdb(
 
 
 def cinc_pack_problem(data_dir: Path) -> str:
-    """Why ``data_dir`` is not a CinC 2017 pack folder (a file of :data:`CINC_PACK_FILES` missing), or ``""``."""
+    """Why ``data_dir`` is not a usable CinC 2017 pack folder, or ``""``.
+
+    Checked before a command starts its work: every file of :data:`CINC_PACK_FILES`, the rows of
+    ``index.csv`` (:func:`cinc_records`) and the xz signature of the signal file. Whether a row
+    runs past the end of the signal is known only once the signal is decoded
+    (:func:`load_cinc` raises ``ValueError`` then).
+    """
     missing = [f for f in CINC_PACK_FILES if not (data_dir / f).is_file()]
-    return f"{data_dir} is not a CinC 2017 pack folder: no {', '.join(missing)}" if missing else ""
+    if missing:
+        return f"{data_dir} is not a CinC 2017 pack folder: no {', '.join(missing)}"
+    try:
+        cinc_records(data_dir)
+    except ValueError as e:
+        return f"{data_dir}: {e}"
+    with (data_dir / "signals_int16_diff.xz").open("rb") as f:
+        if f.read(len(_XZ_MAGIC)) != _XZ_MAGIC:
+            return f"{data_dir}: signals_int16_diff.xz: not an xz stream"
+    return ""
 
 
 def cinc_records(data_dir: Path, n_samples: int | None = None) -> list[tuple[str, int, int]]:

@@ -95,8 +95,8 @@ def main(argv: Sequence[str]) -> int:
     if a.train_on and not a.cinc:
         print("error: --train-on cinc2017 needs --cinc DIR", file=sys.stderr)
         return 2
-    if a.cinc and cinc_pack_problem(a.cinc):
-        print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
+    if a.cinc and (problem := cinc_pack_problem(a.cinc)):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     mit = load_mitdb(a.data, names, a.window, a.cache, progress=True)
     cinc_train = {}

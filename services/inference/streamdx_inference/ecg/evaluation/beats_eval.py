@@ -198,8 +198,8 @@ def main(argv: Sequence[str]) -> int:
     if not a.data.is_dir():
         print(f"error: data folder not found: {a.data}", file=sys.stderr)
         return 2
-    if a.cinc is not None and cinc_pack_problem(a.cinc):
-        print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
+    if a.cinc is not None and (problem := cinc_pack_problem(a.cinc)):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if a.protocol == "kaggle":
         from streamdx_inference.ecg.kaggle import evaluate_kaggle, print_kaggle_report

@@ -58,8 +58,8 @@ def main(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(list(argv))
     from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
 
-    if cinc_pack_problem(a.data):
-        print(f"error: {cinc_pack_problem(a.data)}", file=sys.stderr)
+    if problem := cinc_pack_problem(a.data):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     labeler = EcgLabeler.from_dir(a.models, int8=a.int8)
     rules = RecordingRules.from_dict(labeler.af.meta.get("recording_rules"))

@@ -208,8 +208,8 @@ def run(model: str, argv: Sequence[str]) -> int:
     names = list_records(a.mitdb)
     command = " ".join(["streamdx train", model, *argv])
     if a.model == "af":
-        if cinc_pack_problem(a.cinc):
-            print(f"error: {cinc_pack_problem(a.cinc)}", file=sys.stderr)
+        if problem := cinc_pack_problem(a.cinc):
+            print(f"error: {problem}", file=sys.stderr)
             return 2
         mit = load_mitdb(a.mitdb, names, a.window, a.cache, progress=True)
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True)
@@ -270,7 +270,12 @@ def run(model: str, argv: Sequence[str]) -> int:
         from streamdx_inference.ecg.training.quality_data import ARTEFACT_RECORDS, NON_ECG_ROUNDS, quality_set
         from streamdx_inference.ecg.training.recipes import QUALITY_STEM_STRIDE, QUALITY_THRESHOLD_BETA
 
-        cinc = load_cinc(a.cinc, a.window, a.cache, progress=True) if (a.cinc / "index.csv").exists() else {}
+        if problem := cinc_pack_problem(a.cinc):
+            if (a.cinc / "index.csv").exists():  # a pack that is there but broken
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
+            print(f"note: training without CinC 2017 noise (~) recordings: {problem}", file=sys.stderr)
+        cinc = {} if problem else load_cinc(a.cinc, a.window, a.cache, progress=True)
         tr, _ = cinc_split(sorted(cinc))
         feats, y, groups = quality_set(a.mitdb, a.nstdb if a.nstdb.is_dir() else None, [n for n in DS1 if n in names],
                                        {k: cinc[k] for k in tr}, a.window, seed=a.seed)  # fmt: skip
