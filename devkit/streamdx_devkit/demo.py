@@ -524,13 +524,17 @@ _BEAT_SYMBOLS = set("NLRBAaJSVrFejnE/fQ?")
 
 def _score_replay(record: Path, stream: str, beats: dict[str, list[int]]) -> dict[str, float]:
     """Score the replayed first lead's beats against the record's ``.atr`` beat annotations."""
-    import wfdb
+    from streamdx_dsp.evaluation.records import RecordError, read_annotations, read_header
 
     if not record.with_suffix(".atr").exists():
         print(f"{record.name}: no .atr annotations to score against")
         return {}
-    ann = wfdb.rdann(str(record), "atr")
-    fs = float(wfdb.rdheader(str(record)).fs)
+    try:
+        fs = float(read_header(record.parent, record.name).fs)
+        ann = read_annotations(record.parent, record.name, "atr")
+    except RecordError as exc:
+        print(f"{record.name}: not scored: {exc}")
+        return {}
     found = np.array(beats.get(stream, []))
     if found.size == 0:
         print(f"replayed {record.name} ({stream}): no beats yet")

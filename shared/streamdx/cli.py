@@ -20,6 +20,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from streamdx.input_errors import InputFileError
+
 __all__ = ["COMMANDS", "GROUPS", "build_parsers", "command_target", "main"]
 
 #: (group, name) → ("module:main", one-line help). ``name == ""`` is a command without a subcommand.
@@ -162,7 +164,14 @@ def _resolve(group: str, name: str) -> Callable[[Sequence[str]], int] | None:
 
 def _run(group: str, name: str, argv: Sequence[str]) -> int:
     func = _resolve(group, name)
-    return 2 if func is None else func(argv)
+    if func is None:
+        return 2
+    try:
+        return func(argv)
+    except InputFileError as exc:  # a damaged input file: say which and why, no traceback
+        command = " ".join(filter(None, (group, name)))
+        print(f"streamdx {command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

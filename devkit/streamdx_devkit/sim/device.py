@@ -30,6 +30,7 @@ import email.utils
 import json
 import math
 import re
+import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -630,6 +631,8 @@ async def stream_ecg(
 # --------------------------------------------------------------------------- WFDB records
 
 _RHYTHM_MAP = {"N": "N", "AFIB": "AFIB", "VT": "VT", "SBR": "BRADY"}
+#: What the wfdb package raises on a damaged header, signal or annotation file.
+_WFDB_ERRORS = (OSError, ValueError, IndexError, KeyError, TypeError, EOFError, struct.error)
 
 
 def load_wfdb(
@@ -657,12 +660,15 @@ def load_wfdb(
     """
     import wfdb
 
-    header = wfdb.rdheader(path)
-    fs = float(header.fs)
-    sampto = header.sig_len
-    if duration_s is not None:
-        sampto = min(sampto, max(1, round(duration_s * fs)))
-    rec = wfdb.rdrecord(path, channels=[channel], physical=False, sampto=sampto)
+    try:
+        header = wfdb.rdheader(path)
+        fs = float(header.fs)
+        sampto = header.sig_len
+        if duration_s is not None:
+            sampto = min(sampto, max(1, round(duration_s * fs)))
+        rec = wfdb.rdrecord(path, channels=[channel], physical=False, sampto=sampto)
+    except _WFDB_ERRORS as exc:  # a damaged header or signal file
+        raise ValueError(f"{path}: cannot read the record ({type(exc).__name__}: {exc})") from exc
     d_signal = rec.d_signal
     if d_signal is None:
         raise ValueError(f"{path}: no digital signal")
@@ -677,11 +683,17 @@ def load_wfdb(
     )
     truth: dict[str, Any] | None = None
     if Path(path + ".atr").exists():
-        ann = wfdb.rdann(path, "atr", sampto=sampto)
+        from streamdx_dsp.evaluation.records import read_annotations
+
+        # checked (codes, time order, inside the signal); a RecordError is a ValueError
+        ann = read_annotations(Path(path).parent, Path(path).name, "atr", int(header.sig_len or adc.size))
         r: list[int] = []
         sym: list[str] = []
         marks: list[tuple[int, str]] = []
-        for s, a, aux in zip(ann.sample, ann.symbol, ann.aux_note or [""] * len(ann.sample), strict=False):
+        aux_notes = ann.aux_note or [""] * len(ann.sample)
+        for s, a, aux in zip(ann.sample, ann.symbol, aux_notes, strict=False):
+            if s >= sampto:
+                break
             if a in ("N", "L", "R", "e", "j", "A", "a", "J", "S", "V", "E", "F", "/", "f", "Q"):
                 r.append(int(s))
                 sym.append(a)

@@ -413,6 +413,29 @@ async def test_wfdb_record_replay(tmp_path: Path) -> None:
     assert np.array_equal(np.concatenate([decode_i16(b["data"]) for b in fake.bodies]), sig.adc)
 
 
+def _damage(path: str, damage: str) -> None:
+    if damage == "signal":
+        Path(path + ".dat").write_bytes(Path(path + ".dat").read_bytes()[:1001])
+    elif damage == "annotations":  # bytes that wfdb cannot parse as annotations
+        Path(path + ".atr").write_bytes(np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    else:
+        Path(path + ".hea").write_text("rec1 1 360 garbage\nxx\n")
+
+
+@pytest.mark.parametrize("damage", ["signal", "annotations", "header"])
+async def test_damaged_wfdb_record_is_a_clear_error(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write_record(tmp_path)
+    _damage(path, damage)
+    with pytest.raises(ValueError, match="rec1"):
+        load_wfdb(path)
+    fake = FakeIngest()
+    rc = await run(["--key", "k", "--record", path, "--speed", "0"], transport=httpx.MockTransport(fake.handler))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: ") and "rec1" in err and not fake.bodies
+
+
 async def test_gap_skips_the_chunks_and_keeps_the_seq_and_clock(ecg10: SyntheticEcg) -> None:
     fake = FakeIngest()
     async with fake.client() as client:

@@ -137,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_rhythm(data_dir: Path, name: str) -> tuple[list[tuple[float, str]], float]:
     """Rhythm annotations ``(time_s, note)`` of a record's ``.atr`` and the record's length (s)."""
-    import wfdb
+    from streamdx_dsp.evaluation.records import read_annotations, read_header
 
-    hdr = wfdb.rdheader(str(data_dir / name))
+    hdr = read_header(data_dir, name)
     fs = float(hdr.fs)
-    ann = wfdb.rdann(str(data_dir / name), "atr")
+    ann = read_annotations(data_dir, name, "atr", int(hdr.sig_len) if hdr.sig_len else None)
     aux = ann.aux_note or [""] * len(ann.symbol)
     notes = [(int(s) / fs, str(a or "").strip().rstrip("\x00"))
              for s, c, a in zip(ann.sample, ann.symbol, aux, strict=True) if c == "+" and a]  # fmt: skip

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import wfdb
 from scipy import signal
+
+from streamdx_dsp.evaluation.records import read_record
 
 __all__ = ["NORMAL_SYMBOLS", "add_nst_noise", "nst_gain", "nst_noise_rms", "nst_signal_amplitude", "read_nst_noise"]
 
@@ -89,8 +90,7 @@ def nst_gain(snr_db: float, signal_amp_mv: float, noise_rms_mv: float) -> float:
 
 def read_nst_noise(noise_dir: Path, kind: str, fs: float, n: int) -> npt.NDArray[np.float64]:
     """NSTDB noise record ``kind`` (channel 0, mV) resampled to ``fs`` and tiled/cut to ``n`` samples."""
-    rec = wfdb.rdrecord(str(noise_dir / kind), channels=[0])
-    assert rec.p_signal is not None
+    rec = read_record(noise_dir, kind, channels=[0])
     z = np.nan_to_num(np.asarray(rec.p_signal[:, 0], dtype=np.float64))
     nfs = float(rec.fs)
     if not 0.9 * fs <= nfs <= 1.1 * fs:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import wfdb
+from streamdx_dsp.evaluation.records import read_header
 
 __all__ = ["first_leads", "protocol_lines", "rpeaks_protocol"]
 
@@ -24,8 +24,13 @@ MAX_NAMED = 5
 
 
 def first_leads(data_dir: Path, names: Sequence[str]) -> dict[str, str]:
-    """Name of the first signal (the lead that is evaluated) of each record, from its header."""
-    return {n: str(wfdb.rdheader(str(data_dir / n)).sig_name[0]) for n in names}
+    """Name of the first signal (the lead that is evaluated) of each record, from its header
+    (``"?"`` when the header names no signal); raises ``RecordError`` on a damaged header."""
+    out = {}
+    for n in names:
+        sig_name = read_header(data_dir, n).sig_name
+        out[n] = str(sig_name[0]) if sig_name else "?"
+    return out
 
 
 def _clock(seconds: float) -> str:

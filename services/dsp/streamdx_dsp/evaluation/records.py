@@ -2,17 +2,91 @@
 
 from __future__ import annotations
 
+import math
+import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import wfdb
 
+from streamdx.input_errors import InputFileError
 from streamdx_dsp.core import Beat, ecg_stream_flush, ecg_stream_init, ecg_stream_process, ecg_stream_unemitted
 
-__all__ = ["list_records", "read_ecg", "records_for_command", "rpeaks_from_beats", "stream_record"]
+__all__ = [
+    "RecordError",
+    "list_records",
+    "read_annotations",
+    "read_ecg",
+    "read_header",
+    "read_record",
+    "records_for_command",
+    "rpeaks_from_beats",
+    "stream_record",
+]
+
+_T = TypeVar("_T")
+#: What the wfdb package raises on a damaged header, signal or annotation file.
+_WFDB_ERRORS = (OSError, ValueError, IndexError, KeyError, TypeError, EOFError, struct.error)
+
+
+class RecordError(InputFileError):
+    """A WFDB record (header, signal or annotation file) that cannot be read or is inconsistent."""
+
+
+def _wfdb(data_dir: Path, name: str, what: str, read: Callable[[], _T]) -> _T:
+    """``read()``, with wfdb's errors on a damaged file turned into a :class:`RecordError` naming it."""
+    try:
+        return read()
+    except _WFDB_ERRORS as exc:
+        raise RecordError(f"record {name} in {data_dir}: cannot read its {what} ({type(exc).__name__}: {exc})") \
+            from exc  # fmt: skip
+
+
+def read_header(data_dir: Path, name: str) -> Any:
+    """The header of a WFDB record, with a positive finite sampling frequency.
+
+    Raises
+    ------
+    RecordError
+        When the header is missing, unreadable or has no usable sampling frequency.
+    """
+    hdr = _wfdb(data_dir, name, "header (.hea)", lambda: wfdb.rdheader(str(data_dir / name)))
+    fs = float(hdr.fs) if hdr.fs is not None else math.nan
+    if not (math.isfinite(fs) and fs > 0):
+        raise RecordError(f"record {name} in {data_dir}: the header gives no positive sampling frequency ({hdr.fs})")
+    return hdr
+
+
+def read_annotations(data_dir: Path, name: str, annotator: str = "atr", n_samples: int | None = None) -> Any:
+    """The annotations of a WFDB record, checked: every annotation has a code, the sample
+    indices are non-negative and in time order and, when ``n_samples`` is given, inside the signal.
+
+    Raises
+    ------
+    RecordError
+        When the annotation file is missing, unreadable or inconsistent with the signal
+        (e.g. a truncated signal file).
+    """
+    ann = _wfdb(data_dir, name, f"annotations (.{annotator})", lambda: wfdb.rdann(str(data_dir / name), annotator))
+    samples = np.asarray(ann.sample, dtype=np.int64)
+    if samples.size != len(ann.symbol):
+        raise RecordError(f"record {name} in {data_dir}: .{annotator} has {samples.size} sample indices for "
+                          f"{len(ann.symbol)} annotations")  # fmt: skip
+    if samples.size and samples.min() < 0:
+        raise RecordError(f"record {name} in {data_dir}: .{annotator} has negative sample indices")
+    if samples.size > 1 and np.any(np.diff(samples) < 0):
+        raise RecordError(f"record {name} in {data_dir}: .{annotator} is not in time order")
+    if not all(isinstance(s, str) for s in ann.symbol):
+        raise RecordError(f"record {name} in {data_dir}: .{annotator} has annotations without a code")
+    if n_samples is not None and samples.size and samples.max() >= n_samples:
+        late = int(np.sum(samples >= n_samples))
+        raise RecordError(f"record {name} in {data_dir}: {late} annotations of .{annotator} lie after the end of the "
+                          f"signal ({n_samples} samples); is the signal file truncated?")  # fmt: skip
+    return ann
 
 
 def list_records(
@@ -34,10 +108,36 @@ def list_records(
     return names
 
 
+def read_record(data_dir: Path, name: str, channels: Sequence[int] | None = None) -> Any:
+    """A WFDB record (``wfdb.Record`` with ``p_signal`` in physical units), checked: a
+    non-empty signal and a positive finite sampling frequency.
+
+    Raises
+    ------
+    RecordError
+        When the record is missing, unreadable (e.g. a truncated signal file), empty or has
+        no usable sampling frequency.
+    """
+    chans = list(channels) if channels is not None else None
+    rec = _wfdb(data_dir, name, "signal", lambda: wfdb.rdrecord(str(data_dir / name), channels=chans))
+    fs = float(rec.fs) if rec.fs is not None else math.nan
+    if not (math.isfinite(fs) and fs > 0):
+        raise RecordError(f"record {name} in {data_dir}: the header gives no positive sampling frequency ({rec.fs})")
+    if rec.p_signal is None or rec.p_signal.size == 0:
+        raise RecordError(f"record {name} in {data_dir}: the signal is empty")
+    return rec
+
+
 def read_ecg(data_dir: Path, name: str) -> tuple[npt.NDArray[np.float64], float]:
-    """First channel of a WFDB record in mV (NaN gaps held at the last valid value), and fs."""
-    rec = wfdb.rdrecord(str(data_dir / name), channels=[0])
-    assert rec.p_signal is not None
+    """First channel of a WFDB record in mV (NaN gaps held at the last valid value), and fs.
+
+    Raises
+    ------
+    RecordError
+        As :func:`read_record`.
+    """
+    rec = read_record(data_dir, name, channels=[0])
+    fs = float(rec.fs)
     x = np.asarray(rec.p_signal[:, 0], dtype=np.float64)
     bad = ~np.isfinite(x)
     if bad.any():
@@ -45,7 +145,7 @@ def read_ecg(data_dir: Path, name: str) -> tuple[npt.NDArray[np.float64], float]
         np.maximum.accumulate(idx, out=idx)
         x = x[idx]
         x[~np.isfinite(x)] = 0.0
-    return x, float(rec.fs)
+    return x, fs
 
 
 def stream_record(x_mv: npt.NDArray[np.float64], fs: float, chunk: int) -> tuple[list[Beat], list[int]]:

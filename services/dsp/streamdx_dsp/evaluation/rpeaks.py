@@ -36,11 +36,16 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import wfdb
 
 from streamdx_dsp.evaluation.noise import add_nst_noise
 from streamdx_dsp.evaluation.protocol import first_leads, protocol_lines, rpeaks_protocol
-from streamdx_dsp.evaluation.records import read_ecg, records_for_command, rpeaks_from_beats, stream_record
+from streamdx_dsp.evaluation.records import (
+    read_annotations,
+    read_ecg,
+    records_for_command,
+    rpeaks_from_beats,
+    stream_record,
+)
 
 __all__ = ["BEAT_SYMBOLS", "build_parser", "main", "match_beats", "score_counts", "vf_mask"]
 
@@ -175,7 +180,7 @@ def main(argv: Sequence[str]) -> int:
     print("-" * len(header))
     for name in names:
         x, fs = read_ecg(args.data, name)
-        ann = wfdb.rdann(str(args.data / name), args.annotator)
+        ann = read_annotations(args.data, name, args.annotator, x.size)
         samples = np.asarray(ann.sample, dtype=np.int64)
         symbols = list(ann.symbol)
         if args.noise is not None:

@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import wfdb
 
 from streamdx.aami import AAMI_CLASSES
 from streamdx_dsp.core import Beat, BeatWindow, ecg_stream_flush, ecg_stream_init, ecg_stream_process
-from streamdx_dsp.evaluation.records import read_ecg
+from streamdx_dsp.evaluation.records import read_annotations, read_ecg
 from streamdx_dsp.evaluation.rpeaks import match_beats
 
 __all__ = [
@@ -209,7 +208,7 @@ def mitdb_record_beats(data_dir: Path, name: str, window: BeatWindow) -> RecordB
     """The DSP's beats of one WFDB record with its ``.atr`` beat and rhythm labels."""
     x, fs = read_ecg(data_dir, name)
     r, waves, rp, rn, q = beat_arrays(beats_of_signal(x, fs, window))
-    ann = wfdb.rdann(str(data_dir / name), "atr")
+    ann = read_annotations(data_dir, name, "atr", x.size)
     samples = np.asarray(ann.sample, dtype=np.int64)
     symbols = list(ann.symbol)
     aux = [str(a or "").strip().rstrip("\x00") for a in (ann.aux_note or [""] * len(symbols))]

@@ -82,10 +82,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import wfdb
 from scipy.signal import resample_poly
 
 from streamdx.aami import AAMI_CLASSES
+from streamdx_dsp.evaluation.records import read_annotations, read_record
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
 __all__ = [
@@ -190,14 +190,14 @@ def _record_beats(
     """Labelled Kaggle-style beats of one WFDB record (and their R peaks at 125 Hz)."""
     if peaks not in PEAK_SOURCES:
         raise ValueError(f"peaks must be one of {PEAK_SOURCES}, not {peaks!r}")
-    rec = wfdb.rdrecord(str(data_dir / name))
+    rec = read_record(data_dir, name)
     fs = float(rec.fs)
     sig = np.asarray(rec.p_signal, dtype=np.float64)[:, _lead_index(rec.sig_name)]
     sig = np.nan_to_num(sig, nan=float(np.nanmedian(sig)) if np.isfinite(sig).any() else 0.0)
     ratio = Fraction(FS_KAGGLE / fs).limit_denominator(1000)
     x = resample_poly(sig, ratio.numerator, ratio.denominator) if ratio != 1 else sig
 
-    ann = wfdb.rdann(str(data_dir / name), "atr")
+    ann = read_annotations(data_dir, name, "atr", sig.size)
     sym = np.asarray(ann.symbol, dtype=object)
     is_beat = np.array([s in AAMI_CLASSES for s in sym], dtype=bool)
     ref_t = np.asarray(ann.sample, dtype=np.float64)[is_beat] / fs  # seconds

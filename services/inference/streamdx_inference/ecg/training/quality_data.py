@@ -21,14 +21,13 @@ from typing import cast
 
 import numpy as np
 import numpy.typing as npt
-import wfdb
 
 from streamdx_devkit.sim.ecg import ecg_synthesize
 from streamdx_devkit.sim.ecg_noise import Artefact
 from streamdx_devkit.sim.ecg_scenarios import Scenario, named_scenario
 from streamdx_dsp.core import BeatWindow
 from streamdx_dsp.evaluation.noise import nst_gain, nst_noise_rms, nst_signal_amplitude, read_nst_noise
-from streamdx_dsp.evaluation.records import read_ecg
+from streamdx_dsp.evaluation.records import read_annotations, read_ecg
 from streamdx_inference.ecg.datasets import RecordBeats, beat_arrays, beats_of_signal
 from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.training.data import record_features
@@ -56,7 +55,7 @@ def record_with_nst_noise(data_dir: Path, noise_dir: Path, name: str, kind: str,
         npt.NDArray[np.float64], float]:  # fmt: skip
     """Record ``name`` of ``data_dir`` with NSTDB noise ``kind`` added at ``snr_db`` (nst's SNR definition)."""
     x, fs = read_ecg(data_dir, name)
-    ann = wfdb.rdann(str(data_dir / name), "atr")
+    ann = read_annotations(data_dir, name, "atr", x.size)
     z = read_nst_noise(noise_dir, kind, fs, x.size)
     g = nst_gain(snr_db, nst_signal_amplitude(x, fs, np.asarray(ann.sample), list(ann.symbol)), nst_noise_rms(z, fs))
     return x + g * z, fs
