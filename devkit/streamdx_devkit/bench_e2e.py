@@ -58,6 +58,8 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import non_negative_int, report_path
+
 __all__ = ["beats_per_chunk", "build_parser", "gateway_post", "main"]
 
 #: Scenarios of the simulated devices, cycled over the signal pool.
@@ -413,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--streams", default="100", help="simulated devices; comma-separated for a sweep (default: 100)")
     ap.add_argument("--seconds", type=int, default=60, help="seconds of ECG each device sends (default: 60)")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench_e2e.json"), help="JSON report to write")
+    ap.add_argument("--out", type=report_path, default=Path("reports/bench_e2e.json"), help="JSON report to write")
     ap.add_argument("--fs", type=int, default=250, help="sampling rate of the devices (Hz, default: 250)")
     ap.add_argument("--partitions", type=int, default=8, help="partitions of every topic (default: 8)")
     ap.add_argument("--workers", type=int, default=1, help="processes of dsp and of inference (default: 1)")
@@ -424,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="latencies count chunks that arrive after this many seconds (default: 10)")
     ap.add_argument("--drain-s", type=float, default=60.0,
                     help="longest wait for the last labels after sending ends (default: 60)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the simulated signals (default: 0)")
+    ap.add_argument("--seed", type=non_negative_int, default=0, help="seed of the simulated signals (default: 0)")
     return ap
 
 

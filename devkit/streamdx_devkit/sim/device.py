@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 from websockets.exceptions import WebSocketException
 
+from streamdx.cli_args import non_negative_int
 from streamdx.encoding import encode_i16
 from streamdx_devkit.sim.ecg import DEFAULT_GAIN, SCENARIO_NAMES, SyntheticEcg, aami_class, ecg_synthesize
 
@@ -752,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one HTTP POST per chunk, or one WebSocket per stream (default: %(default)s)")
     p.add_argument("--encoding", choices=("data", "samples"), default="data",
                    help="send samples as base64 int16 (data) or as a JSON list (samples)")
-    p.add_argument("--seed", type=int, default=0, help="stream i uses seed + i")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="stream i uses seed + i")
     p.add_argument("--gap-at", type=float, default=None, metavar="S",
                    help="simulate lost data: send nothing from S seconds into the signal (needs --gap-s)")
     p.add_argument("--gap-s", type=float, default=None, metavar="N",

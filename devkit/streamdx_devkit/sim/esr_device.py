@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from streamdx.cli_args import non_negative_int
 from streamdx_devkit.sim.device import IngestError, create_device
 from streamdx_devkit.sim.esr import SimulatedTube, esr_cohort_simulate, esr_frame_render
 
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tubes", type=int, default=4, help="simulated tubes, 1..500 (default: %(default)s)")
     p.add_argument("--minutes", type=int, default=60, help="minutes of frames per tube, 1..120 (default: %(default)s)")
     p.add_argument("--interval-s", type=float, default=0.0, help="seconds between minutes (60 = real time)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the simulated cohort (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the simulated cohort (default: %(default)s)")
     p.add_argument("--truth-out", help="write each tube's simulated heights and ESR here (JSON)")
     return p
 

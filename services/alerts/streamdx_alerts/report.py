@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TextIO
+
+from streamdx.cli_args import report_path
 
 __all__ = ["build_parser", "main", "print_summary"]
 
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stream", required=True, help="stream id (a device lead)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    p.add_argument("--out", type=Path, help="also write the JSON summary to this file")
+    p.add_argument("--out", type=report_path, help="also write the JSON summary to this file")
     return p
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from streamdx.cli_args import non_negative_int, report_path
 from streamdx.embedded import EmbeddedStack, free_port
 from streamdx.messaging.admin import all_topics, ensure_topics
 from streamdx_inference.settings import default_models_dir
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--width", type=int, default=20_000, help="slide width in pixels")
     p.add_argument("--height", type=int, default=15_000, help="slide height in pixels")
-    p.add_argument("--seed", type=int, default=11, help="renderer seed")
+    p.add_argument("--seed", type=non_negative_int, default=11, help="renderer seed")
     p.add_argument("--slide", type=Path, default=None,
                    help="benchmark this slide file instead of rendering one (no ground truth then)")
     p.add_argument("--model", type=Path, default=None,
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use a tiny constant ONNX detector (measures the pipeline without detector cost)")
     p.add_argument("--tiling-threads", type=int, default=2, help="ingest threads reading and encoding tiles")
     p.add_argument("--timeout", type=float, default=1800.0, help="longest wait for the result (s)")
-    p.add_argument("--out", type=Path, default=Path("reports/bench_slides.json"), help="JSON report path")
+    p.add_argument("--out", type=report_path, default=Path("reports/bench_slides.json"), help="JSON report path")
     return p
 
 

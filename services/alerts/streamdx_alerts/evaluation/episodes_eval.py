@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_alerts.evaluation.episodes import (
     EpisodeCounts,
     average_scores,
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "annotations: EC57 (epicmp) episode and duration Se/+P and AF-burden error per record.",
     )
     p.add_argument("--data", type=Path, required=True, help="folder of WFDB records with .atr rhythm annotations")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--records", default=None, help="comma-separated records to consider (default: all with .atr)")
     p.add_argument(
         "--models",
@@ -95,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with an AF model.onnx + model.json to use instead of --models/ecg_af (e.g. --save-af)",
     )
     p.add_argument("--save-af", type=Path, default=None, help="keep the AF model trained by --train-af-on here")
-    p.add_argument("--epochs", type=int, default=None, help="AF training epochs (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="AF training seed")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch training")
+    p.add_argument("--epochs", type=positive_int, default=None, help="AF training epochs (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="AF training seed")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for PyTorch training")
     p.add_argument(
         "--min-duration",
         type=float,

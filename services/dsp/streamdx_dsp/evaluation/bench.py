@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import report_path
 from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_dsp.core import (
     EcgStreamState,
@@ -64,7 +65,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench dsp", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records")
-    ap.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default: one per record)")
     ap.add_argument("--records", default="", help="comma-separated record names (default: all)")
     ap.add_argument("--seconds", type=float, default=0.0, help="use only the first S seconds of each record")

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import report_path
 from streamdx_dsp.evaluation.noise import add_nst_noise
 from streamdx_dsp.evaluation.protocol import first_leads, protocol_lines, rpeaks_protocol
 from streamdx_dsp.evaluation.records import (
@@ -126,7 +127,7 @@ def _summary(records: dict[str, dict[str, float]]) -> tuple[dict[str, float], di
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx eval rpeaks", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records with .atr")
-    ap.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     ap.add_argument("--records", default="", help="comma-separated record names (default: all)")
     ap.add_argument("--chunk-s", type=float, default=1.0, help="streaming chunk length (s)")
     ap.add_argument("--start-s", type=float, default=300.0, help="start of the scored interval (s)")

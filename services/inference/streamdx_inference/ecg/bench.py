@@ -20,6 +20,7 @@ import gc
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import report_path
 from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_inference.ecg.features import EcgBeatBatch, ecg_beat_features_batch
 from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
@@ -168,7 +170,7 @@ def profile_labeler(
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench inference", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     ap.add_argument("--models", type=Path, default=None, help="models directory (default: the repository's models/)")
     ap.add_argument("--data", type=Path, default=None, help="folder of WFDB records instead of synthetic ECG")
     ap.add_argument("--max-records", type=int, default=4, help="records of --data used (default: %(default)s)")
@@ -207,7 +209,7 @@ def _run(args: argparse.Namespace, models: Path, pinned: str, batches: list[int]
         pool = _wfdb_pool(args.data, args.max_records) if args.data else synthetic_pool()
         labelers = {"fp32": EcgLabeler.from_dir(models, threads=1)}
     except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     notes = []
     if not args.no_int8:

@@ -85,6 +85,7 @@ import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from streamdx.aami import AAMI_CLASSES
+from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_dsp.evaluation.records import read_annotations, read_record
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
@@ -605,9 +606,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streamdx_inference.ecg.kaggle --data DIR [--out F]``: evaluate, print, write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, required=True, help="MITDB-format WFDB folder")
-    ap.add_argument("--out", type=Path, help="JSON report path")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=report_path, help="JSON report path")
+    ap.add_argument("--epochs", type=positive_int, default=40)
+    ap.add_argument("--seed", type=non_negative_int, default=0)
     ap.add_argument("--peaks", choices=PEAK_SOURCES, default="paper", help="beat anchors (see kaggle_beats)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.input_errors import InputFileError
 from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, without_s
 from streamdx_inference.ecg.features import (
     EcgBeatBatch,
@@ -66,6 +67,8 @@ __all__ = [
     "BeatLabel",
     "EcgLabeler",
     "EcgModel",
+    "EcgModelError",
+    "EcgModelNotFound",
     "FusedAfBeats",
     "StreamLabelState",
     "load_ecg_model",
@@ -73,6 +76,14 @@ __all__ = [
 ]
 
 MODEL_NAMES = ("ecg_quality", "ecg_af", "ecg_beats")
+
+
+class EcgModelError(InputFileError):
+    """A model folder whose files cannot be loaded (the message names the model and the file)."""
+
+
+class EcgModelNotFound(FileNotFoundError, EcgModelError):
+    """A model folder without its ONNX file or ``model.json``."""
 AF_SMOOTH_ALPHA = 0.15
 QUALITY_SMOOTH_ALPHA = 0.5
 #: Beats whose DSP quality score is below this are unreadable whatever the model says.
@@ -135,20 +146,30 @@ def load_ecg_model(
 
     Raises
     ------
-    FileNotFoundError
-        If the model or its metadata is missing.
+    EcgModelNotFound
+        If the model or its metadata is missing (a ``FileNotFoundError``).
+    EcgModelError
+        If the metadata is not a JSON object or onnxruntime cannot load the model.
     """
     import onnxruntime as ort
 
     d = models_dir / name
     path = d / ("model.int8.onnx" if int8 else "model.onnx")
     if not path.exists() or not (d / META_FILE).exists():
-        raise FileNotFoundError(f"ECG model {name!r} not found in {d} (run `streamdx train ...`)")
-    meta = json.loads((d / META_FILE).read_text())
+        raise EcgModelNotFound(f"ECG model {name!r} not found in {d} (run `streamdx train ...`)")
+    try:
+        meta = json.loads((d / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EcgModelError(f"ECG model {name!r} in {d}: unreadable {META_FILE} ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise EcgModelError(f"ECG model {name!r} in {d}: {META_FILE} is not a JSON object")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=so, providers=list(providers))
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        raise EcgModelError(f"ECG model {name!r}: onnxruntime cannot load {path} ({exc})") from exc
     return EcgModel(name, sess, meta)
 
 
@@ -180,11 +201,18 @@ def load_fused_af_beats(
     d = models_dir / FUSED_DIR
     if not (d / "model.onnx").exists() or not (d / META_FILE).exists():
         return None
-    meta = json.loads((d / META_FILE).read_text())
-    src = meta.get("derived_from", {})
+    try:
+        meta = json.loads((d / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = None
+        _log.warning("fused AF + beat-class graph ignored: unreadable %s (%s)", META_FILE, exc)
+    src = meta.get("derived_from") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or not isinstance(src, dict):
+        return None  # the separate models serve; the fused graph is only faster
     for name in ("ecg_af", "ecg_beats"):
         path = models_dir / name / "model.onnx"
-        if not path.exists() or src.get(name, {}).get("sha256") != _sha256(path):
+        entry = src.get(name)
+        if not path.exists() or not isinstance(entry, dict) or entry.get("sha256") != _sha256(path):
             _log.warning("fused AF + beat-class graph ignored: it was not built from the current %s (rebuild it "
                          "with python -m streamdx_inference.ecg.training.trunk_fusion)", name)  # fmt: skip
             return None

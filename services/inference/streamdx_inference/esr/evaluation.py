@@ -28,12 +28,12 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_inference.esr.features import (
     FIRST_MINUTE,
     LENGTHS_REPORTED,
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare the ESR forecast models (GRU, random forest, FFNN, Wide & Deep, naive baselines) "
         "on simulated tubes; writes a JSON report and prints the table. The published table uses the defaults.",
     )
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument(
         "--runs",
         type=int,
@@ -309,14 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--length-runs", type=int, default=10, help="runs that also train GRUs on minutes 2..T for T < 30")
     p.add_argument("--n", type=int, default=130, help="tubes in the main simulated cohort")
-    p.add_argument("--seed", type=int, default=0, help="seed of the main cohort (the larger one uses seed + 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the main cohort (the larger one uses seed + 1)")
     p.add_argument("--large-n", type=int, default=1000, help="tubes in the larger cohort (0 = skip it)")
     p.add_argument("--large-runs", type=int, default=3, help="repeated splits of the larger cohort")
     p.add_argument(
         "--large-length-runs", type=int, default=1, help="larger-cohort runs that also train GRUs for T < 30"
     )
     p.add_argument("--boundary-tubes", type=int, default=20, help="simulated tubes rendered for the boundary error")
-    p.add_argument("--threads", type=int, default=1, help="threads used by PyTorch")
+    p.add_argument("--threads", type=positive_int, default=1, help="threads used by PyTorch")
     return p
 
 

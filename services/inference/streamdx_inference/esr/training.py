@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from streamdx.cli_args import non_negative_int, positive_int
 from streamdx_inference.esr.features import (
     FIRST_MINUTE,
     LENGTHS_REPORTED,
@@ -379,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, help="lab CSV (tube, minute, height|mm, age, sex, ESR60)")
     p.add_argument("--n", type=int, default=1000, help="simulated tubes when no --csv")
     p.add_argument("--sim-seed", type=int, default=0, help="simulator seed when no --csv")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="split and training seed")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output directory, a drop-in MODELS_DIR/esr_gru (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch intra-op threads (default: %(default)s)")
     p.add_argument(
         "--card-only",
         action="store_true",

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import non_negative_int, report_path
+
 __all__ = ["DEFAULT_CACHE", "build_parser", "default_model_dir", "evaluate_slides", "find_slides", "main",
            "run_slide"]
 
@@ -68,12 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one COCO JSON file for all slides of --data (default: DIR/annotations.json if present)")
     p.add_argument("--model", type=Path, default=None,
                    help="detector folder with model.onnx + model.json (default: models/slides_glomeruli)")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of the generated slides")
     p.add_argument("--n-test", type=int, default=GEN_TEST["n_test"], help="generated test slides")
     p.add_argument("--width", type=int, default=GEN_TEST["width"], help="generated slide width, pixels")
     p.add_argument("--height", type=int, default=GEN_TEST["height"], help="generated slide height, pixels")
-    p.add_argument("--seed", type=int, default=GEN_TEST["seed"], help="generated data-set seed")
+    p.add_argument("--seed", type=non_negative_int, default=GEN_TEST["seed"], help="generated data-set seed")
     p.add_argument("--iou", type=float, default=0.5, help="IoU of a match")
     p.add_argument("--target-recall", type=float, default=0.95,
                    help="operating threshold: best F1 among thresholds with at least this recall")

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import non_negative_int, positive_int
 from streamdx_inference.slides.detector import letterbox, nms
 
 __all__ = [
@@ -88,14 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slide-size", type=int, nargs=2, default=(8000, 6000), metavar=("W", "H"),
                    help="generated slide width and height in pixels")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data set (as generate_slides)")
-    p.add_argument("--seed", type=int, default=0, help="seed of tile sampling, augmentation, weights, batches")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of tile sampling, augmentation, weights, batches")
     p.add_argument("--input-size", type=int, nargs=2, default=INPUT_SIZE, metavar=("W", "H"),
                    help="network input width and height in pixels (multiples of 32)")
-    p.add_argument("--epochs", type=int, default=30, help="largest number of epochs")
+    p.add_argument("--epochs", type=positive_int, default=30, help="largest number of epochs")
     p.add_argument("--minutes", type=float, default=18.0, help="training time budget in minutes")
     p.add_argument("--batch", type=int, default=16, help="tiles per batch")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output model folder")
     p.add_argument("--calibrate-only", action="store_true",
                    help="only choose the operating threshold of the model in --out on its validation slides "

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
@@ -44,17 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(models retrained per cross-validation fold, never scored on a record they were trained on).",
     )
     p.add_argument("--data", type=Path, required=True, help="folder of WFDB records with .atr rhythm annotations")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--cinc", type=Path, default=None,
                    help="CinC 2017 pack folder: its training part joins every fold's training data")
     p.add_argument("--train-on", choices=["cinc2017"], default=None,
                    help="train one model only on the CinC pack (--cinc) and score every record of --data")
     p.add_argument("--folds", type=int, default=4, help="cross-validation folds (groups of records)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs per model (default: the recipe's)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs per model (default: the recipe's)")
     p.add_argument("--records", default=None, help="comma-separated records to use (default: all with .atr)")
     p.add_argument("--window", choices=["rr", "fixed"], default=DEFAULT_WINDOW, help="beat window of the DSP")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads for PyTorch")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     return p
 

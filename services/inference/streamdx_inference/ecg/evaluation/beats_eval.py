@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
 from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, without_s
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_mitdb
@@ -45,14 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         "seed's intra-patient Kaggle-style protocol.",
     )
     p.add_argument("--data", type=Path, required=True, help="folder of MIT-BIH-format WFDB records with .atr")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--protocol", choices=["ds1ds2", "kaggle"], default="ds1ds2",
                    help="ds1ds2: inter-patient (headline); kaggle: random split by beat (intra-patient)")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped ECG models")
     p.add_argument("--retrain", action="store_true", help="ds1ds2: train a model on the folder's DS1 records first")
     p.add_argument("--int8", action="store_true", help="ds1ds2: score the INT8 model instead of fp32")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (kaggle, or ds1ds2 with --retrain)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of any training")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="training epochs (kaggle, or ds1ds2 with --retrain)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of any training")
     p.add_argument("--peaks", choices=["paper", "annotations"], default="paper",
                    help="kaggle: R peaks by Kachuee et al.'s published rule (paper) or at the annotated beats "
                    "(annotations, close to the Kaggle files' 109k beats)")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamdx.cli_args import report_path
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_problem, load_cinc
 from streamdx_inference.ecg.recording import (
     CLASSES,
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service and the shipped ECG models; AF F1 and the challenge score.",
     )
     p.add_argument("--data", type=Path, required=True, help="CinC 2017 pack folder (index.csv, REFERENCE.csv, signals)")
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the shipped ECG models")
     p.add_argument("--int8", action="store_true", help="use the INT8 models")
     p.add_argument("--include-training", action="store_true",

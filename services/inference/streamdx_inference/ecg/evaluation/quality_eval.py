@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import non_negative_int, report_path
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE
 from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState
 from streamdx_inference.ecg.scoring import format_table
@@ -188,10 +189,10 @@ def _mitdb_as_recorded(labeler: EcgLabeler, mitdb: Path, cache: Path | None) -> 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamdx eval quality", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--out", type=Path, required=True, help="JSON report to write")
+    p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models/)")
     p.add_argument("--seeds", type=int, default=8, help="signals per family and sampling rate (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=1000, help="first seed (default: %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=1000, help="first seed (default: %(default)s)")
     p.add_argument("--mitdb", type=Path, default=None, help="MITDB folder, for the real-noise part (with --nstdb)")
     p.add_argument("--nstdb", type=Path, default=None, help="NSTDB folder (ma/em/bw noise records)")
     p.add_argument("--max-records", type=int, default=8, help="DS2 records with noise (default: %(default)s)")

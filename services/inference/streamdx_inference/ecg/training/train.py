@@ -25,13 +25,17 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from streamdx.cli_args import non_negative_int, positive_int
 from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.features import EcgFeatures
@@ -83,11 +87,15 @@ def build_parser_for(model: str) -> argparse.ArgumentParser:
     p.add_argument("--nstdb", type=Path, default=_DEFAULT_NSTDB, help="NSTDB folder with ma/bw noise (quality)")
     p.add_argument("--window", choices=["rr", "fixed"], default=DEFAULT_WINDOW,
                    help="beat window the DSP emits (rr: RR-based, fixed: 0.28 s before / 0.56 s after R)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the recipe's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     p.add_argument("--out", type=Path, default=None, help="output folder (default models/ecg_<model>)")
+    if model == "af":
+        p.add_argument("--models", type=Path, default=None,
+                       help="folder with the quality and beat-class models the recording rules are fitted with "
+                            "(default: the folder that holds --out)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads for PyTorch")
     return p
 
 
@@ -192,21 +200,68 @@ def _card(**kw: str) -> str:
         "{command}", kw["command"]).replace("{metrics}", kw["metrics"]).replace("{{json}}", "{json}")  # fmt: skip
 
 
+def _install(work: Path, out: Path) -> None:
+    """Move the files written to ``work`` into ``out``, each by an atomic rename (the models
+    before their ``model.json``), so a failed or interrupted training never leaves a half-written model."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(work.iterdir(), key=lambda f: (f.name in (META_FILE, "MODEL_CARD.md"), f.name))
+    for f in files:
+        os.replace(f, out / f.name)
+
+
 def run(model: str, argv: Sequence[str]) -> int:
     """Parse ``argv`` and train ``model`` (``af``, ``beats`` or ``quality``)."""
     a = build_parser_for(model).parse_args(list(argv))
-    a.model = model
-    import torch
-
-    torch.set_num_threads(max(1, a.threads))
-    out = a.out or Path("models") / f"ecg_{a.model}"
+    a.model, a.argv = model, list(argv)
+    final = a.out or Path("models") / f"ecg_{a.model}"
+    if final.exists() and not final.is_dir():
+        print(f"error: --out {final} is a file, not a folder", file=sys.stderr)
+        return 2
     if not a.mitdb.is_dir():
         print(f"error: MITDB folder not found: {a.mitdb}", file=sys.stderr)
         return 2
+    models_dir = getattr(a, "models", None) or final.parent
+    if a.model == "af":  # the recording rules are fitted with these: check them before hours of training
+        from streamdx_inference.ecg.labeler import EcgModelError, load_ecg_model
+
+        for name in ("ecg_quality", "ecg_beats"):
+            try:
+                load_ecg_model(models_dir, name)
+            except EcgModelError as exc:
+                print(f"error: train af fits its recording rules with the quality and beat-class models; {exc} "
+                      "(give the folder that holds them with --models)", file=sys.stderr)  # fmt: skip
+                return 2
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        print(f"error: cannot write the model to {final}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        rc = _train(a, work, models_dir)
+        if rc == 0:
+            _install(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if rc:
+        return rc
+    print(f"model written to {final}")
+    if a.model in ("af", "beats") and final.name == f"ecg_{a.model}":
+        _rebuild_fusion(final.parent)
+    return 0
+
+
+def _train(a: argparse.Namespace, out: Path, models_dir: Path) -> int:
+    """Train ``a.model`` and write its files to ``out`` (a fresh folder that :func:`run` then
+    installs as the ``--out`` folder); 2 on bad input."""
+    import torch
+
+    model = a.model
+    torch.set_num_threads(a.threads)
     from streamdx_dsp.evaluation.records import list_records
 
     names = list_records(a.mitdb)
-    command = " ".join(["streamdx train", model, *argv])
+    command = " ".join(["streamdx train", model, *a.argv])
     if a.model == "af":
         if problem := cinc_pack_problem(a.cinc):
             print(f"error: {problem}", file=sys.stderr)
@@ -229,7 +284,7 @@ def run(model: str, argv: Sequence[str]) -> int:
                    "`streamdx eval af`, `streamdx eval cinc2017` (see the README).")  # fmt: skip
         unseen = set(t.info["val_records"]) | {k for k in tr if len(cinc[k]) and cinc[k].rhythm[0] == "~"}
         meta["recording_rules"], meta["recording_rules_fit_score"] = _fit_rules(
-            t, {k: cinc[k] for k in tr if k in unseen}, out.parent, a.window)
+            t, {k: cinc[k] for k in tr if k in unseen}, models_dir, a.window)
         meta["recording_rules_fit_on"] = (
             f"{len(unseen & set(tr))} CinC training-part recordings the AF network did not learn from")
         save_model(t, "ecg_af", out, a.window, meta, _card(
@@ -296,9 +351,6 @@ def run(model: str, argv: Sequence[str]) -> int:
             metrics="Validation beats, the unreadable-input tests (`tests/unit/inference`) and `streamdx eval "
                     "quality` (seeded artefacts, non-ECG input and MITDB DS2 with NSTDB noise; see the README)."),
             None, None)  # fmt: skip
-    print(f"model written to {out}")
-    if a.model in ("af", "beats") and out.name == f"ecg_{a.model}":
-        _rebuild_fusion(out.parent)
     return 0
 
 

@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.cli_args import non_negative_int, positive_int
+
 __all__ = ["build_parser", "main"]
 
 _DEFAULT_MITDB = Path("../shared/data/mitdb")
@@ -55,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peaks", choices=["paper", "annotations"], default="annotations",
                    help="beat anchors of kaggle_beats: the annotated beats (the layout of the published Kaggle "
                         "CSVs, default) or the paper's R-peak rule")  # fmt: skip
-    p.add_argument("--epochs", type=int, default=40, help="largest number of epochs (patience 6 on validation F1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, N subsampling, weights and batches")
+    p.add_argument("--epochs", type=positive_int, default=40,
+                   help="largest number of epochs (patience 6 on validation F1)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the split, N subsampling, weights and batches")
     p.add_argument("--max-train-n", type=int, default=40000, help="largest number of N beats in the training part")
     p.add_argument("--out", type=Path, default=_DEFAULT_OUT, help="output folder")
     p.add_argument("--records", nargs="*", default=None, help="records to use (default: all in --data)")

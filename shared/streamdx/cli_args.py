@@ -1,0 +1,52 @@
+"""Argument types shared by the commands' parsers: checked when the command line is parsed,
+so a bad value is a usage error (exit 2) before any work starts, never a traceback after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["non_negative_int", "positive_int", "report_path"]
+
+
+def _int(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+
+
+def non_negative_int(value: str) -> int:
+    """An integer >= 0 (random seeds: numpy refuses negative ones)."""
+    v = _int(value)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def positive_int(value: str) -> int:
+    """An integer >= 1 (epochs, threads)."""
+    v = _int(value)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def report_path(value: str) -> Path:
+    """A file the command may write its report to: not a folder, in a folder that exists or can be
+    made and that takes a new file (checked by creating and removing a temporary one, so a
+    read-only or pseudo file system is caught before hours of work, not after)."""
+    p = Path(value)
+    if not value or p.is_dir():
+        raise argparse.ArgumentTypeError(f"{value!r} is a folder, not a file")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write {value}: {exc.strerror or exc}") from None
+    return p

@@ -1,0 +1,65 @@
+"""Damaged model folders: a clear EcgModelError naming the model (the CLI exits 2 with it); a
+damaged fused graph is ignored, the separate models serve."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from streamdx.cli import main as streamdx_main
+from streamdx.input_errors import InputFileError
+from streamdx_inference.ecg.labeler import (
+    FUSED_DIR,
+    EcgLabeler,
+    EcgModelError,
+    EcgModelNotFound,
+    load_ecg_model,
+    load_fused_af_beats,
+)
+
+REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
+
+
+@pytest.fixture
+def models(tmp_path: Path) -> Path:
+    for name in ("ecg_quality", "ecg_af", "ecg_beats", FUSED_DIR):
+        shutil.copytree(REPO_MODELS / name, tmp_path / name)
+    return tmp_path
+
+
+def test_missing_model_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(EcgModelNotFound, match="'ecg_af' not found") as exc:
+        load_ecg_model(tmp_path, "ecg_af")
+    assert isinstance(exc.value, FileNotFoundError) and isinstance(exc.value, InputFileError)
+
+
+def test_damaged_metadata_and_onnx_are_model_errors(models: Path) -> None:
+    (models / "ecg_af" / "model.json").write_text("{not json")
+    with pytest.raises(EcgModelError, match=r"'ecg_af'.*unreadable model\.json"):
+        load_ecg_model(models, "ecg_af")
+    (models / "ecg_af" / "model.json").write_text("[1, 2]")
+    with pytest.raises(EcgModelError, match="not a JSON object"):
+        load_ecg_model(models, "ecg_af")
+    (models / "ecg_beats" / "model.onnx").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(EcgModelError, match="onnxruntime cannot load"):
+        load_ecg_model(models, "ecg_beats")
+
+
+def test_damaged_fused_graph_is_ignored(models: Path) -> None:
+    assert load_fused_af_beats(models) is not None
+    (models / FUSED_DIR / "model.json").write_text("{not json")
+    assert load_fused_af_beats(models) is None
+    (models / FUSED_DIR / "model.json").write_text('{"derived_from": {"ecg_af": "x"}}')
+    assert load_fused_af_beats(models) is None
+    lab = EcgLabeler.from_dir(models)
+    assert lab.fused is None
+
+
+def test_bench_with_a_damaged_model_exits_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (models / "ecg_quality" / "model.onnx").write_bytes(b"garbage")
+    rc = streamdx_main(["bench", "inference", "--models", str(models), "--out", str(tmp_path / "r.json"),
+                        "--seconds", "0.1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "ecg_quality" in err and "Traceback" not in err

@@ -1,0 +1,59 @@
+"""Shared argument types: bad seeds, epochs, threads and report paths are usage errors (exit 2)
+before a command starts its work."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from streamdx.cli import main as streamdx_main
+from streamdx.cli_args import non_negative_int, positive_int, report_path
+
+
+def test_integer_types() -> None:
+    assert non_negative_int("0") == 0 and positive_int("3") == 3
+    for bad in ("-1", "x", "1.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            non_negative_int(bad)
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_int(bad)
+
+
+def test_report_path_makes_its_folder_and_leaves_no_probe(tmp_path: Path) -> None:
+    p = report_path(str(tmp_path / "a" / "b" / "r.json"))
+    assert p.parent.is_dir() and list(p.parent.iterdir()) == []
+
+
+def test_report_path_refuses_a_folder_and_an_unwritable_place(tmp_path: Path) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="is a folder"):
+        report_path(str(tmp_path))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot write"):
+        report_path(str(blocker / "r.json"))  # its "folder" is a file
+    with pytest.raises(argparse.ArgumentTypeError, match="cannot write"):
+        report_path("/proc/streamdx-nope/r.json")  # even root cannot make a folder in /proc
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "af", "--data", "{d}", "--out", "{d}/r.json", "--seed", "-1"],
+        ["eval", "af", "--data", "{d}", "--out", "{d}/r.json", "--epochs", "0"],
+        ["eval", "beats", "--data", "{d}", "--out", "{d}", "--protocol", "ds1ds2"],
+        ["eval", "rpeaks", "--data", "{d}", "--out", "/proc/streamdx-nope/r.json"],
+        ["train", "beats", "--mitdb", "{d}", "--epochs", "-1"],
+        ["train", "quality", "--mitdb", "{d}", "--threads", "0"],
+    ],
+)
+def test_commands_refuse_bad_options_before_work(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        streamdx_main([a.replace("{d}", str(tmp_path)) for a in argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err
