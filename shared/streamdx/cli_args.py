@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["non_negative_int", "positive_int", "report_path"]
+__all__ = ["int_at_least", "non_negative_int", "positive_int", "report_path"]
 
 
 def _int(value: str) -> int:
@@ -33,6 +34,18 @@ def positive_int(value: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """The argument type of an integer >= ``low`` (e.g. cross-validation folds >= 2)."""
+
+    def parse(value: str) -> int:
+        v = _int(value)
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    return parse
 
 
 def report_path(value: str) -> Path:

@@ -116,3 +116,11 @@ def test_commands_exit_2_naming_the_damaged_record(
     assert rc == 2
     assert "record r1 in" in err and "Traceback" not in err
     assert not (tmp_path / "out.json").exists()
+
+
+def test_eval_episodes_rule_bounds_are_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, "r0")
+    rc = streamdx_main(["eval", "episodes", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
+                        "--min-duration", "-1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "min_duration_s" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamdx.cli import main as streamdx_main
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
 
 
 def test_integer_types() -> None:
@@ -20,6 +20,9 @@ def test_integer_types() -> None:
     for bad in ("0", "-2", "two"):
         with pytest.raises(argparse.ArgumentTypeError):
             positive_int(bad)
+    assert int_at_least(2)("2") == 2
+    with pytest.raises(argparse.ArgumentTypeError, match=">= 2"):
+        int_at_least(2)("1")
 
 
 def test_report_path_makes_its_folder_and_leaves_no_probe(tmp_path: Path) -> None:
@@ -43,6 +46,7 @@ def test_report_path_refuses_a_folder_and_an_unwritable_place(tmp_path: Path) ->
     [
         ["eval", "af", "--data", "{d}", "--out", "{d}/r.json", "--seed", "-1"],
         ["eval", "af", "--data", "{d}", "--out", "{d}/r.json", "--epochs", "0"],
+        ["eval", "af", "--data", "{d}", "--out", "{d}/r.json", "--folds", "1"],
         ["eval", "beats", "--data", "{d}", "--out", "{d}", "--protocol", "ds1ds2"],
         ["eval", "rpeaks", "--data", "{d}", "--out", "/proc/streamdx-nope/r.json"],
         ["train", "beats", "--mitdb", "{d}", "--epochs", "-1"],

@@ -304,6 +304,8 @@ def _table(res: dict[str, Any], title: str) -> str:
 def main(argv: Sequence[str]) -> int:
     a = build_parser().parse_args(list(argv))
     t0 = time.perf_counter()
+    from pydantic import ValidationError
+
     from streamdx_alerts.rules import AfRule, AlertRules
     from streamdx_dsp.evaluation.records import records_for_command
     from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_mitdb
@@ -324,7 +326,12 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     af_kw = {k: v for k, v in (("min_duration_s", a.min_duration), ("offset_s", a.offset)) if v is not None}
-    rules = AlertRules(af=AfRule(**af_kw))
+    try:
+        rules = AlertRules(af=AfRule(**af_kw))
+    except ValidationError as exc:  # --min-duration / --offset outside the rule's bounds
+        bad = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        print(f"error: --min-duration / --offset: {bad}", file=sys.stderr)
+        return 2
     rhythm = {n: read_rhythm(a.data, n) for n in names}
     af_names = [n for n in names if any(note.startswith("(AFIB") for _, note in rhythm[n][0])]
     skipped = [n for n in names if n not in af_names]

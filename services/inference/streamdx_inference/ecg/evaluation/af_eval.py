@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CinC 2017 pack folder: its training part joins every fold's training data")
     p.add_argument("--train-on", choices=["cinc2017"], default=None,
                    help="train one model only on the CinC pack (--cinc) and score every record of --data")
-    p.add_argument("--folds", type=int, default=4, help="cross-validation folds (groups of records)")
+    p.add_argument("--folds", type=int_at_least(2), default=4,
+                   help="cross-validation folds (groups of records; more folds than records: leave-one-record-out)")
     p.add_argument("--epochs", type=positive_int, default=None,
                    help="training epochs per model (default: the recipe's)")
     p.add_argument("--records", default=None, help="comma-separated records to use (default: all with .atr)")
