@@ -108,6 +108,8 @@ def test_commands_exit_2_naming_the_damaged_record(
     else:
         (tmp_path / "r1.hea").write_text("r1 1 360 garbage\nxx\n")
     argv = [*command, "--data", str(tmp_path), "--out", str(tmp_path / "out.json")]
+    if command == ["eval", "episodes"]:
+        argv += ["--cache", str(tmp_path / "cache")]  # not the user's cache
     rc = streamdx_main(argv)
     err = capsys.readouterr().err
     if command == ["bench", "dsp"] and damage == "annotations":
@@ -121,6 +123,6 @@ def test_commands_exit_2_naming_the_damaged_record(
 def test_eval_episodes_rule_bounds_are_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _write(tmp_path, "r0")
     rc = streamdx_main(["eval", "episodes", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
-                        "--min-duration", "-1"])  # fmt: skip
+                        "--min-duration", "-1", "--cache", str(tmp_path / "cache")])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "min_duration_s" in err and "Traceback" not in err
