@@ -490,7 +490,7 @@ def _final_report(devices: list[_Device], seen: _Seen, receiver: Any, tubes: lis
         report["tube_frames"] = {r.tube_id: r.frames_sent for r in tube_reports}
     replay = report.get("replay", {})
     if replay.get("streams"):
-        replay["score"] = _score_replay(Path(replay["path"]), replay["streams"].split(",")[0], seen.beats)
+        replay["score"] = _score_replay(Path(replay["path"]), str(replay["streams"][0]), seen.beats)
     report["webhooks_received"] = len(receiver.received)
     report["af_alert_received"] = any(e["kind"] == "af_episode" for e in receiver.events())
 
@@ -508,7 +508,8 @@ async def _replay(client: httpx.AsyncClient, url: str, admin: str, record: Path,
     body = r.json()
     print(f"replaying {record.name}: {body['n_samples']} samples × {len(body['streams'])} leads at {body['fs']:g} Hz",
           flush=True)  # fmt: skip
-    report["replay"] = {"record": record.name, "path": str(record), "streams": ",".join(body["streams"])}
+    # the status updates below carry the same "streams" list
+    report["replay"] = {"record": record.name, "path": str(record), "streams": list(body["streams"])}
     for _ in range(14_400):
         progress = (await client.get(f"{url}{body['status_url']}", headers=auth)).json()
         report["replay"].update(progress)

@@ -60,11 +60,26 @@ def _alive(pid: int) -> bool:
     return st is not None and st[0] != "Z"
 
 
+def _holter_record(folder: Path) -> Path:
+    """A 60-s synthetic WFDB record (MLII, format 16) with its beat annotations, for --record."""
+    import numpy as np
+    import wfdb
+
+    from streamdx_devkit.sim import ecg_synthesize
+
+    ecg = ecg_synthesize(60.0, 360.0, seed=7, scenario="sinus")
+    wfdb.wrsamp("holter", fs=360, units=["mV"], sig_name=["MLII"], d_signal=ecg.to_adc(200.0, 0)[:, None].astype(
+        np.int64), fmt=["16"], adc_gain=[200.0], baseline=[0], write_dir=str(folder))  # fmt: skip
+    wfdb.wrann("holter", "atr", sample=np.asarray(ecg.r_samples), symbol=list(ecg.beat_symbols), write_dir=str(folder))
+    return folder / "holter"
+
+
 def test_demo_shows_everything_then_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     report = tmp_path / "demo.json"
+    record = _holter_record(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamdx.cli", "demo", "--streams", "3", "--summary-every", "2",
-         "--out", str(report)],
+         "--record", str(record), "--out", str(report)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -117,3 +132,6 @@ def test_demo_shows_everything_then_ctrl_c_stops_every_process(tmp_path: Path) -
     assert all(v["labels"] > 0 for v in data["labels"].values())
     assert all(v["forecasts"] > 0 for v in data["esr"].values())
     assert data["pooled"]["se"] > 95 and data["pooled"]["ppv"] > 95
+    # the uploaded record was replayed and its first lead's beats scored against its annotations
+    assert data["replay"]["streams"] == ["holter-01"]  # one lead: the stream id as given
+    assert data["replay"]["score"]["se"] > 95 and data["replay"]["score"]["ppv"] > 95
