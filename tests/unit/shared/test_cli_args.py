@@ -51,6 +51,9 @@ def test_report_path_refuses_a_folder_and_an_unwritable_place(tmp_path: Path) ->
         ["eval", "rpeaks", "--data", "{d}", "--out", "/proc/streamdx-nope/r.json"],
         ["train", "beats", "--mitdb", "{d}", "--epochs", "-1"],
         ["train", "quality", "--mitdb", "{d}", "--threads", "0"],
+        ["eval", "esr", "--out", "{d}/r.json", "--n", "0"],
+        ["eval", "esr", "--out", "{d}/r.json", "--boundary-tubes", "0"],
+        ["eval", "esr", "--out", "{d}/r.json", "--large-n", "2"],
     ],
 )
 def test_commands_refuse_bad_options_before_work(
@@ -60,4 +63,4 @@ def test_commands_refuse_bad_options_before_work(
         streamdx_main([a.replace("{d}", str(tmp_path)) for a in argv])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "error: argument" in err and "Traceback" not in err
+    assert "error:" in err and ("argument" in err or "--large-n" in err) and "Traceback" not in err

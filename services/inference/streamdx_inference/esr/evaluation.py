@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
 from streamdx_inference.esr.features import (
     FIRST_MINUTE,
     LENGTHS_REPORTED,
@@ -302,21 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument(
         "--runs",
-        type=int,
+        type=positive_int,
         default=40,
         help="repeated random splits of the main cohort, each tuning and training every model afresh "
         "(default 40, about 75 %% of the run time; fewer runs for a quicker, noisier table)",
     )
-    p.add_argument("--length-runs", type=int, default=10, help="runs that also train GRUs on minutes 2..T for T < 30")
-    p.add_argument("--n", type=int, default=130, help="tubes in the main simulated cohort")
+    p.add_argument("--length-runs", type=non_negative_int, default=10,
+                   help="runs that also train GRUs on minutes 2..T for T < 30")
+    p.add_argument("--n", type=int_at_least(3), default=130, help="tubes in the main simulated cohort (>= 3)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the main cohort (the larger one uses seed + 1)")
-    p.add_argument("--large-n", type=int, default=1000, help="tubes in the larger cohort (0 = skip it)")
-    p.add_argument("--large-runs", type=int, default=3, help="repeated splits of the larger cohort")
+    p.add_argument("--large-n", type=non_negative_int, default=1000,
+                   help="tubes in the larger cohort (0 = skip it, else >= 3)")
+    p.add_argument("--large-runs", type=positive_int, default=3, help="repeated splits of the larger cohort")
     p.add_argument(
-        "--large-length-runs", type=int, default=1, help="larger-cohort runs that also train GRUs for T < 30"
+        "--large-length-runs", type=non_negative_int, default=1,
+        help="larger-cohort runs that also train GRUs for T < 30",
     )
-    p.add_argument("--boundary-tubes", type=int, default=20, help="simulated tubes rendered for the boundary error")
+    p.add_argument("--boundary-tubes", type=positive_int, default=20,
+                   help="simulated tubes rendered for the boundary error")
     p.add_argument("--threads", type=positive_int, default=1, help="threads used by PyTorch")
     return p
 
@@ -325,8 +329,8 @@ def main(argv: Sequence[str]) -> int:
     """CLI entry point (``streamdx eval esr``)."""
     p = build_parser()
     a = p.parse_args(list(argv))
-    if a.runs < 1:
-        p.error("--runs must be >= 1")
+    if 0 < a.large_n < 3:
+        p.error("--large-n must be 0 (skip the larger cohort) or >= 3")
 
     import torch
 
