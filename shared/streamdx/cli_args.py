@@ -5,12 +5,13 @@ so a bad value is a usage error (exit 2) before any work starts, never a traceba
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["int_at_least", "non_negative_int", "positive_int", "report_path"]
+__all__ = ["int_at_least", "non_negative_float", "non_negative_int", "positive_float", "positive_int", "report_path"]
 
 
 def _int(value: str) -> int:
@@ -33,6 +34,32 @@ def positive_int(value: str) -> int:
     v = _int(value)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
+    return v
+
+
+def positive_float(value: str) -> float:
+    """A finite number > 0 (durations, chunk lengths)."""
+    v = _float(value)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v:g}")
+    return v
+
+
+def non_negative_float(value: str) -> float:
+    """A finite number >= 0 (e.g. seconds, 0 = all)."""
+    v = _float(value)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
     return v
 
 

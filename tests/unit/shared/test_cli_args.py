@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from streamdx.cli import main as streamdx_main
-from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
+from streamdx.cli_args import (
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_path,
+)
 
 
 def test_integer_types() -> None:
@@ -20,6 +27,12 @@ def test_integer_types() -> None:
     for bad in ("0", "-2", "two"):
         with pytest.raises(argparse.ArgumentTypeError):
             positive_int(bad)
+    assert positive_float("0.5") == 0.5 and non_negative_float("0") == 0.0
+    for bad in ("0", "-1", "inf", "nan", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive_float(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        non_negative_float("-0.1")
     assert int_at_least(2)("2") == 2
     with pytest.raises(argparse.ArgumentTypeError, match=">= 2"):
         int_at_least(2)("1")
@@ -52,6 +65,9 @@ def test_report_path_refuses_a_folder_and_an_unwritable_place(tmp_path: Path) ->
         ["train", "beats", "--mitdb", "{d}", "--epochs", "-1"],
         ["train", "quality", "--mitdb", "{d}", "--threads", "0"],
         ["eval", "esr", "--out", "{d}/r.json", "--n", "0"],
+        ["bench", "dsp", "--data", "{d}", "--out", "{d}/r.json", "--chunk-s", "-1"],
+        ["bench", "dsp", "--data", "{d}", "--out", "{d}/r.json", "--seconds", "nan"],
+        ["eval", "quality", "--out", "{d}/r.json", "--max-records", "-3"],
         ["eval", "esr", "--out", "{d}/r.json", "--boundary-tubes", "0"],
         ["eval", "esr", "--out", "{d}/r.json", "--large-n", "2"],
     ],
@@ -64,3 +80,13 @@ def test_commands_refuse_bad_options_before_work(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and ("argument" in err or "--large-n" in err) and "Traceback" not in err
+
+
+def test_train_esr_with_a_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "lab.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert streamdx_main(["train", "esr", "--csv", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert "lacks column" in capsys.readouterr().err
+    assert streamdx_main(["train", "esr", "--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

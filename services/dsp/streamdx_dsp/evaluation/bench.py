@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import report_path
+from streamdx.cli_args import non_negative_float, non_negative_int, positive_float, report_path
 from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_dsp.core import (
     EcgStreamState,
@@ -66,15 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench dsp", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records")
     ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
-    ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default: one per record)")
+    ap.add_argument("--streams", type=non_negative_int, default=0, help="concurrent streams (default: one per record)")
     ap.add_argument("--records", default="", help="comma-separated record names (default: all)")
-    ap.add_argument("--seconds", type=float, default=0.0, help="use only the first S seconds of each record")
-    ap.add_argument("--chunk-s", type=float, default=1.0, help="chunk length (s)")
+    ap.add_argument("--seconds", type=non_negative_float, default=0.0,
+                    help="use only the first S seconds of each record")
+    ap.add_argument("--chunk-s", type=positive_float, default=1.0, help="chunk length (s)")
     ap.add_argument(
         "--repeat", type=_positive_int, default=3,
         help="throughput runs of the core and of NeuroKit2 (alternately; best of each)",
     )  # fmt: skip
-    ap.add_argument("--latency-chunk-s", type=float, default=0.1, help="chunk length of the latency replay (s)")
+    ap.add_argument("--latency-chunk-s", type=positive_float, default=0.1,
+                    help="chunk length of the latency replay (s)")
     ap.add_argument(
         "--fs-list",
         default="125,250,360,500,1000",

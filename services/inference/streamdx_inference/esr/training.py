@@ -396,7 +396,11 @@ def main(argv: Sequence[str]) -> int:
     """CLI entry point (``streamdx train esr``)."""
     a = build_parser().parse_args(list(argv))
     if a.card_only:
-        meta_only = json.loads((a.out / META_FILE).read_text())
+        try:
+            meta_only = json.loads((a.out / META_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: --card-only needs a trained model in {a.out}: {exc}", file=sys.stderr)
+            return 2
         (a.out / CARD_FILE).write_text(_card(meta_only, _load_report(a.out)))
         print(f"wrote {a.out / CARD_FILE}")
         return 0
@@ -407,7 +411,14 @@ def main(argv: Sequence[str]) -> int:
 
     torch.set_num_threads(a.threads)
     if a.csv is not None:
-        s, _ids, _esr = load_csv_series(a.csv)
+        try:
+            s, _ids, _esr = load_csv_series(a.csv)
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"error: cannot read {a.csv}: {exc}", file=sys.stderr)
+            return 2
+        except ValueError as exc:  # a missing column, a bad value, too few tubes
+            print(f"error: {a.csv}: {exc}", file=sys.stderr)
+            return 2
         source: dict[str, Any] = {"source": f"lab CSV {a.csv.name}", "n_tubes": len(s)}
         simulated = False
         command = f"streamdx train esr --csv {a.csv} --seed {a.seed} --out {a.out}"

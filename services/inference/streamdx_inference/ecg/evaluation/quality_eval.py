@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=1000, help="first seed (default: %(default)s)")
     p.add_argument("--mitdb", type=Path, default=None, help="MITDB folder, for the real-noise part (with --nstdb)")
     p.add_argument("--nstdb", type=Path, default=None, help="NSTDB folder (ma/em/bw noise records)")
-    p.add_argument("--max-records", type=int, default=8, help="DS2 records with noise (default: %(default)s)")
+    p.add_argument("--max-records", type=non_negative_int, default=8,
+                   help="DS2 records with noise (default: %(default)s)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     return p
 
