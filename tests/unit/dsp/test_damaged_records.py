@@ -126,3 +126,13 @@ def test_eval_episodes_rule_bounds_are_a_clear_error(tmp_path: Path, capsys: pyt
                         "--min-duration", "-1", "--cache", str(tmp_path / "cache")])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "min_duration_s" in err and "Traceback" not in err
+
+
+def test_eval_rpeaks_with_nothing_to_score_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, "r0")  # 30 s
+    rc = streamdx_main(["eval", "rpeaks", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
+                        "--start-s", "60"])  # fmt: skip
+    assert rc == 2 and "nothing to score" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+    assert streamdx_main(["eval", "rpeaks", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
+                          "--start-s", "0"]) == 0  # fmt: skip

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import report_path
+from streamdx.cli_args import non_negative_float, positive_float, report_path
 from streamdx_dsp.evaluation.noise import add_nst_noise
 from streamdx_dsp.evaluation.protocol import first_leads, protocol_lines, rpeaks_protocol
 from streamdx_dsp.evaluation.records import (
@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     ap.add_argument("--records", default="", help="comma-separated record names (default: all)")
     ap.add_argument("--chunk-s", type=float, default=1.0, help="streaming chunk length (s)")
-    ap.add_argument("--start-s", type=float, default=300.0, help="start of the scored interval (s)")
-    ap.add_argument("--window-ms", type=float, default=150.0, help="matching window (ms)")
+    ap.add_argument("--start-s", type=non_negative_float, default=300.0, help="start of the scored interval (s)")
+    ap.add_argument("--window-ms", type=positive_float, default=150.0, help="matching window (ms)")
     ap.add_argument("--annotator", default="atr", help="reference annotation file extension (default: atr)")
     ap.add_argument("--noise-dir", type=Path, default=None, help="NSTDB folder (bw, em, ma)")
     ap.add_argument("--noise", choices=["ma", "bw", "em"], default=None, help="noise record")
@@ -216,6 +216,10 @@ def main(argv: Sequence[str]) -> int:
             f"{name:>8} {int(rin.sum()):>6} {tp:>6} {fn:>5} {fp:>5} {r['se']:>7.2f} {r['ppv']:>7.2f} {r['f1']:>7.2f}",
             flush=True,
         )
+    if names and not any(int(r["tp"]) + int(r["fn"]) for r in per_rec.values()):
+        print(f"error: no annotated beat after --start-s {args.start_s:g} s in any record: nothing to score",
+              file=sys.stderr)  # fmt: skip
+        return 2
     gross, average = _summary(per_rec)
     fgross, faverage = _summary(full_rec)
     vgross, vaverage = _summary(novf_rec)

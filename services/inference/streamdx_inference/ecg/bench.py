@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import report_path
+from streamdx.cli_args import positive_int, report_path
 from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_inference.ecg.features import EcgBeatBatch, ecg_beat_features_batch
 from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     ap.add_argument("--models", type=Path, default=None, help="models directory (default: the repository's models/)")
     ap.add_argument("--data", type=Path, default=None, help="folder of WFDB records instead of synthetic ECG")
-    ap.add_argument("--max-records", type=int, default=4, help="records of --data used (default: %(default)s)")
+    ap.add_argument("--max-records", type=positive_int, default=4, help="records of --data used (default: %(default)s)")
     ap.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)),
                     help="comma-separated batch sizes in beats (default: %(default)s)")
     ap.add_argument("--beats-per-stream", default="1,16",

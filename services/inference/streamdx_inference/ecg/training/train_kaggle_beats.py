@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest number of epochs (patience 6 on validation F1)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the split, N subsampling, weights and batches")
-    p.add_argument("--max-train-n", type=int, default=40000, help="largest number of N beats in the training part")
+    p.add_argument("--max-train-n", type=positive_int, default=40000,
+                   help="largest number of N beats in the training part")
     p.add_argument("--out", type=Path, default=_DEFAULT_OUT, help="output folder")
     p.add_argument("--records", nargs="*", default=None, help="records to use (default: all in --data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
