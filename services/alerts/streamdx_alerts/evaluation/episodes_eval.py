@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import non_negative_float, non_negative_int, positive_int, report_path
 from streamdx_alerts.evaluation.episodes import (
     EpisodeCounts,
     average_scores,
@@ -112,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rhythm engine: non-AF rhythm lasting this long ends an episode (s; default the rule's 15)",
     )
     p.add_argument(
-        "--start-s", type=float, default=300.0, help="start of the test period (s; epicmp's 5-minute learning period)"
+        "--start-s", type=non_negative_float, default=300.0,
+        help="start of the test period (s; epicmp's 5-minute learning period)",
     )
     p.add_argument(
         "--min-episode-s",
-        type=float,
+        type=non_negative_float,
         default=30.0,
         help="episodes shorter than this are left out of the headline statistics (epicmp -i; the "
         "figures without a minimum are reported too)",
