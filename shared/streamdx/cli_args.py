@@ -21,20 +21,22 @@ def _int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
 
 
-def non_negative_int(value: str) -> int:
-    """An integer >= 0 (random seeds: numpy refuses negative ones)."""
-    v = _int(value)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+def int_at_least(low: int) -> Callable[[str], int]:
+    """The argument type of an integer >= ``low`` (e.g. cross-validation folds >= 2)."""
+
+    def parse(value: str) -> int:
+        v = _int(value)
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    return parse
 
 
-def positive_int(value: str) -> int:
-    """An integer >= 1 (epochs, threads)."""
-    v = _int(value)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+#: An integer >= 0 (random seeds: numpy refuses negative ones).
+non_negative_int = int_at_least(0)
+#: An integer >= 1 (epochs, threads, record counts).
+positive_int = int_at_least(1)
 
 
 def _float(value: str) -> float:
@@ -61,18 +63,6 @@ def non_negative_float(value: str) -> float:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {v:g}")
     return v
-
-
-def int_at_least(low: int) -> Callable[[str], int]:
-    """The argument type of an integer >= ``low`` (e.g. cross-validation folds >= 2)."""
-
-    def parse(value: str) -> int:
-        v = _int(value)
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-
-    return parse
 
 
 def report_path(value: str) -> Path:
