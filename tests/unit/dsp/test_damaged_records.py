@@ -136,3 +136,10 @@ def test_eval_rpeaks_with_nothing_to_score_is_an_error(tmp_path: Path, capsys: p
     assert not (tmp_path / "o.json").exists()
     assert streamdx_main(["eval", "rpeaks", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
                           "--start-s", "0"]) == 0  # fmt: skip
+
+
+def test_eval_af_cross_validation_needs_two_records(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _write(tmp_path, "r0")
+    rc = streamdx_main(["eval", "af", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
+                        "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 2 and "at least 2 records" in capsys.readouterr().err

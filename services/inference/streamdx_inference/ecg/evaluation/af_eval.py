@@ -98,6 +98,10 @@ def main(argv: Sequence[str]) -> int:
     if a.train_on and not a.cinc:
         print("error: --train-on cinc2017 needs --cinc DIR", file=sys.stderr)
         return 2
+    if not a.train_on and len(names) < 2:
+        print(f"error: leave-records-out needs at least 2 records in {a.data}, found {len(names)} "
+              "(or score a CinC-trained model on them with --train-on cinc2017)", file=sys.stderr)  # fmt: skip
+        return 2
     if a.cinc and (problem := cinc_pack_problem(a.cinc)):
         print(f"error: {problem}", file=sys.stderr)
         return 2
