@@ -30,7 +30,6 @@ import email.utils
 import json
 import math
 import re
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -632,8 +631,6 @@ async def stream_ecg(
 # --------------------------------------------------------------------------- WFDB records
 
 _RHYTHM_MAP = {"N": "N", "AFIB": "AFIB", "VT": "VT", "SBR": "BRADY"}
-#: What the wfdb package raises on a damaged header, signal or annotation file.
-_WFDB_ERRORS = (OSError, ValueError, IndexError, KeyError, TypeError, EOFError, struct.error)
 
 
 def load_wfdb(
@@ -661,15 +658,17 @@ def load_wfdb(
     """
     import wfdb
 
-    try:
-        header = wfdb.rdheader(path)
-        fs = float(header.fs)
-        sampto = header.sig_len
-        if duration_s is not None:
-            sampto = min(sampto, max(1, round(duration_s * fs)))
-        rec = wfdb.rdrecord(path, channels=[channel], physical=False, sampto=sampto)
-    except _WFDB_ERRORS as exc:  # a damaged header or signal file
-        raise ValueError(f"{path}: cannot read the record ({type(exc).__name__}: {exc})") from exc
+    from streamdx_dsp.evaluation.records import read_annotations, read_header, read_wfdb_file
+
+    # a damaged or inconsistent file is a RecordError (a ValueError) naming the record
+    folder, name = Path(path).parent, Path(path).name
+    header = read_header(folder, name)
+    fs = float(header.fs)
+    sampto = header.sig_len
+    if duration_s is not None:
+        sampto = min(sampto, max(1, round(duration_s * fs)))
+    rec = read_wfdb_file(folder, name, "signal",
+                         lambda: wfdb.rdrecord(path, channels=[channel], physical=False, sampto=sampto))  # fmt: skip
     d_signal = rec.d_signal
     if d_signal is None:
         raise ValueError(f"{path}: no digital signal")
@@ -684,10 +683,7 @@ def load_wfdb(
     )
     truth: dict[str, Any] | None = None
     if Path(path + ".atr").exists():
-        from streamdx_dsp.evaluation.records import read_annotations
-
-        # checked (codes, time order, inside the signal); a RecordError is a ValueError
-        ann = read_annotations(Path(path).parent, Path(path).name, "atr", int(header.sig_len or adc.size))
+        ann = read_annotations(folder, name, "atr", int(header.sig_len or adc.size))
         r: list[int] = []
         sym: list[str] = []
         marks: list[tuple[int, str]] = []

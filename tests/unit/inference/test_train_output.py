@@ -27,7 +27,7 @@ def _argv(tmp_path: Path, out: Path) -> list[str]:
 def test_failed_training_leaves_the_previous_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     out = _old_model(tmp_path / "models")
 
-    def crash(a: argparse.Namespace, work: Path, models_dir: Path) -> int:
+    def crash(a: argparse.Namespace, work: Path, models_dir: Path, command: str) -> int:
         (work / "model.onnx").write_bytes(b"half written")
         raise RuntimeError("export failed")
 
@@ -41,7 +41,7 @@ def test_failed_training_leaves_the_previous_model(monkeypatch: pytest.MonkeyPat
 def test_refused_training_leaves_the_previous_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     out = _old_model(tmp_path / "models")
 
-    def refuse(a: argparse.Namespace, work: Path, models_dir: Path) -> int:
+    def refuse(a: argparse.Namespace, work: Path, models_dir: Path, command: str) -> int:
         (work / "model.onnx").write_bytes(b"partial")
         return 2
 
@@ -57,7 +57,7 @@ def test_successful_training_replaces_the_files(
     out = _old_model(tmp_path / "models")
     (out / "NOTES.txt").write_text("kept")
 
-    def ok(a: argparse.Namespace, work: Path, models_dir: Path) -> int:
+    def ok(a: argparse.Namespace, work: Path, models_dir: Path, command: str) -> int:
         assert work != out and work.parent == out.parent and models_dir == out.parent
         (work / "model.onnx").write_bytes(b"new onnx")
         (work / "model.json").write_text('{"version": "new"}')

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import non_negative_float, non_negative_int, positive_float, report_path
+from streamdx.cli_args import non_negative_float, non_negative_int, positive_float, positive_int, report_path
 from streamdx.gc_tuning import DEFAULT_GC_THRESHOLD0, tuned_gc
 from streamdx_dsp.core import (
     EcgStreamState,
@@ -55,13 +55,6 @@ from streamdx_dsp.evaluation.records import read_ecg, records_for_command
 __all__ = ["build_parser", "main"]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamdx bench dsp", description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="folder of WFDB records")
@@ -72,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use only the first S seconds of each record")
     ap.add_argument("--chunk-s", type=positive_float, default=1.0, help="chunk length (s)")
     ap.add_argument(
-        "--repeat", type=_positive_int, default=3,
+        "--repeat", type=positive_int, default=3,
         help="throughput runs of the core and of NeuroKit2 (alternately; best of each)",
     )  # fmt: skip
     ap.add_argument("--latency-chunk-s", type=positive_float, default=0.1,

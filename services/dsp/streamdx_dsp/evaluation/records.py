@@ -23,6 +23,7 @@ __all__ = [
     "read_ecg",
     "read_header",
     "read_record",
+    "read_wfdb_file",
     "records_for_command",
     "rpeaks_from_beats",
     "stream_record",
@@ -37,8 +38,9 @@ class RecordError(InputFileError):
     """A WFDB record (header, signal or annotation file) that cannot be read or is inconsistent."""
 
 
-def _wfdb(data_dir: Path, name: str, what: str, read: Callable[[], _T]) -> _T:
-    """``read()``, with wfdb's errors on a damaged file turned into a :class:`RecordError` naming it."""
+def read_wfdb_file(data_dir: Path, name: str, what: str, read: Callable[[], _T]) -> _T:
+    """``read()`` (a wfdb call on record ``name`` of ``data_dir``), with wfdb's errors on a damaged
+    file turned into a :class:`RecordError` naming the record and ``what`` was being read."""
     try:
         return read()
     except _WFDB_ERRORS as exc:
@@ -54,7 +56,7 @@ def read_header(data_dir: Path, name: str) -> Any:
     RecordError
         When the header is missing, unreadable or has no usable sampling frequency.
     """
-    hdr = _wfdb(data_dir, name, "header (.hea)", lambda: wfdb.rdheader(str(data_dir / name)))
+    hdr = read_wfdb_file(data_dir, name, "header (.hea)", lambda: wfdb.rdheader(str(data_dir / name)))
     fs = float(hdr.fs) if hdr.fs is not None else math.nan
     if not (math.isfinite(fs) and fs > 0):
         raise RecordError(f"record {name} in {data_dir}: the header gives no positive sampling frequency ({hdr.fs})")
@@ -71,11 +73,9 @@ def read_annotations(data_dir: Path, name: str, annotator: str = "atr", n_sample
         When the annotation file is missing, unreadable or inconsistent with the signal
         (e.g. a truncated signal file).
     """
-    ann = _wfdb(data_dir, name, f"annotations (.{annotator})", lambda: wfdb.rdann(str(data_dir / name), annotator))
+    ann = read_wfdb_file(data_dir, name, f"annotations (.{annotator})",
+                         lambda: wfdb.rdann(str(data_dir / name), annotator))
     samples = np.asarray(ann.sample, dtype=np.int64)
-    if samples.size != len(ann.symbol):
-        raise RecordError(f"record {name} in {data_dir}: .{annotator} has {samples.size} sample indices for "
-                          f"{len(ann.symbol)} annotations")  # fmt: skip
     if samples.size and samples.min() < 0:
         raise RecordError(f"record {name} in {data_dir}: .{annotator} has negative sample indices")
     if samples.size > 1 and np.any(np.diff(samples) < 0):
@@ -119,7 +119,7 @@ def read_record(data_dir: Path, name: str, channels: Sequence[int] | None = None
         no usable sampling frequency.
     """
     chans = list(channels) if channels is not None else None
-    rec = _wfdb(data_dir, name, "signal", lambda: wfdb.rdrecord(str(data_dir / name), channels=chans))
+    rec = read_wfdb_file(data_dir, name, "signal", lambda: wfdb.rdrecord(str(data_dir / name), channels=chans))
     fs = float(rec.fs) if rec.fs is not None else math.nan
     if not (math.isfinite(fs) and fs > 0):
         raise RecordError(f"record {name} in {data_dir}: the header gives no positive sampling frequency ({rec.fs})")

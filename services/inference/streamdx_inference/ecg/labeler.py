@@ -76,14 +76,6 @@ __all__ = [
 ]
 
 MODEL_NAMES = ("ecg_quality", "ecg_af", "ecg_beats")
-
-
-class EcgModelError(InputFileError):
-    """A model folder whose files cannot be loaded (the message names the model and the file)."""
-
-
-class EcgModelNotFound(FileNotFoundError, EcgModelError):
-    """A model folder without its ONNX file or ``model.json``."""
 AF_SMOOTH_ALPHA = 0.15
 QUALITY_SMOOTH_ALPHA = 0.5
 #: Beats whose DSP quality score is below this are unreadable whatever the model says.
@@ -100,6 +92,14 @@ _log = logging.getLogger(__name__)
 #: Beats per onnxruntime call: a batch of a few thousand beats runs ~10 % slower in one call than in
 #: calls of 512-1024, whose activations stay in the CPU caches (measured on one core).
 RUN_CHUNK = 512
+
+
+class EcgModelError(InputFileError):
+    """A model folder whose files cannot be loaded (the message names the model and the file)."""
+
+
+class EcgModelNotFound(FileNotFoundError, EcgModelError):
+    """A model folder without its ONNX file or ``model.json``."""
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ def _install(work: Path, out: Path) -> None:
 def run(model: str, argv: Sequence[str]) -> int:
     """Parse ``argv`` and train ``model`` (``af``, ``beats`` or ``quality``)."""
     a = build_parser_for(model).parse_args(list(argv))
-    a.model, a.argv = model, list(argv)
+    a.model = model
     final = a.out or Path("models") / f"ecg_{a.model}"
     if final.exists() and not final.is_dir():
         print(f"error: --out {final} is a file, not a folder", file=sys.stderr)
@@ -238,7 +238,7 @@ def run(model: str, argv: Sequence[str]) -> int:
         print(f"error: cannot write the model to {final}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     try:
-        rc = _train(a, work, models_dir)
+        rc = _train(a, work, models_dir, " ".join(["streamdx train", model, *argv]))
         if rc == 0:
             _install(work, final)
     finally:
@@ -251,17 +251,15 @@ def run(model: str, argv: Sequence[str]) -> int:
     return 0
 
 
-def _train(a: argparse.Namespace, out: Path, models_dir: Path) -> int:
+def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> int:
     """Train ``a.model`` and write its files to ``out`` (a fresh folder that :func:`run` then
-    installs as the ``--out`` folder); 2 on bad input."""
+    installs as the ``--out`` folder), ``command`` quoted in its card; 2 on bad input."""
     import torch
 
-    model = a.model
     torch.set_num_threads(a.threads)
     from streamdx_dsp.evaluation.records import list_records
 
     names = list_records(a.mitdb)
-    command = " ".join(["streamdx train", model, *a.argv])
     if a.model == "af":
         if problem := cinc_pack_problem(a.cinc):
             print(f"error: {problem}", file=sys.stderr)
