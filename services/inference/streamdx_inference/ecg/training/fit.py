@@ -58,13 +58,38 @@ def _loss_fn(n_out: int, class_weights: npt.NDArray[np.float64] | None) -> nn.Mo
     if n_out == 1:
         pw = None if class_weights is None else torch.tensor([class_weights[1] / class_weights[0]], dtype=torch.float32)
         return nn.BCEWithLogitsLoss(pos_weight=pw)
-    w = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-    return nn.CrossEntropyLoss(weight=w)
+    return _ClassWeightedCrossEntropy(None if class_weights is None else torch.tensor(class_weights,
+                                                                                     dtype=torch.float32))
 
 
-def _target(y: npt.NDArray[np.int64], n_out: int) -> torch.Tensor:
+class _ClassWeightedCrossEntropy(nn.Module):
+    """Cross-entropy with class weights, on class indices or on class probabilities (soft targets).
+
+    On indices it is ``nn.CrossEntropyLoss(weight=w)``. On probabilities each beat is weighted
+    by the class weight of its most probable target class (its reference class when the
+    targets mix in the reference labels with weight ≥ 0.5), so the class balance is that of
+    the hard labels; weighting each class's term instead would multiply the small probability
+    a teacher gives a rare class on every beat by that class's large weight.
+    """
+
+    def __init__(self, weight: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == 1:
+            return nn.functional.cross_entropy(logits, target, weight=self.weight)
+        per_beat = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
+        if self.weight is None:
+            return per_beat.mean()
+        sw = self.weight[target.argmax(dim=1)]
+        return (sw * per_beat).sum() / sw.sum()
+
+
+def _target(y: npt.NDArray[np.int64] | npt.NDArray[np.float32], n_out: int) -> torch.Tensor:
+    """Class indices, or (for a multi-class model) class probabilities when ``y`` is 2-D (soft targets)."""
     t = torch.from_numpy(y)
-    return t.float() if n_out == 1 else t.long()
+    return t.float() if n_out == 1 or t.ndim == 2 else t.long()
 
 
 def _logits(net: nn.Module, f: EcgFeatures, idx: npt.NDArray[np.int64]) -> torch.Tensor:
@@ -75,7 +100,7 @@ def _logits(net: nn.Module, f: EcgFeatures, idx: npt.NDArray[np.int64]) -> torch
 def fit_net(
     net: nn.Module,
     train: EcgFeatures,
-    y_train: npt.NDArray[np.int64],
+    y_train: npt.NDArray[np.int64] | npt.NDArray[np.float32],
     val: EcgFeatures,
     y_val: npt.NDArray[np.int64],
     *,
@@ -89,13 +114,18 @@ def fit_net(
     desc: str = "train",
     epoch_size: int | None = None,
     augment: bool = False,
+    ema_decay: float | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train ``net``; return the checkpoint with the lowest validation loss and the history.
 
     ``sample_weight`` (per training beat) draws each epoch's beats with replacement in
     proportion to it (e.g. to balance records or databases); otherwise every beat once.
     ``epoch_size`` fixes the number of beats drawn per epoch (default: all); ``augment``
-    applies :func:`augment_beats` to every training batch.
+    applies :func:`augment_beats` to every training batch. ``y_train`` may hold class
+    probabilities (n, k) instead of class indices (soft targets, e.g. a teacher ensemble's).
+    ``ema_decay`` keeps an exponential moving average of the weights (and batch-norm
+    statistics), updated after every step; the average is what is validated and returned
+    (Polyak & Juditsky 1992; Izmailov et al. 2018 for its flatter, better-generalising minima).
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -108,6 +138,11 @@ def fit_net(
     steps = epochs * math.ceil(per_epoch / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
     best, best_loss, history = copy.deepcopy(net.state_dict()), math.inf, []
+    avg = None
+    if ema_decay is not None:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        avg = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     p = None if sample_weight is None else sample_weight / sample_weight.sum()
     bar = None
     if progress:
@@ -130,16 +165,19 @@ def fit_net(
             loss.backward()
             opt.step()
             sched.step()
+            if avg is not None:
+                avg.update_parameters(net)
             total += float(loss.detach()) * idx.size
             count += idx.size
             if bar is not None:
                 bar.update(1)
-        vloss = _eval_loss(net, val, y_val, loss_fn, n_out)
+        scored = net if avg is None else avg.module
+        vloss = _eval_loss(scored, val, y_val, loss_fn, n_out)
         history.append({"epoch": ep + 1, "train_loss": total / max(count, 1), "val_loss": vloss})
         if bar is not None:
             bar.set_postfix(train=f"{total / max(count, 1):.4f}", val=f"{vloss:.4f}")
         if vloss < best_loss:
-            best_loss, best = vloss, copy.deepcopy(net.state_dict())
+            best_loss, best = vloss, copy.deepcopy(scored.state_dict())
     if bar is not None:
         bar.close()
     net.load_state_dict(best)

@@ -46,7 +46,9 @@ from streamdx_inference.ecg.training.fit import export_onnx, predict_net, quanti
 from streamdx_inference.ecg.training.recipes import (
     AF_EPOCH_SIZE,
     AF_EPOCHS,
+    BEAT_EMA_DECAY,
     BEAT_EPOCHS,
+    BEAT_TEACHERS,
     MITDB_WEIGHT,
     QUALITY_EPOCHS,
     SYNTHETIC_RECORDS,
@@ -309,7 +311,10 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
             data="MITDB DS1 (de Chazal et al. 2004: 22 records; paced 102, 104, 107, 217 excluded), the DSP's beats "
                  "matched to `.atr` beats within 150 ms.",
             split="inter-patient: trained on DS1 (15 % of its records for validation), scored on DS2 by "
-                  "`streamdx eval beats --protocol ds1ds2`.",
+                  "`streamdx eval beats --protocol ds1ds2`. Distilled: the served network learns half from the "
+                  f"reference classes, half from the mean class probabilities of {BEAT_TEACHERS} teacher networks "
+                  "trained first on the same beats (seeds + 1 ...); every network keeps a moving average of its "
+                  f"weights (decay {BEAT_EMA_DECAY}).",
             thr_note="arg-max class, N versus S by the SVEB rule below; class weights 1/sqrt(frequency)",
             delay=("reads RR_next (the interval to the following beat): a label waits for the next R peak, "
                    "as the rr beat window already does." if a.window == "rr" else

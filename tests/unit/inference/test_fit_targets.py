@@ -1,0 +1,58 @@
+"""The ECG networks' training loss on hard and soft targets, and the weight average (pure, CPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT, EcgFeatures  # noqa: E402
+from streamdx_inference.ecg.training.fit import _loss_fn, fit_net, predict_net  # noqa: E402
+from streamdx_inference.ecg.training.nets import BeatNet  # noqa: E402
+
+W = np.array([1.0, 50.0, 3.0])
+
+
+def test_one_hot_soft_targets_give_the_class_weighted_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(64, 3, generator=g)
+    y = torch.randint(0, 3, (64,), generator=g)
+    loss = _loss_fn(3, W)
+    ref = torch.nn.CrossEntropyLoss(weight=torch.tensor(W, dtype=torch.float32))(z, y)
+    assert float(loss(z, y)) == pytest.approx(float(ref), rel=1e-6)
+    assert float(loss(z, torch.eye(3)[y])) == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_soft_targets_weigh_each_beat_by_its_most_probable_class() -> None:
+    # every beat is class 0 with a teacher's 2 % on the rare class 1 (weight 50): weighting the
+    # class-1 term by 50 would make that 2 % dominate; weighting the beat by class 0 does not
+    z = torch.zeros(8, 3)
+    z[:, 0] = 4.0
+    t = torch.tensor([[0.97, 0.02, 0.01]]).repeat(8, 1)
+    got = float(_loss_fn(3, W)(z, t))
+    per_beat = float(-(t * torch.log_softmax(z, dim=1)).sum(dim=1).mean())
+    assert got == pytest.approx(per_beat, rel=1e-6)
+    naive = float(-(torch.tensor(W, dtype=torch.float32) * t * torch.log_softmax(z, dim=1)).sum(dim=1).mean())
+    assert naive > 5 * got
+
+
+def _toy(n: int, seed: int) -> tuple[EcgFeatures, np.ndarray]:
+    """Two classes told apart by the sign of a bump at R (index 100)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    wave = rng.normal(0.0, 0.1, (n, 2, BEAT_SAMPLES)).astype(np.float32)
+    wave[:, 0, 95:106] += np.where(y == 1, 1.0, -1.0)[:, None]
+    return EcgFeatures(wave, np.zeros((n, 3, RR_CONTEXT), np.float32), np.zeros((n, N_SCALARS), np.float32)), y
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_fit_with_weight_average_learns_hard_and_soft_targets(soft: bool) -> None:
+    tr, y = _toy(512, 0)
+    va, yv = _toy(256, 1)
+    target = (0.5 * np.eye(2, dtype=np.float32)[y] + 0.25).astype(np.float32) if soft else y
+    torch.manual_seed(0)
+    net, hist = fit_net(BeatNet(2, ()), tr, target, va, yv, epochs=10, batch=64, progress=False, ema_decay=0.9)
+    assert len(hist) == 10
+    acc = float(np.mean(predict_net(net, va).argmax(1) == yv))
+    assert acc > 0.95
