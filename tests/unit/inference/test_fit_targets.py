@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,25 @@ def test_fit_with_weight_average_learns_hard_and_soft_targets(soft: bool) -> Non
     assert len(hist) == 10
     acc = float(np.mean(predict_net(net, va).argmax(1) == yv))
     assert acc > 0.95
+
+
+def _fit(ema_decay: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    tr, y = _toy(512, 0)
+    va, yv = _toy(256, 1)
+    torch.manual_seed(0)
+    net = BeatNet(2, ())
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    out, _ = fit_net(net, tr, y, va, yv, epochs=6, batch=64, progress=False, ema_decay=ema_decay)
+    return start, out.state_dict()
+
+
+def _moved(a: dict[str, Any], b: dict[str, Any]) -> float:
+    return sum(float((a[k] - b[k]).norm()) for k in a if a[k].is_floating_point() and "running" not in k)
+
+
+def test_the_weight_average_is_what_fit_returns() -> None:
+    start, plain = _fit(None)
+    _, copied = _fit(0.0)  # decay 0: the average is the current weights
+    _, frozen = _fit(1.0)  # decay 1: the average keeps its first update (after the first step)
+    assert all(torch.equal(copied[k], v) for k, v in plain.items())
+    assert _moved(frozen, start) < 0.1 * _moved(plain, start)
