@@ -13,6 +13,7 @@ from streamdx_inference.ecg.features import (
     AMP_ALPHA,
     CAUSAL_SCALARS,
     N_SCALARS,
+    RESEED_AFTER,
     RR_ALPHA,
     RR_CONTEXT,
     SCALAR_RR_NEXT,
@@ -26,12 +27,23 @@ from streamdx_inference.ecg.features import (
     ecg_context_init,
 )
 
+_T = np.linspace(-1, 2, 300)
+#: A wide, inverted beat (PVC-like): its QRS deviates from a template of normal beats.
+_ODD = (-1.5 * np.exp(-((_T - 0.02) / 0.12) ** 2)).astype(np.float32)
 
-def _beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+
+def _beats(n: int, seed: int = 0, odd: bool = False, gain: tuple[float, float] = (0.5, 2.0)) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Normal beats of random ``gain``; with ``odd``, PVC-like ones at 0, 20-26 (a run: the
+    template is replaced) and 50, 52, 54 (bigeminy: it is not)."""
     rng = np.random.default_rng(seed)
-    t = np.linspace(-1, 2, 300)
-    waves = np.stack([rng.uniform(0.5, 2.0) * np.exp(-((t) / 0.03) ** 2) + 0.2 * np.exp(-((t + 0.5) / 0.05) ** 2)
+    t = _T
+    waves = np.stack([rng.uniform(*gain) * np.exp(-((t) / 0.03) ** 2) + 0.2 * np.exp(-((t + 0.5) / 0.05) ** 2)
                       + rng.normal(0, 0.02, 300) for _ in range(n)]).astype(np.float32)
+    if odd:
+        for i in (0, *range(20, 27), 50, 52, 54):
+            if i < n:
+                waves[i] = _ODD * rng.uniform(0.8, 1.2)
     rr = rng.uniform(0.5, 1.2, n)
     rr_next = np.concatenate((rr[1:], [0.8]))
     q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (n, 1))
@@ -39,7 +51,7 @@ def _beats(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _run(cuts: list[int], n: int, roundtrip: bool) -> EcgFeatures:
-    w, rp, rn, q = _beats(n)
+    w, rp, rn, q = _beats(n, odd=True)
     ctx = ecg_context_init()
     parts = []
     bounds = [0, *sorted(set(cuts)), n]
@@ -127,6 +139,35 @@ def test_context_validation() -> None:
         EcgContext.from_dict({**d, "rr_mean_s": float("nan")})
     with pytest.raises(ValueError):
         EcgContext.from_dict({**d, "template": "AAAA"})
+    assert EcgContext.from_dict({**d, "odd": 2}).odd == 2
+    assert EcgContext.from_dict({k: v for k, v in d.items() if k != "odd"}).odd == 0  # a context saved before
+    for bad in (-1, RESEED_AFTER, 1.5, "2", True):
+        with pytest.raises(ValueError, match="odd"):
+            EcgContext.from_dict({**d, "odd": bad})
+
+
+def test_a_run_of_deviating_beats_replaces_the_template() -> None:
+    """An atypical first beat, or a run of RESEED_AFTER beats of a new shape, becomes the template;
+    isolated ectopic beats (bigeminy) do not."""
+    w, rp, rn, q = _beats(60, odd=True, gain=(0.9, 1.1))
+    ctx, f = ecg_beat_features(ecg_context_init(), w, rp, rn, q)
+    dev = f.rr[:, 2, -1]
+    gate = np.log1p(0.5)
+    # beat 0 (odd) seeds the template: beats 1-4 deviate, the 4th of them replaces it
+    assert (dev[1 : 1 + RESEED_AFTER] >= gate).all()
+    np.testing.assert_array_equal(f.wave[RESEED_AFTER, 1], f.wave[RESEED_AFTER, 0])
+    assert (dev[RESEED_AFTER + 1 : 20] < gate).all()
+    # the run 20-26 takes over the template at its 4th beat; back to normal 4 beats after it
+    assert (dev[20 : 20 + RESEED_AFTER] >= gate).all() and (dev[20 + RESEED_AFTER : 27] < gate).all()
+    assert (dev[27 : 27 + RESEED_AFTER] >= gate).all() and (dev[27 + RESEED_AFTER : 50] < gate).all()
+    # bigeminy: every odd beat deviates, every normal one does not
+    assert (dev[[50, 52, 54]] >= gate).all() and (dev[[51, 53, 55]] < gate).all()
+    assert ctx.odd == 0
+    # without the re-seeding the first beat's shape would have stayed: a stream cut after 3 deviating
+    # beats carries the count on
+    c3, _ = ecg_beat_features(ecg_context_init(), w[:RESEED_AFTER], rp[:RESEED_AFTER], rn[:RESEED_AFTER],
+                              q[:RESEED_AFTER])  # fmt: skip
+    assert c3.odd == RESEED_AFTER - 1
 
 
 def test_an_ectopic_shape_deviates_from_the_template() -> None:
@@ -145,11 +186,12 @@ def _reference_sequential(ctx: EcgContext, w: np.ndarray, rp: np.ndarray, reset:
     """The feature function's sequential part written as the plain per-beat loop of its definition
     (module docstring): normalised waves, templates, RR windows and QRS-deviation windows."""
     a_run, m_run, hist, t, dh = ctx.amp_mv, ctx.rr_mean_s, list(ctx.rr), ctx.template.copy(), list(ctx.dev)
+    odd = ctx.odd
     waves, tpls, rrw, devw = [], [], [], []
     rp = np.clip(rp, 0.1, 10.0)
     for i in range(rp.size):
         if reset[i]:
-            a_run, m_run, hist, t, dh = 0.0, 0.0, [], np.zeros(0, np.float32), []
+            a_run, m_run, hist, t, dh, odd = 0.0, 0.0, [], np.zeros(0, np.float32), [], 0
         x = w[i] - np.median(w[i])
         amp = max(float(np.abs(x[95:106]).max()), 1e-3)
         scale = a_run if a_run > 0 else amp
@@ -163,14 +205,18 @@ def _reference_sequential(ctx: EcgContext, w: np.ndarray, rp: np.ndarray, reset:
         tq = t[70:160].astype(np.float64)
         dev = float(np.log1p(min(10.0, np.sqrt(diff @ diff / (tq @ tq + 1e-6)))))
         dh = [*dh, dev][-RR_CONTEXT:]
-        rate = TEMPLATE_ALPHA if dev < np.log1p(0.5) else TEMPLATE_ALPHA / 4
-        t = (t + np.float32(rate) * (x - t)).astype(np.float32)
+        odd = 0 if dev < np.log1p(0.5) else odd + 1
+        if odd >= RESEED_AFTER:  # a run of deviating beats replaces the template
+            t, odd = x.copy(), 0
+        else:
+            rate = TEMPLATE_ALPHA if dev < np.log1p(0.5) else TEMPLATE_ALPHA / 4
+            t = (t + np.float32(rate) * (x - t)).astype(np.float32)
         waves.append(x)
         tpls.append(t)
         rrw.append(np.r_[np.full(RR_CONTEXT - len(hist), np.nan), hist])
         devw.append(np.r_[np.zeros(RR_CONTEXT - len(dh)), dh])
     out = EcgContext(rr=np.array(hist, np.float64), rr_mean_s=m_run, amp_mv=a_run, template=t,
-                     dev=np.array(dh, np.float64))  # fmt: skip
+                     dev=np.array(dh, np.float64), odd=odd)  # fmt: skip
     return np.array(waves), np.array(tpls), np.array(rrw), np.array(devw), out
 
 
@@ -181,7 +227,7 @@ def test_batched_streams_equal_the_per_beat_definition(calls: list[list[tuple[in
     """Several streams per call, any number of beats each (0 too), resets anywhere: the
     rank-vectorised sequential part equals the plain per-beat loop, stream by stream."""
     n_streams = max(len(c) for c in calls)
-    w, rp, rn, q = _beats(200, seed)
+    w, rp, rn, q = _beats(200, seed, odd=True)
     rng = np.random.default_rng(seed)
     ctxs = [ecg_context_init() for _ in range(n_streams)]
     refs = [ecg_context_init() for _ in range(n_streams)]
@@ -213,6 +259,7 @@ def test_batched_streams_equal_the_per_beat_definition(calls: list[list[tuple[in
             np.testing.assert_allclose(c.dev, r.dev, atol=1e-4)
             assert c.amp_mv == pytest.approx(r.amp_mv) and c.rr_mean_s == pytest.approx(r.rr_mean_s)
             np.testing.assert_allclose(c.template, r.template, atol=1e-5)
+            assert c.odd == r.odd
 
 
 def test_many_streams_equal_one_stream_at_a_time() -> None:

@@ -169,6 +169,7 @@ def test_state_codec_round_trip(labeler: EcgLabeler, beats: list[EcgBeatV1]) -> 
     np.testing.assert_array_equal(back.label.ctx.rr, r.state.label.ctx.rr)
     np.testing.assert_array_equal(back.label.ctx.dev, r.state.label.ctx.dev)
     assert np.array_equal(back.label.ctx.template, r.state.label.ctx.template)
+    assert back.label.ctx.odd == r.state.label.ctx.odd
     empty = codec.loads(codec.dumps(EcgLabelStreamState()))
     assert empty.last_beat_index == -1 and empty.label.af_smooth == -1.0 and empty.label.ctx.template.size == 0
 
@@ -184,9 +185,10 @@ def test_state_codec_round_trip(labeler: EcgLabeler, beats: list[EcgBeatV1]) -> 
         lambda d: d["label"]["ctx"].update(rr=[0.8, -1.0]),
         lambda d: d["label"]["ctx"].update(template="not base64!"),
         lambda d: d["label"]["ctx"].update(template="AAAAAA=="),  # one float, not 300
+        lambda d: d["label"]["ctx"].update(odd=-1),
     ],
     ids=["version", "negative-index", "index-type", "label-type", "af-nan", "negative-rr", "template-b64",
-         "template-size"],
+         "template-size", "odd-count"],
 )
 def test_state_codec_rejects_malformed_checkpoints(labeler: EcgLabeler, beats: list[EcgBeatV1], mutate: object) -> None:
     h = EcgBeatsHandler(labeler, InferenceMetrics(CollectorRegistry()))

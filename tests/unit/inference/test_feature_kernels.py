@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streamdx_inference.ecg._feature_kernels import beat_context_pass, center_beats
-from streamdx_inference.ecg.features import AMP_ALPHA, RR_ALPHA, RR_CONTEXT, TEMPLATE_ALPHA
+from streamdx_inference.ecg.features import AMP_ALPHA, RESEED_AFTER, RR_ALPHA, RR_CONTEXT, TEMPLATE_ALPHA
 
 QRS, CLIP, DEV_MAX, DEV_GATE = (70, 160), 8.0, 10.0, math.log1p(0.5)
 
@@ -29,8 +29,9 @@ def test_center_beats_is_numpys_median_bit_for_bit(length: int) -> None:
     assert np.array_equal(amp, ref_amp)
 
 
-def _numpy_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, tpl_run, has_tpl):  # type: ignore[no-untyped-def]
-    """The per-rank numpy loop the kernel replaced (every stream's i-th beat at once)."""
+def _numpy_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, tpl_run, has_tpl, n_odd):  # type: ignore[no-untyped-def]
+    """The per-rank numpy loop the kernel replaced (every stream's i-th beat at once), with the
+    template's re-seeding after ``RESEED_AFTER`` deviating beats in a row."""
     total = w.shape[0]
     scale, mean_prev = np.empty(total), np.empty(total)
     win, dwin = np.empty((total, RR_CONTEXT)), np.empty((total, RR_CONTEXT))
@@ -42,6 +43,7 @@ def _numpy_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, tpl
         g = starts[act] + i
         cleared = act[reset[g]]
         a_run[cleared], m_run[cleared], hist[cleared], devh[cleared], has_tpl[cleared] = 0.0, 0.0, np.nan, 0.0, False
+        n_odd[cleared] = 0
         av, rv, ar, mr = amp[g], rp[g], a_run[act], m_run[act]
         sc = np.where(ar > 0, ar, av)
         scale[g] = sc
@@ -66,9 +68,13 @@ def _numpy_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, tpl
         dwin[g] = devh[act]
         rate = np.where(dev < DEV_GATE, a_fast, a_slow).astype(np.float32)
         t = t + rate[:, None] * (wg - t)
+        odd = np.where(dev < DEV_GATE, 0, n_odd[act] + 1)
+        reseed = odd >= RESEED_AFTER
+        t[reseed] = wg[reseed]
+        n_odd[act] = np.where(reseed, 0, odd)
         tpl_run[act] = t
         tpl[g] = t
-    return w, tpl, scale, mean_prev, win, dwin, a_run, m_run, hist, devh, tpl_run, has_tpl
+    return w, tpl, scale, mean_prev, win, dwin, a_run, m_run, hist, devh, tpl_run, has_tpl, n_odd
 
 
 def test_the_context_pass_matches_the_numpy_formulation() -> None:
@@ -91,17 +97,18 @@ def test_the_context_pass_matches_the_numpy_formulation() -> None:
     tpl_run = np.zeros((s, 300), np.float32)
     tpl_run[[2, 4]] = base
     has_tpl = np.array([False, True, True, False, True])
-    state = (a_run, m_run, hist, devh, tpl_run, has_tpl)
+    n_odd = np.array([0, 2, 3, 0, 1], np.int64)  # streams part-way into a run of deviating beats
+    state = (a_run, m_run, hist, devh, tpl_run, has_tpl, n_odd)
     ref = _numpy_pass(counts, starts, w.copy(), rp, amp, reset, *(x.copy() for x in state))
     k_w, k_state = w.copy(), [x.copy() for x in state]
     outs = (np.empty_like(w), np.empty(n), np.empty(n), np.empty((n, RR_CONTEXT)), np.empty((n, RR_CONTEXT)))
     n_rr, n_dev = np.zeros(s, np.int64), np.zeros(s, np.int64)
     beat_context_pass(counts, starts, k_w, rp, amp, reset, k_state[0], k_state[1], k_state[2], k_state[3], n_rr, n_dev,
-                      k_state[4], k_state[5], *outs, AMP_ALPHA, RR_ALPHA, TEMPLATE_ALPHA, CLIP, QRS[0], QRS[1], DEV_MAX,
-                      DEV_GATE)  # fmt: skip
+                      k_state[4], k_state[5], k_state[6], *outs, AMP_ALPHA, RR_ALPHA, TEMPLATE_ALPHA, CLIP, QRS[0],
+                      QRS[1], DEV_MAX, DEV_GATE, RESEED_AFTER)  # fmt: skip
     got = (k_w, *outs, *k_state)
     for name, a, b in zip(("w", "tpl", "scale", "mean_prev", "win", "dwin", "a_run", "m_run", "hist", "devh",
-                           "tpl_run", "has_tpl"), got, ref, strict=True):  # fmt: skip
+                           "tpl_run", "has_tpl", "n_odd"), got, ref, strict=True):  # fmt: skip
         if name in ("dwin", "devh"):
             # log1p: numpy's vectorised one and the C library's may differ in the last bit of a double
             # (the model reads these as float32); the sums and the template are exact

@@ -127,14 +127,15 @@ def beat_context_pass(
     rp: npt.NDArray[np.float64], amp: npt.NDArray[np.float64], reset: npt.NDArray[np.bool_],
     a_run: npt.NDArray[np.float64], m_run: npt.NDArray[np.float64], hist: npt.NDArray[np.float64],
     devh: npt.NDArray[np.float64], n_rr: npt.NDArray[np.int64], n_dev: npt.NDArray[np.int64],
-    tpl_run: npt.NDArray[np.float32], has_tpl: npt.NDArray[np.bool_], tpl_out: npt.NDArray[np.float32],
+    tpl_run: npt.NDArray[np.float32], has_tpl: npt.NDArray[np.bool_], n_odd: npt.NDArray[np.int64],
+    tpl_out: npt.NDArray[np.float32],
     scale: npt.NDArray[np.float64], mean_prev: npt.NDArray[np.float64], win: npt.NDArray[np.float64],
     dwin: npt.NDArray[np.float64], amp_alpha: float, rr_alpha: float, tpl_alpha: float, clip: float, qrs_lo: int,
-    qrs_hi: int, dev_max: float, dev_gate: float,
+    qrs_hi: int, dev_max: float, dev_gate: float, reseed_after: int,
 ) -> None:  # pragma: no cover - compiled  # fmt: skip
     """The sequential part of the feature function, stream by stream, beat by beat.
 
-    Updates the streams' running state in place (``a_run`` … ``has_tpl``: one row per
+    Updates the streams' running state in place (``a_run`` … ``n_odd``: one row per
     stream) and writes each beat's outputs (``w`` normalised in place, ``tpl_out``,
     ``scale``, ``mean_prev``, ``win``, ``dwin``); see
     :func:`streamdx_inference.ecg.features.ecg_beat_features_batch` for the definitions.
@@ -155,6 +156,7 @@ def beat_context_pass(
                 n_rr[s] = 0
                 n_dev[s] = 0
                 has_tpl[s] = False
+                n_odd[s] = 0
             av, rv, ar, mr = amp[g], rp[g], a_run[s], m_run[s]
             sc = ar if ar > 0 else av
             scale[g] = sc
@@ -179,6 +181,13 @@ def beat_context_pass(
             devh[s, k_len - 1] = dev
             n_dev[s] = min(n_dev[s] + 1, k_len)
             dwin[g, :] = devh[s, :]
+            n_odd[s] = 0 if dev < dev_gate else n_odd[s] + 1
+            if n_odd[s] >= reseed_after:  # the "ectopic" shape is the stream's shape now: start over from it
+                n_odd[s] = 0
+                for j in range(length):
+                    tpl_run[s, j] = w[g, j]
+                    tpl_out[g, j] = w[g, j]
+                continue
             rate = a_fast if dev < dev_gate else a_slow
             for j in range(length):
                 t = tpl_run[s, j]

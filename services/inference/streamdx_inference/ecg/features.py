@@ -17,7 +17,10 @@ Inputs of the models (float32):
     stream's running template, the exponential average (~8 beats) of channel 0 up to and
     including this beat, in which the P waves of sinus rhythm add up and the
     uncorrelated f waves of AF do not; beats whose QRS deviates from it (ectopic beats)
-    update it four times more slowly.
+    update it four times more slowly, and ``RESEED_AFTER`` = 4 deviating beats in a row
+    replace it (the stream's shape changed, or the first beat was atypical: without this, a
+    short recording whose first beat was odd kept a template unlike all its other beats and
+    read as all ectopic beats).
 ``rr`` (n, 3, ``RR_CONTEXT``)
     The last ``RR_CONTEXT`` = 32 beats ending with this one (oldest first): channel 0
     ``log(RR_prev / median of the valid ones)``, channel 1 a validity mask (1 = known),
@@ -49,6 +52,7 @@ __all__ = [
     "BEAT_SAMPLES",
     "CAUSAL_SCALARS",
     "N_SCALARS",
+    "RESEED_AFTER",
     "RR_ALPHA",
     "RR_CONTEXT",
     "SCALAR_NAMES",
@@ -78,6 +82,9 @@ _DEV_MAX = 10.0
 #: QRS deviation (log1p of the relative RMS difference) above which a beat updates the
 #: template at a quarter of the rate.
 _DEV_GATE = math.log1p(0.5)
+#: Consecutive beats at or above the deviation gate after which the template is replaced by the
+#: current beat (a run of this many "ectopic" beats is the stream's morphology, or VT).
+RESEED_AFTER = 4
 _RR_MIN_S = 0.1
 _RR_MAX_S = 10.0
 SCALAR_NAMES = (
@@ -121,6 +128,8 @@ class EcgContext:
         Running template of the normalised beats (empty before the first beat).
     dev : ndarray of float64
         QRS deviations of the last beats (aligned with ``rr``).
+    odd : int
+        Consecutive beats, up to the last one, whose QRS deviated from the template.
     """
 
     rr: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
@@ -128,11 +137,12 @@ class EcgContext:
     amp_mv: float = 0.0
     template: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     dev: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    odd: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"rr": self.rr.tolist(), "rr_mean_s": float(self.rr_mean_s), "amp_mv": float(self.amp_mv),
                 "template": base64.b64encode(self.template.astype("<f4").tobytes()).decode(),
-                "dev": self.dev.tolist()}  # fmt: skip
+                "dev": self.dev.tolist(), "odd": int(self.odd)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EcgContext:
@@ -156,8 +166,11 @@ class EcgContext:
         dev = [float(v) for v in d.get("dev", [])][-RR_CONTEXT:]
         if not all(math.isfinite(v) and v >= 0 for v in dev):
             raise ValueError("ECG feature context: bad QRS deviation history")
+        odd = d.get("odd", 0)
+        if not isinstance(odd, int) or isinstance(odd, bool) or not 0 <= odd < RESEED_AFTER:
+            raise ValueError(f"ECG feature context: odd must be an integer in [0, {RESEED_AFTER})")
         return cls(rr=np.array(rr, np.float64), rr_mean_s=mean, amp_mv=amp, template=tpl.astype(np.float32),
-                   dev=np.array(dev, np.float64))  # fmt: skip
+                   dev=np.array(dev, np.float64), odd=odd)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -327,6 +340,7 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     n_dev = np.zeros(n_streams, np.int64)
     tpl_run = np.zeros((n_streams, BEAT_SAMPLES), np.float32)
     has_tpl = np.zeros(n_streams, bool)
+    n_odd = np.fromiter((c.odd for c in ctxs), np.int64, n_streams)
     for s, c in enumerate(ctxs):
         k = n_rr[s] = c.rr.size
         if k:
@@ -349,16 +363,17 @@ def ecg_beat_features_batch(ctxs: Sequence[EcgContext], batch: EcgBeatBatch) -> 
     # template (an ectopic beat) moves it only slowly, so frequent PVCs do not turn the template
     # into a PVC and make the normal beats look ectopic
     beat_context_pass(counts, starts, w, rp, amp, reset, a_run, m_run, hist, devh, n_rr, n_dev, tpl_run, has_tpl,
-                      tpl, scale, mean_prev, win, dwin, AMP_ALPHA, RR_ALPHA, TEMPLATE_ALPHA, _WAVE_CLIP, _QRS_SPAN[0],
-                      _QRS_SPAN[1], _DEV_MAX, _DEV_GATE)  # fmt: skip
+                      n_odd, tpl, scale, mean_prev, win, dwin, AMP_ALPHA, RR_ALPHA, TEMPLATE_ALPHA, _WAVE_CLIP,
+                      _QRS_SPAN[0], _QRS_SPAN[1], _DEV_MAX, _DEV_GATE, RESEED_AFTER)  # fmt: skip
 
     # copies of the rows: a view would keep the whole batch's arrays alive as long as the context
     # of any of its streams (an idle stream's, for instance)
     m_list, a_list, nr_list, nd_list = m_run.tolist(), a_run.tolist(), n_rr.tolist(), n_dev.tolist()
+    odd_list = n_odd.tolist()
     out_ctxs = [
         c if counts[s] == 0 else EcgContext(
             rr=hist[s, RR_CONTEXT - nr_list[s]:].copy(), rr_mean_s=m_list[s], amp_mv=a_list[s],
-            template=tpl_run[s].copy(), dev=devh[s, RR_CONTEXT - nd_list[s]:].copy())
+            template=tpl_run[s].copy(), dev=devh[s, RR_CONTEXT - nd_list[s]:].copy(), odd=odd_list[s])
         for s, c in enumerate(ctxs)
     ]  # fmt: skip
 
