@@ -80,3 +80,19 @@ def test_the_weight_average_is_what_fit_returns() -> None:
     _, frozen = _fit(1.0)  # decay 1: the average keeps its first update (after the first step)
     assert all(torch.equal(copied[k], v) for k, v in plain.items())
     assert _moved(frozen, start) < 0.1 * _moved(plain, start)
+
+
+def test_a_binary_network_learns_soft_targets_as_probabilities() -> None:
+    """The AF model's distillation targets (the reference mixed with its teachers' probabilities) are
+    fractions: trained on 0.25 / 0.75 the network's probabilities settle near them, not at 0 / 1."""
+    tr, y = _toy(512, 0)
+    va, yv = _toy(256, 1)
+    out = {}
+    for soft in (False, True):
+        target = (0.25 + 0.5 * y).astype(np.float32) if soft else y
+        torch.manual_seed(0)
+        net, _ = fit_net(BeatNet(1, ()), tr, target, va, yv, epochs=10, batch=64, progress=False)
+        p = predict_net(net, va)
+        out[soft] = (float(p[yv == 1].mean()), float(p[yv == 0].mean()))
+    assert out[False][0] > 0.95 and out[False][1] < 0.05
+    assert 0.6 < out[True][0] < 0.9 and 0.1 < out[True][1] < 0.4

@@ -46,6 +46,7 @@ from streamdx_inference.ecg.training.fit import export_onnx, predict_net, quanti
 from streamdx_inference.ecg.training.recipes import (
     AF_EPOCH_SIZE,
     AF_EPOCHS,
+    AF_TEACHERS,
     BEAT_EMA_DECAY,
     BEAT_EPOCHS,
     BEAT_TEACHERS,
@@ -294,7 +295,9 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
                  f"sinus, ectopy, mixed, brady at 50-130 bpm). MITDB beats drawn {MITDB_WEIGHT:g}x as often as the "
                  f"others; {AF_EPOCH_SIZE} beats drawn per epoch.",
             split=f"CinC by a fixed hash of the record name: {len(tr)} train / {len(held)} held out "
-                  f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records.",
+                  f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records. "
+                  "Distilled: the served network learns half from the reference label, half from the mean AF "
+                  f"probability of {AF_TEACHERS} teacher networks trained first on the same beats (seeds + 1 ...).",
             thr_note="fixed at 0.5 on the causally smoothed probability (alpha 0.15), not tuned",
             delay="none beyond the beat window: uses this beat and the 31 RR intervals before it, never RR_next.",
             command=command, metrics=metrics), hs.features, yh.astype(np.int64))  # fmt: skip
