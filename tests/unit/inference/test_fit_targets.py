@@ -96,3 +96,46 @@ def test_a_binary_network_learns_soft_targets_as_probabilities() -> None:
         out[soft] = (float(p[yv == 1].mean()), float(p[yv == 0].mean()))
     assert out[False][0] > 0.95 and out[False][1] < 0.05
     assert 0.6 < out[True][0] < 0.9 and 0.1 < out[True][1] < 0.4
+
+
+def test_distillation_trains_teachers_then_the_student_on_mixed_targets() -> None:
+    """distil_net (shared by the AF and beat-class recipes) with a recording stand-in for ``fit``."""
+    from streamdx_inference.ecg.training.recipes import DISTILL_HARD_WEIGHT, distil_net
+
+    feats, _ = _toy(4, 0)
+    calls: list[tuple[np.ndarray, int, str]] = []
+
+    class _Const(torch.nn.Module):  # a "network" whose probability is its seed / 10 on every beat
+        def __init__(self, seed: int, n_out: int) -> None:
+            super().__init__()
+            self.logit = torch.logit(torch.tensor(seed / 10.0)) if n_out == 1 else None
+            self.n_out = n_out
+            self.seed = seed
+
+        def forward(self, wave: Any, rr: Any, scalars: Any) -> Any:
+            n = wave.shape[0]
+            if self.n_out == 1:
+                return self.logit.expand(n, 1)
+            z = torch.zeros(n, self.n_out)
+            z[:, 0] = float(self.seed)
+            return z
+
+    for n_classes in (1, 3):
+        calls.clear()
+
+        def fit(target: Any, seed: int, desc: str, k: int = n_classes) -> Any:
+            calls.append((np.asarray(target), seed, desc))
+            return _Const(seed, k).eval(), [{"epoch": 1}]
+
+        y = np.array([0, 1, 1, 0] if n_classes == 1 else [0, 2, 1, 0])
+        net, hist, info = distil_net(fit, y, n_classes, feats, teachers=2, seed=5, desc="m")
+        assert [c[1:] for c in calls] == [(6, "m teacher 1/2"), (7, "m teacher 2/2"), (5, "m")]
+        assert info == {"teachers": 2, "teacher_seeds": [6, 7], "hard_label_weight": DISTILL_HARD_WEIGHT}
+        assert np.array_equal(calls[0][0], y) and hist == [{"epoch": 1}] and net.seed == 5
+        mean = predict_net(_Const(6, n_classes), feats) * 0.5 + predict_net(_Const(7, n_classes), feats) * 0.5
+        hard = y if n_classes == 1 else np.eye(3)[y]
+        np.testing.assert_allclose(calls[2][0], DISTILL_HARD_WEIGHT * hard + (1 - DISTILL_HARD_WEIGHT) * mean,
+                                   atol=1e-6)  # fmt: skip
+    calls.clear()
+    distil_net(fit, np.array([0, 1, 2, 0]), 3, feats, teachers=0, seed=0, desc="m")
+    assert len(calls) == 1 and calls[0][0].dtype == np.int64  # no teachers: the reference classes

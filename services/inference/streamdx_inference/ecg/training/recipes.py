@@ -7,7 +7,7 @@ records (grouped by record), never from the records being scored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "SYNTHETIC_RECORDS",
     "Trained",
     "best_f1_threshold",
+    "distil_net",
     "smooth_af",
     "train_af",
     "train_beats",
@@ -156,6 +157,41 @@ def _split_records(records: npt.NDArray[np.str_], seed: int) -> npt.NDArray[np.b
     return np.isin(records, val_names)
 
 
+_Fit = Callable[[npt.NDArray[np.int64] | npt.NDArray[np.float32], int, str], tuple[nn.Module, list[dict[str, float]]]]
+
+
+def distil_net(
+    fit: _Fit, y: npt.NDArray[np.int64], n_classes: int, features: EcgFeatures, *, teachers: int, seed: int, desc: str,
+) -> tuple[nn.Module, list[dict[str, float]], dict[str, Any]]:  # fmt: skip
+    """Knowledge distillation (Hinton et al. 2015) shared by the AF and beat-class recipes.
+
+    ``fit(target, seed, desc)`` trains one network on the training beats. ``teachers`` networks
+    (seeds ``seed + 1`` ...) learn the reference labels ``y`` first; the returned network (seed
+    ``seed``) learns from ``DISTILL_HARD_WEIGHT`` x the reference (one-hot for ``n_classes`` > 1)
+    plus the rest x the teachers' mean probability on ``features``. With 0 teachers it learns
+    ``y`` alone. Returns the network, its training history and the facts for its model card.
+    """
+    probs = []
+    for i in range(teachers):
+        teacher, _ = _seeded(fit, y, seed + 1 + i, f"{desc} teacher {i + 1}/{teachers}")
+        probs.append(predict_net(teacher, features))
+    target: npt.NDArray[np.int64] | npt.NDArray[np.float32] = y
+    if probs:
+        hard = y if n_classes == 1 else np.eye(n_classes, dtype=np.float32)[y]
+        target = (DISTILL_HARD_WEIGHT * hard + (1.0 - DISTILL_HARD_WEIGHT) * np.mean(probs, axis=0)).astype(
+            np.float32)  # fmt: skip
+    net, hist = _seeded(fit, target, seed, desc)
+    info = {"teachers": teachers, "teacher_seeds": [seed + 1 + i for i in range(teachers)],
+            "hard_label_weight": DISTILL_HARD_WEIGHT}  # fmt: skip
+    return net, hist, info
+
+
+def _seeded(fit: _Fit, target: npt.NDArray[np.int64] | npt.NDArray[np.float32], seed: int, desc: str) -> tuple[
+        nn.Module, list[dict[str, float]]]:  # fmt: skip
+    seed_everything(seed)  # the initial weights too: a run is reproducible from its seed
+    return fit(target, seed, desc)
+
+
 def train_af(
     mitdb: Mapping[str, RecordBeats], cinc: Mapping[str, RecordBeats], *, epochs: int = AF_EPOCHS, seed: int = 0,
     progress: bool = True, desc: str = "af", window: BeatWindow = DEFAULT_WINDOW, teachers: int = AF_TEACHERS,
@@ -180,26 +216,18 @@ def train_af(
 
     def fit(target: npt.NDArray[np.int64] | npt.NDArray[np.float32], net_seed: int, name: str) -> tuple[
             nn.Module, list[dict[str, float]]]:  # fmt: skip
-        seed_everything(net_seed)  # the initial weights too: a run is reproducible from its seed
         return fit_net(BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS), tr.features, target, va.features,
                        y[val], epochs=epochs, sample_weight=sw, seed=net_seed, progress=progress, desc=name,
                        epoch_size=AF_EPOCH_SIZE, augment=True)  # fmt: skip
 
-    probs = [predict_net(fit(y[~val], seed + 1 + i, f"{desc} teacher {i + 1}/{teachers}")[0], tr.features)
-             for i in range(teachers)]  # fmt: skip
-    target: npt.NDArray[np.int64] | npt.NDArray[np.float32] = y[~val]
-    if probs:
-        target = (DISTILL_HARD_WEIGHT * y[~val] + (1.0 - DISTILL_HARD_WEIGHT) * np.mean(probs, axis=0)).astype(
-            np.float32)  # fmt: skip
-    net, hist = fit(target, seed, desc)
+    net, hist, distillation = distil_net(fit, y[~val], 1, tr.features, teachers=teachers, seed=seed, desc=desc)
     p = smooth_af(predict_net(net, va.features), va.records)
     yv = y[val].astype(bool)
     info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()),
             "n_records": int(np.unique(s.records).size), "history": hist,
             "val_records": sorted(np.unique(s.records[val]).tolist()),
             "threshold_from": "fixed at 0.5 (not tuned)",
-            "distillation": {"teachers": teachers, "teacher_seeds": [seed + 1 + i for i in range(teachers)],
-                             "hard_label_weight": DISTILL_HARD_WEIGHT},
+            "distillation": distillation,
             "val_f1_at_threshold": float(2 * np.sum((p > AF_THRESHOLD) & yv)
                                          / max(1, np.sum(p > AF_THRESHOLD) + yv.sum())),
             "val_f1_optimal_threshold": best_f1_threshold(yv, p)}  # fmt: skip
@@ -248,26 +276,16 @@ def train_beats(
 
     def fit(target: npt.NDArray[np.int64] | npt.NDArray[np.float32], net_seed: int, desc: str) -> tuple[
             nn.Module, list[dict[str, float]]]:  # fmt: skip
-        seed_everything(net_seed)  # the initial weights too: a run is reproducible from its seed
         return fit_net(BeatNet(len(AAMI), tuple(range(N_SCALARS))), tr.features, target, va.features, y[val],
                        epochs=epochs, class_weights=w, seed=net_seed, progress=progress, desc=desc, augment=True,
                        ema_decay=BEAT_EMA_DECAY)  # fmt: skip
 
-    probs = []
-    for i in range(teachers):
-        teacher, _ = fit(y[~val], seed + 1 + i, f"beats teacher {i + 1}/{teachers}")
-        probs.append(predict_net(teacher, tr.features))
-    target: npt.NDArray[np.int64] | npt.NDArray[np.float32] = y[~val]
-    if probs:
-        hard = np.eye(len(AAMI), dtype=np.float32)[y[~val]]
-        target = (DISTILL_HARD_WEIGHT * hard + (1.0 - DISTILL_HARD_WEIGHT) * np.mean(probs, axis=0)).astype(
-            np.float32)  # fmt: skip
-    net, hist = fit(target, seed, "beats")
+    net, hist, distillation = distil_net(fit, y[~val], len(AAMI), tr.features, teachers=teachers, seed=seed,
+                                         desc="beats")  # fmt: skip
     rule, rule_fit = fit_sveb_rule(s.features, y)  # on all the training records' beats
     info = {"n_train_beats": int((~val).sum()), "n_val_beats": int(val.sum()), "class_weights": w.tolist(),
             "class_counts": counts.tolist(), "history": hist, "sveb_rule": rule.to_dict(),
-            "distillation": {"teachers": teachers, "teacher_seeds": [seed + 1 + i for i in range(teachers)],
-                             "hard_label_weight": DISTILL_HARD_WEIGHT, "ema_decay": BEAT_EMA_DECAY},
+            "distillation": {**distillation, "ema_decay": BEAT_EMA_DECAY},
             "sveb_rule_fit": {**rule_fit, "records": sorted(np.unique(s.records).tolist())}}  # fmt: skip
     return Trained(net, 0.5, info, tr.features)
 
