@@ -10,8 +10,9 @@ by four rules (:class:`RecordingRules`):
   heart rate outside 50-100 beats/min;
 - ``N`` otherwise.
 
-The thresholds are fitted by :func:`fit_recording_rules` on the training recordings of the
-shipped AF model (grid search for the challenge score) and stored in its ``model.json``.
+The thresholds are fitted by :func:`fit_recording_rules` on training-part recordings the
+shipped AF model did not learn from (grid search: the best AF F1, A versus the rest, then the
+best challenge score among the grid points that reach it) and stored in its ``model.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from streamdx_inference.ecg.scoring import safe_div
 __all__ = [
     "CLASSES",
     "MIN_BEATS",
+    "RULES_GRID",
     "RecordingRules",
     "RecordingSummary",
     "challenge_scores",
@@ -104,13 +106,32 @@ def challenge_scores(y: Sequence[str], pred: Sequence[str]) -> dict[str, Any]:
     return {"f1": f1, "challenge_f1": score, "confusion": conf}
 
 
+#: Grid of :func:`fit_recording_rules`.
+RULES_GRID = {
+    "unreadable_max": (0.4, 0.5, 0.6, 0.7, 0.8),
+    "af_min": (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6),
+    "ectopic_max": (0.05, 0.1, 0.15, 0.2, 0.3),
+}
+
+
 def fit_recording_rules(summaries: Sequence[RecordingSummary], y: Sequence[str]) -> tuple[RecordingRules, float]:
-    """The grid point with the best challenge score on these (training) recordings."""
-    best, best_rules = -1.0, RecordingRules()
-    grid = itertools.product((0.4, 0.5, 0.6, 0.7, 0.8), (0.2, 0.3, 0.4, 0.5, 0.6), (0.05, 0.1, 0.15, 0.2, 0.3))
-    for u, a, e in grid:
+    """The grid point (:data:`RULES_GRID`) with the best AF F1 (A versus the rest) on these
+    recordings, ties broken by the challenge score; returns it and its challenge score.
+
+    AF F1 comes first because it is what the product is judged on (AF alerts; the issue's
+    target): fitted for the challenge score alone, the AF threshold also traded A against N
+    and O, and on 746 fitting recordings with 57 AF ones it picked 0.4, where AF F1 was
+    0.788 at 0.4 and 0.793 at 0.15 (held-out 0.722 against 0.770).
+    """
+    ya = np.asarray(y) == "A"
+    best: tuple[float, float] = (-1.0, -1.0)
+    best_rules = RecordingRules()
+    for u, a, e in itertools.product(*RULES_GRID.values()):
         rules = RecordingRules(u, a, e)
-        score = challenge_scores(y, [classify_recording(s, rules) for s in summaries])["challenge_f1"]
-        if score > best:
-            best, best_rules = score, rules
-    return best_rules, best
+        pred = [classify_recording(s, rules) for s in summaries]
+        pa = np.asarray(pred) == "A"
+        af_f1 = safe_div(2 * int(np.sum(pa & ya)), int(pa.sum() + ya.sum()))
+        key = (af_f1, challenge_scores(y, pred)["challenge_f1"])
+        if key > best:
+            best, best_rules = key, rules
+    return best_rules, best[1]
