@@ -63,10 +63,11 @@ the decision logic loops over candidate peaks, a few per second):
    third of the maximum; with that, the threshold and the T-wave height test (step 5)
    start at a third of the QRS level, T and P waves pass as QRS complexes, and SPK, which
    moves by 1/8 per beat, needs several seconds to recover: restarted on 20-s segments of
-   MITDB (every 150 s of each record), the detector made 73 false detections in seconds
-   1-6 with ``max/3`` and 15 with ``max`` (missed beats 5 and 13); on the CinC 2017
-   training part, the recordings with two or more intervals under 0.55 times the median
-   in their first 6 s went from 451 to 323 (200 and 186 in seconds 10-16). Whole MITDB
+   MITDB (every 150 s of each record; ``startup`` in ``streamdx eval rpeaks``), the
+   detector made 73 false detections in seconds 1-6 with ``max/3`` and 15 with ``max``
+   (missed beats 5 and 12); on the CinC 2017 training part, the recordings with two or
+   more intervals under 0.55 times the median in their first 6 s went from 451 to 323
+   (200 and 186 in seconds 10-16). Whole MITDB
    records: Se 99.80 either way, +P 99.61 and 99.63. An artefact in the learning period
    is handled by step 6's decay. A candidate whose conditioned
    QRS peak-to-peak amplitude is below 0.05 mV is never a QRS (a flat line gives no beat).
