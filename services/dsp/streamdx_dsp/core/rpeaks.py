@@ -67,10 +67,9 @@ the decision logic loops over candidate peaks, a few per second):
    detector made 73 false detections in seconds 1-6 with ``max/3`` and 15 with ``max``
    (missed beats 5 and 12); on the CinC 2017 training part, the recordings with two or
    more intervals under 0.55 times the median in their first 6 s went from 451 to 323
-   (200 and 186 in seconds 10-16). Whole MITDB
-   records: Se 99.80 either way, +P 99.61 and 99.63. An artefact in the learning period
-   is handled by step 6's decay. A candidate whose conditioned
-   QRS peak-to-peak amplitude is below 0.05 mV is never a QRS (a flat line gives no beat).
+   (200 and 186 in seconds 10-16). Whole MITDB records: Se 99.80 either way, +P 99.61
+   and 99.63. An artefact in the learning period is handled by step 6's decay. A
+   candidate whose conditioned QRS peak-to-peak amplitude is below 0.05 mV is never a QRS (a flat line gives no beat).
 
 Decisions are taken only when the ``w`` samples after a candidate are known, so the
 detector adds ``w`` = 250 ms of look-ahead to the conditioning delays.
@@ -107,7 +106,8 @@ CANDIDATE_HALF_WINDOW_S = 0.25
 QRS_BAND_HZ = (5.0, 10.0)
 #: Learning period (s) that initialises the signal and noise levels.
 LEARN_S = 1.0
-#: SPK at the end of the learning period, as a fraction of its largest integrated value (step 7).
+#: SPK at the end of the learning period, as a fraction of its largest integrated value (step 7;
+#: Pan & Tompkins: 1/3).
 SPK_INIT = 1.0
 #: Search-back is first tried ``min(1.66 RR_avg, RR_avg + SEARCHBACK_EXTRA_S)`` after the last QRS,
 SEARCHBACK_EXTRA_S = 0.35
@@ -143,6 +143,9 @@ class RPeakParams:
         R search window before the integrated peak (250 ms).
     learn : int
         Learning period (1 s).
+    spk_init : float
+        SPK at the end of the learning period, as a fraction of its largest integrated
+        value (:data:`SPK_INIT`, step 7).
     threshold_coef : float
         ``c`` in ``THR = NPK + c (SPK - NPK)``.
     searchback_rr : float
@@ -166,6 +169,7 @@ class RPeakParams:
     twave: int
     r_back: int
     learn: int
+    spk_init: float = SPK_INIT
     threshold_coef: float = 0.25
     searchback_rr: float = 1.66
     min_qrs_mv: float = 0.05
@@ -493,7 +497,7 @@ def ecg_rpeaks_advance(
             return state, out
         if horizon >= state.learn_start + p.learn or final:
             state.learned = True
-            state.spk = state.learn_max * SPK_INIT
+            state.spk = state.learn_max * p.spk_init
             state.npk = 0.5 * state.learn_sum / max(p.learn, 1)
             cands = state.queue
             state.queue = np.zeros((0, _CAND_FIELDS))

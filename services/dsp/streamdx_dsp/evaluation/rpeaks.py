@@ -64,6 +64,7 @@ __all__ = [
     "match_beats",
     "score_counts",
     "startup_counts",
+    "startup_spans_s",
     "vf_mask",
 ]
 
@@ -137,6 +138,11 @@ STARTUP_SPANS: dict[str, tuple[float, float | None]] = {"early": (1.0, 6.0), "la
 _END_MARGIN_S = 1.5
 
 
+def startup_spans_s(segment_s: float) -> dict[str, tuple[float, float]]:
+    """:data:`STARTUP_SPANS` of a ``segment_s``-second segment, ends resolved (s)."""
+    return {k: (lo, hi if hi is not None else segment_s - _END_MARGIN_S) for k, (lo, hi) in STARTUP_SPANS.items()}
+
+
 def startup_counts(
     x_mv: npt.NDArray[np.float64], fs: float, ref: npt.NDArray[np.int64], segment_s: float, every_s: float,
     chunk: int, window: int,
@@ -164,15 +170,16 @@ def startup_counts(
         Number of segments scored.
     """
     n = round(segment_s * fs)
-    counts = {k: [0, 0, 0] for k in STARTUP_SPANS}
+    spans = startup_spans_s(segment_s)
+    counts = {k: [0, 0, 0] for k in spans}
     n_seg = 0
     for t0 in range(round(10.0 * fs), x_mv.size - n + 1, max(1, round(every_s * fs))):
         beats, unemitted = stream_record(x_mv[t0 : t0 + n], fs, chunk)
         det = rpeaks_from_beats(beats, fs, unemitted)
         seg_ref = ref[(ref >= t0) & (ref < t0 + n)] - t0
         rm, dm, _ = match_beats(seg_ref, det, window)
-        for span, (lo_s, hi_s) in STARTUP_SPANS.items():
-            lo, hi = round(lo_s * fs), round(hi_s * fs) if hi_s is not None else n - round(_END_MARGIN_S * fs)
+        for span, (lo_s, hi_s) in spans.items():
+            lo, hi = round(lo_s * fs), round(hi_s * fs)
             rin, din = (seg_ref >= lo) & (seg_ref < hi), (det >= lo) & (det < hi)
             c = counts[span]
             c[0] += int(np.count_nonzero(rm & rin))
@@ -315,8 +322,7 @@ def main(argv: Sequence[str]) -> int:
         f"{n_samples / max(t_proc, 1e-9) / 1e6:.2f} M samples/s"
     )
     print(f"VF/VFL episodes excluded: gross Se {vgross['se']:.2f} +P {vgross['ppv']:.2f} F1 {vgross['f1']:.2f}")
-    spans = {k: (lo, hi if hi is not None else args.restart_segment_s - _END_MARGIN_S)
-             for k, (lo, hi) in STARTUP_SPANS.items()}  # fmt: skip
+    spans = startup_spans_s(args.restart_segment_s)
     startup_scores = {k: {"tp": c[0], "fn": c[1], "fp": c[2], **score_counts(*c)} for k, c in startup.items()}
     startup_report = {"segment_s": args.restart_segment_s, "every_s": args.restart_every_s, "n_segments": n_segments,
                       "spans_s": {k: list(v) for k, v in spans.items()}, **startup_scores}  # fmt: skip
