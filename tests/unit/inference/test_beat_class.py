@@ -41,8 +41,10 @@ P_F = [0.30, 0.05, 0.05, 0.58, 0.02]
         (P_N, -0.5, 0.1, "S"),  # early with a normal QRS: S, although the network says N
         (P_N, -0.1, 0.1, "N"),  # not early enough
         (P_N, -0.5, 0.6, "N"),  # early but its QRS deviates: not S (the network's N stands)
-        (P_S_THEN_N, 0.0, 0.1, "N"),  # the network's S on a beat in time: its runner-up
-        (P_S_THEN_V, 0.0, 0.9, "V"),  # ... which may be V
+        (P_S_THEN_N, 0.0, 0.1, "N"),  # the network's S on a beat in time with a normal QRS: N
+        (P_S_THEN_V, 0.0, 0.1, "N"),  # ... even when its runner-up is V
+        (P_S_THEN_V, 0.0, 0.9, "V"),  # the network's S with a deviating QRS: its runner-up, which may be V
+        (P_S_THEN_N, -0.5, 0.9, "N"),  # ... or N
         (P_S_THEN_V, -0.5, 0.1, "S"),  # the network's S on an early normal beat stays S
         (P_V, -0.5, 0.1, "V"),  # the network's V, F and Q decisions stand
         (P_F, -0.5, 0.1, "F"),
@@ -98,3 +100,17 @@ def test_without_s_gives_s_beats_the_runner_up() -> None:
     cls = np.array([1, 1, 2, 1])  # S, S, V, S (the last by the rule, the network says N)
     assert _cls(without_s(p, cls)) == ["N", "V", "V", "N"]
     assert without_s(np.zeros((0, 5), np.float32), np.zeros(0, np.intp)).size == 0
+    # a normal QRS makes a vetoed S beat N whatever the runner-up; V stays V
+    assert _cls(without_s(p, cls, np.array([True, True, True, False]))) == ["N", "N", "V", "N"]
+    assert _cls(without_s(p, cls, np.array([False, False, False, False]))) == ["N", "V", "V", "N"]
+
+
+def test_in_af_an_s_beat_of_the_rule_is_n() -> None:
+    from streamdx_inference.ecg.beat_class import normal_qrs, without_s
+
+    p = np.array([P_S_THEN_V, P_N, P_V], np.float32)
+    f = _feats([-0.5, -0.5, -0.5], [0.1, 0.1, 0.1])
+    cls = ecg_beat_classes(p, f, RULE)
+    assert _cls(cls) == ["S", "S", "V"]
+    assert _cls(without_s(p, cls, normal_qrs(f, RULE))) == ["N", "N", "V"]
+    assert normal_qrs(f, None) is None

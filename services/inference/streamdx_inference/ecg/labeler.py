@@ -23,7 +23,8 @@ one batch each and applies the decision rules:
   SVEB rule (:mod:`~streamdx_inference.ecg.beat_class`: early beats with a normal QRS are S)
   when its metadata has one. A beat labelled AF is never called S (supraventricular ectopy
   is not defined in AF, where every conducted beat is irregular; MITDB annotates such beats
-  N): it takes the most probable other class.
+  N): it is N (an S beat has a normal QRS by the rule's definition; without a rule it takes the
+  network's most probable other class).
 
 :meth:`EcgLabeler.label_many` labels the beats of many streams with one model call per
 model; :meth:`EcgLabeler.label_batch` does the same on beats already concatenated
@@ -46,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdx.input_errors import InputFileError
-from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, without_s
+from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, normal_qrs, without_s
 from streamdx_inference.ecg.features import (
     EcgBeatBatch,
     EcgContext,
@@ -325,9 +326,9 @@ class EcgLabeler:
             raw_a, raw_b = self.af.run(feats), self.beats.run(feats)
         pa = np.clip(raw_a.reshape(-1).astype(np.float64), 0.0, 1.0)
         pb = np.clip(raw_b.reshape(-1, len(AAMI_CLASSES)).astype(np.float64), 0.0, 1.0)
-        # the beat class, and for beats in AF the most probable class other than S instead of S
+        # the beat class, and for beats in AF the class without S (an S beat has a normal QRS: N)
         top = ecg_beat_classes(pb, feats, self.sveb_rule)
-        top_no_s = without_s(pb, top)
+        top_no_s = without_s(pb, top, normal_qrs(feats, self.sveb_rule))
         qt, at = self.quality.threshold, self.af.threshold
         pq_l, pa_l, bad_l, reset_l = pq.tolist(), pa.tolist(), dsp_bad.tolist(), batch.reset.tolist()
         cls_l = [AAMI_CLASSES[j] for j in top.tolist()]

@@ -30,7 +30,7 @@ import numpy as np
 
 from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
-from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, without_s
+from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, normal_qrs, without_s
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_mitdb
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report, format_table
 
@@ -142,7 +142,7 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         nets.append(names_of[p.argmax(1)])
         if af_net is not None:  # no S inside AF, as served
             in_af = smooth_af(predict_net(af_net[0], f), np.full(len(rec), n)) > af_net[1]
-            served.append(names_of[np.where(in_af, without_s(p, cls), cls)])
+            served.append(names_of[np.where(in_af, without_s(p, cls, normal_qrs(f, rule)), cls)])
             lost = int(np.sum((rec.beat_class == "S") & (pred == "S") & in_af))
             if lost:
                 s_lost[n] = lost

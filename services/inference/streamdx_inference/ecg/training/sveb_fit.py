@@ -108,7 +108,8 @@ def sveb_card_section(rule: dict[str, float], info: dict[str, Any], n_records: i
     return (
         f"\n\n## SVEB rule\n\nFor a beat the network calls N or S, the class is S when "
         f"`log(RR_prev / running mean RR)` < {rule['log_rr_max']} and the QRS deviation from the stream's template "
-        f"< {rule['qrs_dev_max']}, else the network's most probable class other than S "
+        f"< {rule['qrs_dev_max']}; otherwise N when that deviation is under the limit (a beat on time with a normal "
+        f"QRS), else the network's most probable class other than S "
         f"(`streamdx_inference.ecg.beat_class`). Fitted on the labelled beats of the "
         f"{n_records} training (DS1) records, where the rule alone has S F1 {info['f1']:.3f} (Se {info['se']:.3f}, "
         f"+P {info['ppv']:.3f}), by `{command}`."
