@@ -114,3 +114,17 @@ def test_in_af_an_s_beat_of_the_rule_is_n() -> None:
     assert _cls(cls) == ["S", "S", "V"]
     assert _cls(without_s(p, cls, normal_qrs(f, RULE))) == ["N", "N", "V"]
     assert normal_qrs(f, None) is None
+
+
+def test_the_cross_validated_policies_differ_only_on_vetoed_s_beats() -> None:
+    from streamdx_inference.ecg.training.sveb_cv import POLICIES, vetoed_s_policies
+
+    # S by the rule; vetoed S with a normal QRS (runner-up V); vetoed S with a deviating QRS; V
+    p = np.array([P_S_THEN_V, P_S_THEN_V, P_S_THEN_V, P_V], np.float32)
+    f = _feats([-0.5, 0.0, 0.0, -0.5], [0.1, 0.1, 0.9, 0.1])
+    out = {k: _cls(v) for k, v in vetoed_s_policies(p, f, RULE).items()}
+    assert set(out) == set(POLICIES)
+    assert out["runner_up"] == ["S", "V", "V", "V"]
+    assert out["normal_qrs_n"] == ["S", "N", "V", "V"] == _cls(ecg_beat_classes(p, f, RULE))
+    assert out["all_n"] == ["S", "N", "N", "V"]
+    assert out["argmax"] == ["S", "S", "S", "V"]

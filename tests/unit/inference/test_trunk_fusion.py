@@ -91,3 +91,22 @@ def test_networks_with_different_trunks_are_refused(models: Path) -> None:
 def test_the_shipped_fused_graph_matches_the_shipped_models() -> None:
     """Retraining ecg_af or ecg_beats without rebuilding ecg_af_beats would silently slow the service."""
     assert load_fused_af_beats(default_models_dir()) is not None
+
+
+def test_a_network_trained_on_the_spot_runs_as_served(models: Path) -> None:
+    """onnx_ecg_model: the export loaded like a shipped model (metadata kept, same probabilities as
+    the network), usable by the labeler beside shipped models."""
+    from streamdx_inference.ecg.training.fit import onnx_ecg_model, predict_net
+
+    torch.manual_seed(4)
+    net = BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS)
+    f = _features(300, 11)
+    m = onnx_ecg_model(net, f, "ecg_af", {"version": "spot", "threshold": 0.3, "window": "fixed"})
+    assert (m.name, m.version, m.threshold, m.window) == ("ecg_af", "spot", 0.3, "fixed")
+    np.testing.assert_allclose(m.run(f).reshape(-1), predict_net(net, f), atol=1e-5)
+    lab = EcgLabeler(load_ecg_model(models, "ecg_quality"), m, load_ecg_model(models, "ecg_beats"))
+    rng = np.random.default_rng(5)
+    waves = rng.standard_normal((20, BEAT_SAMPLES)).astype(np.float32)
+    q = np.tile(np.array([0, 0, 0.01, 0.0, 0.9], np.float32), (20, 1))
+    _, labels = lab.label(StreamLabelState(), waves, np.full(20, 0.8), np.full(20, 0.8), q)
+    assert len(labels) == 20 and all(0.0 <= lb.af_prob <= 1.0 for lb in labels)

@@ -10,9 +10,12 @@
   (:data:`~streamdx_inference.ecg.scoring.EC57_FP_EXEMPT`); the report's ``strict_classes``
   count every off-class call. ``--retrain`` first trains a
   model on the folder's DS1 records with the shipped recipe. ``--cinc`` adds the labels as
-  served (no S inside AF) with an AF model trained on DS1 and the CinC training part
-  (``as_served_classes``), and per record the beats the decision called S correctly that
-  this AF model put inside AF (``as_served_s_lost_in_af``).
+  served (``as_served_classes``): the service's labeler (:class:`~streamdx_inference.ecg.labeler.EcgLabeler`)
+  with the shipped quality gate (trained without DS2), an AF model trained here on DS1 and the CinC
+  training part, and the beat-class model, so a beat in AF is never S and an unreadable beat gets
+  no class; an annotated beat left without a class counts as a false negative of its class
+  (``as_served_unreadable``: such beats per class). Per record, the beats the decision called S
+  correctly that the AF model put inside AF (``as_served_s_lost_in_af``).
 - ``--protocol kaggle`` (intra-patient, labelled so): the seed's protocol, beats rebuilt
   from the folder with Kachuee et al. 2018's procedure and split at random by beat.
 """
@@ -30,8 +33,9 @@ import numpy as np
 
 from streamdx.cli_args import non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
-from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes, normal_qrs, without_s
+from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_mitdb
+from streamdx_inference.ecg.labeler import EcgLabeler, EcgModel, StreamLabelState, load_ecg_model
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report, format_table
 
 __all__ = ["build_parser", "main", "print_class_report"]
@@ -60,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(annotations, close to the Kaggle files' 109k beats)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     p.add_argument("--cinc", type=Path, default=None,
-                   help="ds1ds2: CinC 2017 pack; adds the decision as served, where a beat in AF is never S, with an "
-                        "AF model trained here on the folder's DS1 records and the CinC training part (never on DS2)")
+                   help="ds1ds2: CinC 2017 pack; adds the labels as served (quality gate: unreadable beats get no "
+                        "class; a beat in AF is never S), with an AF model trained here on the folder's DS1 records "
+                        "and the CinC training part (never on DS2)")
     return p
 
 
@@ -71,11 +76,13 @@ def print_class_report(rep: dict[str, Any]) -> None:
                        [[c, v["se"], v["ppv"], v["tp"], v["fn"], v["fp"]] for c, v in rep["classes"].items()]))
     for key, label in (("strict_classes", "every off-class call a false positive (stricter than EC57)"),
                        ("network_argmax_classes", "network arg-max alone (without the SVEB rule)"),
-                       ("as_served_classes", f"as served, no S inside AF (AF model {rep.get('as_served_af_model')})")):
+                       ("as_served_classes", "as served: quality gate (unreadable beats get no class: missed), no S "
+                                             f"inside AF (AF model {rep.get('as_served_af_model')})")):
         if key in rep:
             print(f"{label}: " + ", ".join(f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep[key].items()
                                            if c in "SV") + " (Se/+P %)")  # fmt: skip
     if "as_served_s_lost_in_af" in rep:
+        print(f"  annotated beats left unreadable as served, per class: {rep['as_served_unreadable']}")
         print(f"  correctly classed S beats inside AF as served, per record: {rep['as_served_s_lost_in_af']}")
     b = rep["binary"]
     print()
@@ -90,9 +97,7 @@ def print_class_report(rep: dict[str, Any]) -> None:
 def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     from streamdx_dsp.evaluation.records import list_records
     from streamdx_inference.ecg.features import ecg_beat_features, ecg_context_init
-    from streamdx_inference.ecg.labeler import load_ecg_model
-    from streamdx_inference.ecg.training.fit import predict_net
-    from streamdx_inference.ecg.training.recipes import smooth_af
+    from streamdx_inference.ecg.training.fit import onnx_ecg_model, predict_net
 
     names = list_records(a.data)
     test = [n for n in DS2 if n in names]
@@ -118,6 +123,11 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         model_desc = "retrained on the folder's DS1 records"
         rule = SvebRule.from_meta(t.info)
+        beats_model = None
+        if a.cinc is not None:  # the retrained network as the service would run it
+            assert t.calib is not None
+            beats_model = onnx_ecg_model(t.net, t.calib, "ecg_beats", {
+                "version": "retrained", "threshold": t.threshold, "window": window, "sveb_rule": t.info["sveb_rule"]})
     else:
         shipped = m
 
@@ -126,7 +136,9 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         rule = SvebRule.from_meta(shipped.meta)
         model_desc = f"shipped ecg_beats {shipped.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
-    af_net = _af_without_ds2(a, mit, window) if a.cinc is not None else None
+        beats_model = shipped
+    served_by = _served_labeler(a, mit, window, beats_model) if beats_model is not None else None
+    unreadable = dict.fromkeys(_AAMI, 0)  # per class: annotated beats left without a class as served
     ys, ps, nets, probs, served, recs = [], [], [], [], [], {}
     missed: dict[str, int] = {}
     s_lost: dict[str, int] = {}  # per record: S beats called S by the decision but inside AF as served
@@ -140,9 +152,13 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         ys.append(rec.beat_class)
         ps.append(pred)
         nets.append(names_of[p.argmax(1)])
-        if af_net is not None:  # no S inside AF, as served
-            in_af = smooth_af(predict_net(af_net[0], f), np.full(len(rec), n)) > af_net[1]
-            served.append(names_of[np.where(in_af, without_s(p, cls, normal_qrs(f, rule)), cls)])
+        if served_by is not None:  # the service's labels: quality gate, no S inside AF
+            _, labels = served_by[0].label(StreamLabelState(), rec.waves, rec.rr_prev_s, rec.rr_next_s, rec.quality)
+            sv = np.array([lb.beat_class or "-" for lb in labels], dtype="<U1")
+            in_af = np.array([bool(lb.af) for lb in labels], dtype=bool)
+            served.append(sv)
+            for c in _AAMI:
+                unreadable[c] += int(np.sum((rec.beat_class == c) & (sv == "-")))
             lost = int(np.sum((rec.beat_class == "S") & (pred == "S") & in_af))
             if lost:
                 s_lost[n] = lost
@@ -156,11 +172,11 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
     rep["strict_classes"] = _se_ppv(class_report(y, pred, _AAMI, missed))
     # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
     rep["network_argmax_classes"] = _se_ppv(class_report(y, np.concatenate(nets), _AAMI, missed, EC57_FP_EXEMPT))
-    if af_net is not None:
-        # as the labeler serves it: no S inside AF (the AF model never saw a DS2 record)
+    if served_by is not None:
+        # as the labeler serves it (no model here saw a DS2 record): unreadable beats get no class, no S in AF
         rep["as_served_classes"] = _se_ppv(class_report(y, np.concatenate(served), _AAMI, missed, EC57_FP_EXEMPT))
-        rep["as_served_af_model"] = (f"trained here on {len(af_net[2])} DS1 records and the CinC training part "
-                                     f"(seed {a.seed}); smoothed as served over every beat, threshold {af_net[1]}")
+        rep["as_served_af_model"] = served_by[1]
+        rep["as_served_unreadable"] = unreadable
         rep["as_served_s_lost_in_af"] = s_lost
     ann = np.isin(y, _AAMI)
     rep["binary"] = binary_report(y[ann] != "N", pred[ann] != "N", 1.0 - prob[ann, 0])
@@ -181,18 +197,30 @@ def _se_ppv(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in report["classes"].items()}
 
 
-def _af_without_ds2(a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow) -> tuple[Any, float, list[str]]:
-    """An AF network trained on the folder's DS1 records and the CinC training part, never on DS2:
-    ``(net, threshold, DS1 records used)``."""
+def _served_labeler(
+    a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow, beats: EcgModel,
+) -> tuple[EcgLabeler, str] | None:  # fmt: skip
+    """The service's labeler for DS2 with models that never saw a DS2 record: the shipped quality
+    gate (trained on DS1, CinC and synthetic signals), an AF network trained here on the folder's
+    DS1 records and the CinC training part (``--cinc``), and ``beats``. None without ``--cinc``.
+    Returns the labeler and a description of its AF model."""
+    if a.cinc is None:
+        return None
     from streamdx_inference.ecg.datasets import load_cinc
     from streamdx_inference.ecg.training.data import cinc_split
+    from streamdx_inference.ecg.training.fit import onnx_ecg_model
     from streamdx_inference.ecg.training.recipes import train_af
 
     ds1 = {n: mit[n] for n in DS1 if n in mit}
     cinc = load_cinc(a.cinc, window, a.cache, progress=True)
     t = train_af(ds1, {k: cinc[k] for k in cinc_split(sorted(cinc))[0]}, seed=a.seed, desc="af (DS1 + CinC)",
                  window=window)  # fmt: skip
-    return t.net, t.threshold, sorted(ds1)
+    assert t.calib is not None
+    af = onnx_ecg_model(t.net, t.calib, "ecg_af", {"version": "ds1+cinc", "threshold": t.threshold, "window": window})
+    quality = load_ecg_model(a.models, "ecg_quality", int8=a.int8)
+    desc = (f"trained here on {len(ds1)} DS1 records and the CinC training part (seed {a.seed}), threshold "
+            f"{t.threshold}; shipped quality gate {quality.version}")
+    return EcgLabeler(quality, af, beats), desc
 
 
 def main(argv: Sequence[str]) -> int:

@@ -7,10 +7,12 @@ validation loss is kept (the validation beats come from training records only).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +21,12 @@ from torch import nn
 
 from streamdx_inference.ecg.features import EcgFeatures
 
-__all__ = ["augment_beats", "export_onnx", "fit_net", "predict_net", "quantize_int8", "seed_everything"]
+if TYPE_CHECKING:
+    from streamdx_inference.ecg.labeler import EcgModel
+
+__all__ = [
+    "augment_beats", "export_onnx", "fit_net", "onnx_ecg_model", "predict_net", "quantize_int8", "seed_everything",
+]
 
 _INPUTS = ("wave", "rr", "scalars")
 
@@ -242,6 +249,20 @@ def export_onnx(net: nn.Module, example: EcgFeatures, path: Path) -> None:
     )  # fmt: skip
     check = example.take(np.arange(min(len(example), 256))).as_inputs()
     onnx.save(conv1d_as_conv2d(onnx.load(str(path)), check), str(path))
+
+
+def onnx_ecg_model(net: nn.Module, example: EcgFeatures, name: str, meta: dict[str, Any]) -> EcgModel:
+    """``net``'s ONNX export (:func:`export_onnx`) loaded as the service loads a model
+    (:func:`~streamdx_inference.ecg.labeler.load_ecg_model`), with metadata ``meta`` (``threshold``,
+    ``window``, ...): for fits and evaluations that label beats exactly as served with a network
+    trained on the spot."""
+    from streamdx_inference.ecg.labeler import META_FILE, load_ecg_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / name
+        export_onnx(net, example, d / "model.onnx")
+        (d / META_FILE).write_text(json.dumps(meta, default=float))
+        return load_ecg_model(Path(tmp), name)  # onnxruntime holds the model in memory
 
 
 def quantize_int8(src: Path, dst: Path, calib: EcgFeatures, n_calib: int = 2048, seed: int = 0) -> None:

@@ -42,7 +42,7 @@ from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.labeler import META_FILE
 from streamdx_inference.ecg.scoring import binary_report
 from streamdx_inference.ecg.training.data import beat_set, cinc_split
-from streamdx_inference.ecg.training.fit import export_onnx, predict_net, quantize_int8
+from streamdx_inference.ecg.training.fit import export_onnx, onnx_ecg_model, predict_net, quantize_int8
 from streamdx_inference.ecg.training.recipes import (
     AF_EPOCH_SIZE,
     AF_EPOCHS,
@@ -147,26 +147,17 @@ def _fit_rules(t: Trained, recs: dict[str, Any], models_dir: Path, window: str) 
     """Fit the recording-level rules on CinC recordings of the training part that the AF network
     did not learn from (its validation recordings and the ``~`` ones), with the new AF network and
     the shipped quality and beat-class models (``models_dir``)."""
-    import tempfile
-
-    from streamdx_inference.ecg.labeler import EcgLabeler, load_ecg_model
+    from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState, load_ecg_model
     from streamdx_inference.ecg.recording import fit_recording_rules, summarise_recording
 
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp) / "ecg_af"
-        d.mkdir()
-        assert t.calib is not None
-        export_onnx(t.net, t.calib, d / "model.onnx")
-        (d / META_FILE).write_text(json.dumps({"version": "fit", "threshold": t.threshold, "window": window}))
-        af = load_ecg_model(Path(tmp), "ecg_af")
-        labeler = EcgLabeler(load_ecg_model(models_dir, "ecg_quality"), af, load_ecg_model(models_dir, "ecg_beats"))
-        from streamdx_inference.ecg.labeler import StreamLabelState
-
-        summaries, ys = [], []
-        for rb in recs.values():
-            _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
-            summaries.append(summarise_recording(labels, rb.rr_prev_s.tolist()))
-            ys.append(rb.rhythm[0] if len(rb) else "~")
+    assert t.calib is not None
+    af = onnx_ecg_model(t.net, t.calib, "ecg_af", {"version": "fit", "threshold": t.threshold, "window": window})
+    labeler = EcgLabeler(load_ecg_model(models_dir, "ecg_quality"), af, load_ecg_model(models_dir, "ecg_beats"))
+    summaries, ys = [], []
+    for rb in recs.values():
+        _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
+        summaries.append(summarise_recording(labels, rb.rr_prev_s.tolist()))
+        ys.append(rb.rhythm[0] if len(rb) else "~")
     rules, score = fit_recording_rules(summaries, ys)
     return rules.to_dict(), score
 
