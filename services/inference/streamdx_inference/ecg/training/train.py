@@ -44,6 +44,7 @@ from streamdx_inference.ecg.scoring import binary_report
 from streamdx_inference.ecg.training.data import beat_set, cinc_split
 from streamdx_inference.ecg.training.fit import export_onnx, onnx_ecg_model, predict_net, quantize_int8
 from streamdx_inference.ecg.training.recipes import (
+    AF_EMA_DECAY,
     AF_EPOCH_SIZE,
     AF_EPOCHS,
     AF_TEACHERS,
@@ -288,7 +289,9 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
             split=f"CinC by a fixed hash of the record name: {len(tr)} train / {len(held)} held out "
                   f"(list in `{CINC_TRAIN_FILE}`); threshold validation on 15 % of the training records. "
                   "Distilled: the served network learns half from the reference label, half from the mean AF "
-                  f"probability of {AF_TEACHERS} teacher networks trained first on the same beats (seeds + 1 ...).",
+                  f"probability of {AF_TEACHERS} teacher networks trained first on the same beats (seeds + 1 ...)."
+                  + (f" Every network keeps a moving average of its weights (decay {AF_EMA_DECAY})."
+                     if AF_EMA_DECAY is not None else ""),
             thr_note="fixed at 0.5 on the causally smoothed probability (alpha 0.15), not tuned",
             delay="none beyond the beat window: uses this beat and the 31 RR intervals before it, never RR_next.",
             command=command, metrics=metrics), hs.features, yh.astype(np.int64))  # fmt: skip
