@@ -96,17 +96,19 @@ class SvebRule:
             raise ValueError(f"malformed sveb_rule in model metadata: {d!r}") from exc
 
 
+def _qrs_like_template(feats: EcgFeatures, rule: SvebRule) -> npt.NDArray[np.bool_]:
+    return np.asarray(feats.rr[:, 2, -1] < rule.qrs_dev_max)
+
+
 def normal_qrs(feats: EcgFeatures, rule: SvebRule | None) -> npt.NDArray[np.bool_] | None:
     """Beats whose QRS deviation from the running template is below the rule's ``qrs_dev_max``
     (one flag per beat); None without a rule."""
-    if rule is None:
-        return None
-    return np.asarray(feats.rr[:, 2, -1] < rule.qrs_dev_max)
+    return None if rule is None else _qrs_like_template(feats, rule)
 
 
 def premature_normal_qrs(feats: EcgFeatures, rule: SvebRule) -> npt.NDArray[np.bool_]:
     """Beats that come early with a normal QRS (the rule's S condition), one flag per beat."""
-    return (feats.scalars[:, _LOG_RR] < rule.log_rr_max) & (feats.rr[:, 2, -1] < rule.qrs_dev_max)
+    return (feats.scalars[:, _LOG_RR] < rule.log_rr_max) & _qrs_like_template(feats, rule)
 
 
 def ecg_beat_classes(
@@ -130,8 +132,9 @@ def ecg_beat_classes(
     top = probs.argmax(axis=1)
     if rule is None or top.size == 0:
         return top
-    normal_or_s = (top == _N) | (top == _S)
-    return np.where(normal_or_s & premature_normal_qrs(feats, rule), _S, without_s(probs, top, normal_qrs(feats, rule)))
+    normal = _qrs_like_template(feats, rule)
+    rule_s = ((top == _N) | (top == _S)) & (feats.scalars[:, _LOG_RR] < rule.log_rr_max) & normal
+    return np.where(rule_s, _S, without_s(probs, top, normal))
 
 
 def without_s(

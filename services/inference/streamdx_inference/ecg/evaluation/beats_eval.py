@@ -136,7 +136,7 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         rule = SvebRule.from_meta(shipped.meta)
         model_desc = f"shipped ecg_beats {shipped.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
-        beats_model = shipped
+        beats_model = shipped if a.cinc is not None else None
     served_by = _served_labeler(a, mit, window, beats_model) if beats_model is not None else None
     unreadable = dict.fromkeys(_AAMI, 0)  # per class: annotated beats left without a class as served
     ys, ps, nets, probs, served, recs = [], [], [], [], [], {}
@@ -199,13 +199,12 @@ def _se_ppv(report: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def _served_labeler(
     a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow, beats: EcgModel,
-) -> tuple[EcgLabeler, str] | None:  # fmt: skip
+) -> tuple[EcgLabeler, str]:  # fmt: skip
     """The service's labeler for DS2 with models that never saw a DS2 record: the shipped quality
     gate (trained on DS1, CinC and synthetic signals), an AF network trained here on the folder's
-    DS1 records and the CinC training part (``--cinc``), and ``beats``. None without ``--cinc``.
-    Returns the labeler and a description of its AF model."""
-    if a.cinc is None:
-        return None
+    DS1 records and the CinC training part (``--cinc``, required), and ``beats``. Returns the
+    labeler and a description of its AF model."""
+    assert a.cinc is not None
     from streamdx_inference.ecg.datasets import load_cinc
     from streamdx_inference.ecg.training.data import cinc_split
     from streamdx_inference.ecg.training.fit import onnx_ecg_model

@@ -51,15 +51,12 @@ def vetoed_s_policies(
     no_s[:, _S] = -np.inf
     runner_up = no_s.argmax(axis=1)
     vetoed = (top == _S) & ~rule_s
-    normal = feats.rr[:, 2, -1] < rule.qrs_dev_max
-    out = {
+    return {
         "runner_up": np.where(rule_s, _S, np.where(vetoed, runner_up, top)),
         "normal_qrs_n": ecg_beat_classes(probs, feats, rule),
         "all_n": np.where(rule_s, _S, np.where(vetoed, _N, top)),
         "argmax": top,
     }
-    assert np.array_equal(out["normal_qrs_n"], np.where(rule_s, _S, np.where(vetoed & normal, _N, out["runner_up"])))
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
