@@ -12,11 +12,13 @@ from streamdx.cli import main as streamdx_main
 from streamdx.input_errors import InputFileError
 from streamdx_inference.ecg.labeler import (
     FUSED_DIR,
+    PAIRED_QUALITY_DIR,
     EcgLabeler,
     EcgModelError,
     EcgModelNotFound,
     load_ecg_model,
     load_fused_af_beats,
+    load_paired_quality,
 )
 
 REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
@@ -24,7 +26,7 @@ REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
 
 @pytest.fixture
 def models(tmp_path: Path) -> Path:
-    for name in ("ecg_quality", "ecg_af", "ecg_beats", FUSED_DIR):
+    for name in ("ecg_quality", "ecg_af", "ecg_beats", FUSED_DIR, PAIRED_QUALITY_DIR):
         shutil.copytree(REPO_MODELS / name, tmp_path / name)
     return tmp_path
 
@@ -55,6 +57,19 @@ def test_damaged_fused_graph_is_ignored(models: Path) -> None:
     assert load_fused_af_beats(models) is None
     lab = EcgLabeler.from_dir(models)
     assert lab.fused is None
+
+
+def test_damaged_pair_folded_graph_is_ignored(models: Path) -> None:
+    plain = load_ecg_model(models, "ecg_quality")
+    assert load_paired_quality(plain, models) is not plain
+    int8 = EcgLabeler.from_dir(models, int8=True)  # the INT8 models run one by one, unfolded
+    assert int8.fused is None and "pair_folded" not in int8.quality.session.get_modelmeta().graph_name
+    (models / PAIRED_QUALITY_DIR / "model.onnx").write_bytes(b"garbage")
+    assert load_paired_quality(plain, models) is plain
+    shutil.copytree(REPO_MODELS / PAIRED_QUALITY_DIR, models / PAIRED_QUALITY_DIR, dirs_exist_ok=True)
+    assert load_paired_quality(plain, models) is not plain
+    (models / PAIRED_QUALITY_DIR / "model.json").write_text("[]")
+    assert load_paired_quality(plain, models) is plain
 
 
 def test_bench_with_a_damaged_model_exits_2(models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

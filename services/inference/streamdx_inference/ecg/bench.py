@@ -10,7 +10,8 @@ pinned to one CPU and onnxruntime runs with one intra-op thread; each batch size
 ``--seconds`` after a warm-up. The headline is the best fp32 throughput over the batch sizes and
 the p99 call latency at that batch size. A profile of the largest batch splits the call into the
 feature function, each model (the AF and beat-class networks as one fused graph when
-``models/ecg_af_beats`` matches them) and the decision rules.
+``models/ecg_af_beats`` matches them; the quality gate pair-folded when ``models/ecg_quality_paired``
+matches it) and the decision rules.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ one batch each and applies the decision rules:
   N): it is N (an S beat has a normal QRS by the rule's definition; without a rule it takes the
   network's most probable other class).
 
+On a CPU the labeler runs two derived graphs when they match the models it loads (same
+probabilities, fewer operations): the AF and beat-class networks fused into one graph
+(:mod:`~streamdx_inference.ecg.training.trunk_fusion`) and the quality gate pair-folded
+(:mod:`~streamdx_inference.ecg.training.pair_fold`).
+
 :meth:`EcgLabeler.label_many` labels the beats of many streams with one model call per
 model; :meth:`EcgLabeler.label_batch` does the same on beats already concatenated
 (:class:`~streamdx_inference.ecg.features.EcgBeatBatch`), which is how the worker labels a
@@ -63,6 +68,7 @@ __all__ = [
     "DSP_SCORE_MIN",
     "FUSED_DIR",
     "MODEL_NAMES",
+    "PAIRED_QUALITY_DIR",
     "QUALITY_SMOOTH_ALPHA",
     "RUN_CHUNK",
     "BeatLabel",
@@ -74,6 +80,7 @@ __all__ = [
     "StreamLabelState",
     "load_ecg_model",
     "load_fused_af_beats",
+    "load_paired_quality",
 ]
 
 MODEL_NAMES = ("ecg_quality", "ecg_af", "ecg_beats")
@@ -89,6 +96,8 @@ DSP_HF_NOISE_MAX = 0.2
 META_FILE = "model.json"
 #: Folder of the fused AF + beat-class graph (:mod:`streamdx_inference.ecg.training.trunk_fusion`).
 FUSED_DIR = "ecg_af_beats"
+#: Folder of the pair-folded quality gate (:mod:`streamdx_inference.ecg.training.pair_fold`).
+PAIRED_QUALITY_DIR = "ecg_quality_paired"
 _log = logging.getLogger(__name__)
 #: Beats per onnxruntime call: a batch of a few thousand beats runs ~10 % slower in one call than in
 #: calls of 512-1024, whose activations stay in the CPU caches (measured on one core).
@@ -192,35 +201,62 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_fused_af_beats(
-    models_dir: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1
-) -> FusedAfBeats | None:
-    """The fused graph of ``models_dir/ecg_af_beats`` if it was built from the very ``model.onnx``
-    files of ``ecg_af`` and ``ecg_beats`` beside it (SHA-256 in its ``model.json``), else None."""
+def _derived_session(
+    models_dir: Path, folder: str, sources: Sequence[str], what: str, rebuild: str,
+    providers: Sequence[str], threads: int,
+) -> tuple[Any, dict[str, Any]] | None:  # fmt: skip
+    """The session and metadata of the derived graph ``models_dir/folder`` if it was built from the
+    very ``model.onnx`` files of ``sources`` beside it (SHA-256 in its ``model.json``), else None
+    (with a warning when it exists but is stale or damaged): derived graphs are only faster."""
     import onnxruntime as ort
 
-    d = models_dir / FUSED_DIR
+    d = models_dir / folder
     if not (d / "model.onnx").exists() or not (d / META_FILE).exists():
         return None
     try:
         meta = json.loads((d / META_FILE).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         meta = None
-        _log.warning("fused AF + beat-class graph ignored: unreadable %s (%s)", META_FILE, exc)
+        _log.warning("%s ignored: unreadable %s (%s)", what, META_FILE, exc)
     src = meta.get("derived_from") if isinstance(meta, dict) else None
     if not isinstance(meta, dict) or not isinstance(src, dict):
-        return None  # the separate models serve; the fused graph is only faster
-    for name in ("ecg_af", "ecg_beats"):
+        return None
+    for name in sources:
         path = models_dir / name / "model.onnx"
         entry = src.get(name)
         if not path.exists() or not isinstance(entry, dict) or entry.get("sha256") != _sha256(path):
-            _log.warning("fused AF + beat-class graph ignored: it was not built from the current %s (rebuild it "
-                         "with python -m streamdx_inference.ecg.training.trunk_fusion)", name)  # fmt: skip
+            _log.warning("%s ignored: it was not built from the current %s (rebuild it with %s)", what, name, rebuild)
             return None
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    return FusedAfBeats(ort.InferenceSession(str(d / "model.onnx"), sess_options=so, providers=list(providers)), meta)
+    try:
+        sess = ort.InferenceSession(str(d / "model.onnx"), sess_options=so, providers=list(providers))
+    except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+        _log.warning("%s ignored: onnxruntime cannot load it (%s)", what, exc)
+        return None
+    return sess, meta
+
+
+def load_fused_af_beats(
+    models_dir: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1
+) -> FusedAfBeats | None:
+    """The fused graph of ``models_dir/ecg_af_beats`` if it was built from the very ``model.onnx``
+    files of ``ecg_af`` and ``ecg_beats`` beside it (SHA-256 in its ``model.json``), else None."""
+    got = _derived_session(models_dir, FUSED_DIR, ("ecg_af", "ecg_beats"), "fused AF + beat-class graph",
+                           "python -m streamdx_inference.ecg.training.trunk_fusion", providers, threads)  # fmt: skip
+    return None if got is None else FusedAfBeats(*got)
+
+
+def load_paired_quality(
+    quality: EcgModel, models_dir: Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 1
+) -> EcgModel:
+    """``quality`` running the pair-folded graph of ``models_dir/ecg_quality_paired``
+    (:mod:`~streamdx_inference.ecg.training.pair_fold`: same probabilities, cheaper on a CPU) if
+    it was built from the very ``ecg_quality/model.onnx`` beside it, else ``quality`` itself."""
+    got = _derived_session(models_dir, PAIRED_QUALITY_DIR, (quality.name,), "pair-folded quality graph",
+                           "python -m streamdx_inference.ecg.training.pair_fold", providers, threads)  # fmt: skip
+    return quality if got is None else EcgModel(quality.name, got[0], quality.meta)
 
 
 @dataclass
@@ -277,9 +313,13 @@ class EcgLabeler:
         threads: int = 1,
     ) -> EcgLabeler:
         """Load the three shipped models from ``models_dir`` (``ecg_quality``, ``ecg_af``, ``ecg_beats``),
-        and for fp32 the fused AF + beat-class graph when it matches them (:func:`load_fused_af_beats`)."""
+        and for fp32 the derived graphs that match them: the fused AF + beat-class graph
+        (:func:`load_fused_af_beats`) and the pair-folded quality gate (:func:`load_paired_quality`)."""
         q, a, b = (load_ecg_model(models_dir, n, providers, int8, threads) for n in MODEL_NAMES)
-        return cls(q, a, b, None if int8 else load_fused_af_beats(models_dir, providers, threads))
+        if int8:
+            return cls(q, a, b)
+        q = load_paired_quality(q, models_dir, providers, threads)
+        return cls(q, a, b, load_fused_af_beats(models_dir, providers, threads))
 
     @property
     def versions(self) -> dict[str, str]:

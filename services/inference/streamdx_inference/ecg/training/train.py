@@ -17,7 +17,8 @@ window, threshold, data, split, metrics) and ``MODEL_CARD.md``.
 
 After ``af`` or ``beats`` into ``models/ecg_<model>``, the fused AF + beat-class graph
 beside them (``ecg_af_beats``, :mod:`~streamdx_inference.ecg.training.trunk_fusion`) is
-rebuilt, so the labeler never runs a stale one.
+rebuilt, and after ``quality`` the pair-folded quality graph (``ecg_quality_paired``,
+:mod:`~streamdx_inference.ecg.training.pair_fold`), so the labeler never runs a stale one.
 """
 
 from __future__ import annotations
@@ -243,6 +244,8 @@ def run(model: str, argv: Sequence[str]) -> int:
     print(f"model written to {final}")
     if a.model in ("af", "beats") and final.name == f"ecg_{a.model}":
         _rebuild_fusion(final.parent)
+    if a.model == "quality" and final.name == "ecg_quality":
+        _rebuild_pair_fold(final.parent)
     return 0
 
 
@@ -352,6 +355,15 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
                     "quality` (seeded artefacts, non-ECG input and MITDB DS2 with NSTDB noise; see the README)."),
             None, None)  # fmt: skip
     return 0
+
+
+def _rebuild_pair_fold(models_dir: Path) -> None:
+    """Rebuild the pair-folded quality graph beside a newly trained quality model."""
+    from streamdx_inference.ecg.training.pair_fold import pair_fold_model_dir
+
+    meta = pair_fold_model_dir(models_dir)
+    print(f"pair-folded quality graph rebuilt in {models_dir}/ecg_quality_paired "
+          f"(largest difference {meta['max_abs_prob_diff']:.2g})")  # fmt: skip
 
 
 def _rebuild_fusion(models_dir: Path) -> None:

@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from streamdx_inference.ecg.labeler import FUSED_DIR, META_FILE
 
-__all__ = ["fuse_af_beats", "fuse_model_dirs", "main", "sha256_of"]
+__all__ = ["block_diag", "conv_weights", "fuse_af_beats", "fuse_model_dirs", "main", "sha256_of", "trunk_nodes"]
 
 _SOURCES = ("ecg_af", "ecg_beats")
 _OUTPUTS = ("af_prob", "beats_prob")
@@ -47,7 +47,7 @@ def _consumers(g: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
     return [n for n in g.node if name in n.input]
 
 
-def _trunk(g: onnx.GraphProto) -> list[onnx.NodeProto]:
+def trunk_nodes(g: onnx.GraphProto) -> list[onnx.NodeProto]:
     """The trunk nodes of a BeatNet graph in the 2-D layout, in order; ``ValueError`` if it has another shape."""
     start = [n for n in g.node if n.op_type == "Unsqueeze" and list(n.input)[:1] == ["wave"]]
     if len(start) != 1:
@@ -70,14 +70,14 @@ def _attrs(n: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in n.attribute}
 
 
-def _weights(g: onnx.GraphProto, conv: onnx.NodeProto) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+def conv_weights(g: onnx.GraphProto, conv: onnx.NodeProto) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     inits = {i.name: i for i in g.initializer}
     if len(conv.input) != 3 or conv.input[1] not in inits or conv.input[2] not in inits:
         raise ValueError(f"{conv.name}: expected constant weights and bias")
     return numpy_helper.to_array(inits[conv.input[1]]), numpy_helper.to_array(inits[conv.input[2]])
 
 
-def _block_diag(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def block_diag(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     out = np.zeros((a.shape[0] + b.shape[0], a.shape[1] + b.shape[1], *a.shape[2:]), np.float32)
     out[: a.shape[0], : a.shape[1]] = a
     out[a.shape[0] :, a.shape[1] :] = b
@@ -97,12 +97,12 @@ def fuse_af_beats(af: onnx.ModelProto, beats: onnx.ModelProto) -> onnx.ModelProt
         shape or attributes.
     """
     ga, gb = af.graph, beats.graph
-    ta, tb = _trunk(ga), _trunk(gb)
+    ta, tb = trunk_nodes(ga), trunk_nodes(gb)
     for na, nb in zip(ta, tb, strict=True):
         if _attrs(na) != _attrs(nb):
             raise ValueError(f"trunks differ at {na.name} / {nb.name}")
-    wa = [_weights(ga, n) for n in (ta[1], ta[4], ta[6])]
-    wb = [_weights(gb, n) for n in (tb[1], tb[4], tb[6])]
+    wa = [conv_weights(ga, n) for n in (ta[1], ta[4], ta[6])]
+    wb = [conv_weights(gb, n) for n in (tb[1], tb[4], tb[6])]
     for (x, _), (y, _) in zip(wa, wb, strict=True):
         if x.shape != y.shape:
             raise ValueError(f"trunk weights differ in shape: {x.shape} / {y.shape}")
@@ -110,9 +110,9 @@ def fuse_af_beats(af: onnx.ModelProto, beats: onnx.ModelProto) -> onnx.ModelProt
     inits = [
         numpy_helper.from_array(np.concatenate([wa[0][0], wb[0][0]]), "trunk/stem.w"),
         numpy_helper.from_array(np.concatenate([wa[0][1], wb[0][1]]), "trunk/stem.b"),
-        numpy_helper.from_array(_block_diag(wa[1][0], wb[1][0]), "trunk/conv1.w"),
+        numpy_helper.from_array(block_diag(wa[1][0], wb[1][0]), "trunk/conv1.w"),
         numpy_helper.from_array(np.concatenate([wa[1][1], wb[1][1]]), "trunk/conv1.b"),
-        numpy_helper.from_array(_block_diag(wa[2][0], wb[2][0]), "trunk/conv2.w"),
+        numpy_helper.from_array(block_diag(wa[2][0], wb[2][0]), "trunk/conv2.w"),
         numpy_helper.from_array(np.concatenate([wa[2][1], wb[2][1]]), "trunk/conv2.b"),
         numpy_helper.from_array(np.array([ca, wb[0][0].shape[0]], np.int64), "trunk/split"),
     ]
