@@ -71,19 +71,24 @@ def test_the_fused_graph_gives_both_models_probabilities(models: Path) -> None:
     np.testing.assert_allclose(pb, load_ecg_model(models, "ecg_beats").run(f), atol=1e-5)
 
 
+def _assert_same_labels(lab: EcgLabeler, plain: EcgLabeler, n: int, seed: int) -> None:
+    """Both labelers give one stream of ``n`` random beats the same labels and probabilities."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, BEAT_SAMPLES)).astype(np.float32)
+    rr = rng.uniform(0.6, 1.0, n)
+    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (n, 1))
+    _, a = lab.label(StreamLabelState(), w, rr, rr, q)
+    _, b = plain.label(StreamLabelState(), w, rr, rr, q)
+    assert [(x.quality, x.af, x.beat_class) for x in a] == [(x.quality, x.af, x.beat_class) for x in b]
+    for field in ("quality_prob", "af_prob"):
+        assert np.allclose([getattr(x, field) for x in a], [getattr(x, field) for x in b], atol=1e-5)
+
+
 def test_the_labeler_uses_it_only_while_it_matches_its_sources(models: Path) -> None:
     fuse_model_dirs(models)
     lab = EcgLabeler.from_dir(models)
     assert lab.fused is not None
-    plain = EcgLabeler(lab.quality, lab.af, lab.beats)
-    rng = np.random.default_rng(4)
-    w = rng.standard_normal((40, BEAT_SAMPLES)).astype(np.float32)
-    rr = rng.uniform(0.6, 1.0, 40)
-    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (40, 1))
-    _, a = lab.label(StreamLabelState(), w, rr, rr, q)
-    _, b = plain.label(StreamLabelState(), w, rr, rr, q)
-    assert [(x.quality, x.af, x.beat_class) for x in a] == [(x.quality, x.af, x.beat_class) for x in b]
-    assert np.allclose([x.af_prob for x in a], [x.af_prob for x in b], atol=1e-5)
+    _assert_same_labels(lab, EcgLabeler(lab.quality, lab.af, lab.beats), 40, 4)
     assert EcgLabeler.from_dir(models, int8=False).fused is not None
     # a retrained AF model makes the fused graph stale: it is ignored
     _save(models, "ecg_af", BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS), 7)
@@ -143,15 +148,7 @@ def test_the_labeler_uses_the_pair_folded_graph_only_while_it_matches(models: Pa
     pair_fold_model_dir(models)
     lab = EcgLabeler.from_dir(models)
     assert _is_paired(lab.quality)
-    plain = EcgLabeler(load_ecg_model(models, "ecg_quality"), lab.af, lab.beats)
-    rng = np.random.default_rng(6)
-    w = rng.standard_normal((41, BEAT_SAMPLES)).astype(np.float32)
-    rr = rng.uniform(0.6, 1.0, 41)
-    q = np.tile(np.array([0, 0, 0.01, 0.1, 0.95], np.float32), (41, 1))
-    _, a = lab.label(StreamLabelState(), w, rr, rr, q)
-    _, b = plain.label(StreamLabelState(), w, rr, rr, q)
-    assert [(x.quality, x.af, x.beat_class) for x in a] == [(x.quality, x.af, x.beat_class) for x in b]
-    assert np.allclose([x.quality_prob for x in a], [x.quality_prob for x in b], atol=1e-5)
+    _assert_same_labels(lab, EcgLabeler(load_ecg_model(models, "ecg_quality"), lab.af, lab.beats), 41, 6)
     # a retrained quality model makes the folded graph stale: the model itself serves
     _save(models, "ecg_quality", BeatNet(1, CAUSAL_SCALARS, use_rr=True, stem_stride=5), 8)
     assert not _is_paired(EcgLabeler.from_dir(models).quality)

@@ -27,7 +27,6 @@ otherwise.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from streamdx_inference.ecg.labeler import META_FILE, PAIRED_QUALITY_DIR
-from streamdx_inference.ecg.training.trunk_fusion import block_diag, conv_weights, sha256_of, trunk_nodes
+from streamdx_inference.ecg.labeler import PAIRED_QUALITY_DIR
+from streamdx_inference.ecg.training.derived_graph import derived_graph_main, write_derived_graph
+from streamdx_inference.ecg.training.trunk_fusion import block_diag, conv_weights, trunk_nodes
 
 __all__ = ["main", "pair_fold", "pair_fold_model_dir"]
 
@@ -150,33 +150,14 @@ def pair_fold_model_dir(
     diff = _max_diff(folded, src, sizes, seed)
     if not diff <= atol:
         raise ValueError(f"the folded graph differs from {_SOURCE} by {diff:.3g} > {atol}")
-    out = models_dir / PAIRED_QUALITY_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    onnx.save(folded, str(out / "model.onnx"))
-    version = json.loads((models_dir / _SOURCE / META_FILE).read_text()).get("version")
-    meta = {
-        "name": PAIRED_QUALITY_DIR,
-        "derived_from": {_SOURCE: {"version": version, "sha256": sha256_of(src)}},
-        "max_abs_prob_diff": diff,
-        "check_inputs": f"seeded standard-normal batches of {', '.join(map(str, sizes))} beats",
-        "how": "python -m streamdx_inference.ecg.training.pair_fold MODELS_DIR (see its module docstring)",
-        "size_bytes": (out / "model.onnx").stat().st_size,
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return write_derived_graph(models_dir, PAIRED_QUALITY_DIR, folded, (_SOURCE,), diff,
+                               f"seeded standard-normal batches of {', '.join(map(str, sizes))} beats",
+                               "streamdx_inference.ecg.training.pair_fold")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streamdx_inference.ecg.training.pair_fold MODELS_DIR``: write the folded quality graph."""
-    import argparse
-
-    p = argparse.ArgumentParser(description=pair_fold_model_dir.__doc__)
-    p.add_argument("models_dir", type=Path, help="folder holding ecg_quality/")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    meta = pair_fold_model_dir(a.models_dir)
-    print(f"{a.models_dir / PAIRED_QUALITY_DIR}: largest difference {meta['max_abs_prob_diff']:.2g}, "
-          f"{meta['size_bytes']} bytes")  # fmt: skip
-    return 0
+    return derived_graph_main(argv, pair_fold_model_dir, PAIRED_QUALITY_DIR, "ecg_quality/")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ models otherwise.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,9 +31,10 @@ import numpy.typing as npt
 import onnx
 from onnx import helper, numpy_helper
 
-from streamdx_inference.ecg.labeler import FUSED_DIR, META_FILE
+from streamdx_inference.ecg.labeler import FUSED_DIR
+from streamdx_inference.ecg.training.derived_graph import derived_graph_main, write_derived_graph
 
-__all__ = ["block_diag", "conv_weights", "fuse_af_beats", "fuse_model_dirs", "main", "sha256_of", "trunk_nodes"]
+__all__ = ["block_diag", "conv_weights", "fuse_af_beats", "fuse_model_dirs", "main", "trunk_nodes"]
 
 _SOURCES = ("ecg_af", "ecg_beats")
 _OUTPUTS = ("af_prob", "beats_prob")
@@ -198,11 +197,6 @@ def _max_diff(fused: onnx.ModelProto, af: Path, beats: Path, n_check: int, seed:
     return float(max(np.abs(fa - sa).max(), np.abs(fb - sb).max()))
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fuse_model_dirs(models_dir: Path, n_check: int = 512, seed: int = 0, atol: float = 1e-5) -> dict[str, Any]:
     """Write ``models_dir/ecg_af_beats/{model.onnx, model.json}`` from ``ecg_af`` and ``ecg_beats``.
 
@@ -220,34 +214,14 @@ def fuse_model_dirs(models_dir: Path, n_check: int = 512, seed: int = 0, atol: f
     diff = _max_diff(fused, src["ecg_af"], src["ecg_beats"], n_check, seed)
     if not diff <= atol:
         raise ValueError(f"the fused graph differs from the separate models by {diff:.3g} > {atol}")
-    out = models_dir / FUSED_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    onnx.save(fused, str(out / "model.onnx"))
-    versions = {n: json.loads((models_dir / n / META_FILE).read_text()).get("version") for n in _SOURCES}
-    meta = {
-        "name": FUSED_DIR,
-        "derived_from": {n: {"version": versions[n], "sha256": sha256_of(p)} for n, p in src.items()},
-        "outputs": dict(zip(_OUTPUTS, _SOURCES, strict=True)),
-        "max_abs_prob_diff": diff,
-        "check_inputs": f"{n_check} seeded standard-normal rows",
-        "how": "python -m streamdx_inference.ecg.training.trunk_fusion MODELS_DIR (see its module docstring)",
-        "size_bytes": (out / "model.onnx").stat().st_size,
-    }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    return write_derived_graph(models_dir, FUSED_DIR, fused, _SOURCES, diff, f"{n_check} seeded standard-normal rows",
+                               "streamdx_inference.ecg.training.trunk_fusion",
+                               {"outputs": dict(zip(_OUTPUTS, _SOURCES, strict=True))})  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streamdx_inference.ecg.training.trunk_fusion MODELS_DIR``: write the fused graph."""
-    import argparse
-
-    p = argparse.ArgumentParser(description=fuse_model_dirs.__doc__)
-    p.add_argument("models_dir", type=Path, help="folder holding ecg_af/ and ecg_beats/")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    meta = fuse_model_dirs(a.models_dir)
-    print(f"{a.models_dir / FUSED_DIR}: largest difference {meta['max_abs_prob_diff']:.2g}, "
-          f"{meta['size_bytes']} bytes")  # fmt: skip
-    return 0
+    return derived_graph_main(argv, fuse_model_dirs, FUSED_DIR, "ecg_af/ and ecg_beats/")
 
 
 if __name__ == "__main__":
