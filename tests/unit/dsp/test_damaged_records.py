@@ -143,3 +143,17 @@ def test_eval_af_cross_validation_needs_two_records(tmp_path: Path, capsys: pyte
     rc = streamdx_main(["eval", "af", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"),
                         "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 2 and "at least 2 records" in capsys.readouterr().err
+
+
+def test_eval_af_without_its_cinc_pack_says_how_to_go_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The folds train on the CinC training part by default (the shipped recipe's data): a missing
+    pack is an error that names both ways out, before any work; ``--train-on`` needs the pack."""
+    _write(tmp_path, "r0")
+    _write(tmp_path, "r1")
+    args = ["eval", "af", "--data", str(tmp_path), "--out", str(tmp_path / "o.json"), "--cache", str(tmp_path / "c")]
+    assert streamdx_main([*args, "--cinc", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "not a CinC 2017 pack folder" in err and "--cinc DIR" in err and "--no-cinc" in err
+    assert streamdx_main([*args, "--train-on", "cinc2017", "--no-cinc"]) == 2
+    assert "--train-on cinc2017 needs the CinC pack" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists() and not (tmp_path / "c").exists()

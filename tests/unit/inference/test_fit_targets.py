@@ -1,4 +1,5 @@
-"""The ECG networks' training loss on hard and soft targets, and the weight average (pure, CPU)."""
+"""The ECG networks' training loss on hard and soft targets, the weight average and the beat
+augmentation (pure, CPU)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from streamdx_inference.ecg.features import BEAT_SAMPLES, N_SCALARS, RR_CONTEXT, EcgFeatures  # noqa: E402
-from streamdx_inference.ecg.training.fit import _loss_fn, fit_net, predict_net  # noqa: E402
+from streamdx_inference.ecg.training.fit import _loss_fn, augment_beats, fit_net, predict_net  # noqa: E402
 from streamdx_inference.ecg.training.nets import BeatNet  # noqa: E402
 
 W = np.array([1.0, 50.0, 3.0])
@@ -139,3 +140,16 @@ def test_distillation_trains_teachers_then_the_student_on_mixed_targets() -> Non
     calls.clear()
     distil_net(fit, np.array([0, 1, 2, 0]), 3, feats, teachers=0, seed=0, desc="m")
     assert len(calls) == 1 and calls[0][0].dtype == np.int64  # no teachers: the reference classes
+
+
+def test_sign_inversion_flips_whole_beats_with_the_given_probability() -> None:
+    w = torch.randn(400, 2, BEAT_SAMPLES, generator=torch.Generator().manual_seed(1))
+
+    def plain(flip: float) -> Any:  # no gain, noise or shift: only the inversion is left
+        return augment_beats(w, torch.Generator().manual_seed(2), scale=0.0, noise=0.0, shift=0, flip=flip)
+
+    assert torch.equal(plain(0.0), w) and torch.equal(plain(1.0), -w)
+    half = plain(0.5)
+    inverted = torch.all(half == -w, dim=(1, 2))
+    assert torch.all(inverted | torch.all(half == w, dim=(1, 2)))  # both channels of a beat together
+    assert 150 < int(inverted.sum()) < 250

@@ -48,6 +48,7 @@ __all__ = [
     "DS2",
     "MITDB_AF_RECORDS",
     "PACED_RECORDS",
+    "SHARED_CINC",
     "RecordBeats",
     "beat_arrays",
     "beats_of_signal",
@@ -75,6 +76,9 @@ CINC_GAIN = 1000.0
 CINC_PACK_FILES = ("index.csv", "REFERENCE.csv", "signals_int16_diff.xz")
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 DEFAULT_CACHE = Path.home() / ".cache" / "streamdx" / "ecg-beats"
+#: The CinC 2017 pack beside the repository (``../shared/data``): the AF recipe's second source,
+#: the default of the commands that train it.
+SHARED_CINC = Path("../shared/data/cinc2017")
 _MATCH_S = 0.150
 _CHUNK_S = 10.0
 _CACHE_VERSION = 3  # 3: DSP v2 (bounded-delay denoiser, 5-10 Hz QRS band, +-250 ms candidates, bounded search-back)

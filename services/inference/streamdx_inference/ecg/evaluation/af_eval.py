@@ -4,10 +4,11 @@ Two modes:
 
 - default (leave-records-out cross-validation): the folder's records are split into
   ``--folds`` groups (records with AF spread evenly over the groups); for each group an
-  AF model is trained from scratch on the other records (plus, with ``--cinc``, the
-  training part of a CinC 2017 pack) with the shipped recipe, its threshold chosen on
-  validation records of the training side, and scored on the held-out group. No record
-  is ever in both training and scoring.
+  AF model is trained from scratch on the other records and the training part of a CinC
+  2017 pack (``--cinc``, by default the shared one, as ``streamdx train af``: the shipped
+  recipe's data; ``--no-cinc``: the folder's records alone) with the shipped recipe, its
+  threshold chosen on validation records of the training side, and scored on the held-out
+  group. No record is ever in both training and scoring.
 - ``--train-on cinc2017``: one model trained only on the CinC pack, scored on every
   record of the folder (an unseen database).
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
 from streamdx_dsp.core import DEFAULT_WINDOW
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_pack_problem, load_cinc, load_mitdb
+from streamdx_inference.ecg.datasets import DEFAULT_CACHE, SHARED_CINC, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
 
 __all__ = ["build_parser", "cv_folds", "main"]
@@ -46,8 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", type=Path, required=True, help="folder of WFDB records with .atr rhythm annotations")
     p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
-    p.add_argument("--cinc", type=Path, default=None,
-                   help="CinC 2017 pack folder: its training part joins every fold's training data")
+    p.add_argument("--cinc", type=Path, default=SHARED_CINC,
+                   help="CinC 2017 pack folder: its training part joins every fold's training data, as in the shipped "
+                        "recipe (default: %(default)s)")
+    p.add_argument("--no-cinc", action="store_true",
+                   help="train every fold on the records of --data alone (and the simulated records)")
     p.add_argument("--train-on", choices=["cinc2017"], default=None,
                    help="train one model only on the CinC pack (--cinc) and score every record of --data")
     p.add_argument("--folds", type=int_at_least(2), default=4,
@@ -95,19 +99,20 @@ def main(argv: Sequence[str]) -> int:
     names = records_for_command(a.data, a.records)
     if names is None:
         return 2
-    if a.train_on and not a.cinc:
-        print("error: --train-on cinc2017 needs --cinc DIR", file=sys.stderr)
+    if a.train_on and a.no_cinc:
+        print("error: --train-on cinc2017 needs the CinC pack (--cinc DIR, not --no-cinc)", file=sys.stderr)
         return 2
     if not a.train_on and len(names) < 2:
         print(f"error: leave-records-out needs at least 2 records in {a.data}, found {len(names)} "
               "(or score a CinC-trained model on them with --train-on cinc2017)", file=sys.stderr)  # fmt: skip
         return 2
-    if a.cinc and (problem := cinc_pack_problem(a.cinc)):
-        print(f"error: {problem}", file=sys.stderr)
+    if not a.no_cinc and (problem := cinc_pack_problem(a.cinc)):
+        print(f"error: {problem} (give the pack with --cinc DIR, or train on the records of --data alone with "
+              "--no-cinc)", file=sys.stderr)  # fmt: skip
         return 2
     mit = load_mitdb(a.data, names, a.window, a.cache, progress=True)
     cinc_train = {}
-    if a.cinc:
+    if not a.no_cinc:
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True)
         tr = cinc if a.train_on else {k: cinc[k] for k in cinc_split(sorted(cinc))[0]}
         cinc_train = dict(tr)

@@ -41,18 +41,27 @@ def _ema(value: str) -> float | None:
     return v
 
 
+def _probability(value: str) -> float:
+    v = float(value)
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return v
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from streamdx_inference.ecg.training.recipes import AF_EMA_DECAY, AF_TEACHERS
+    from streamdx_inference.ecg.datasets import SHARED_CINC
+    from streamdx_inference.ecg.training.recipes import AF_EMA_DECAY, AF_FLIP, AF_TEACHERS
 
     p = argparse.ArgumentParser(prog="python -m streamdx_inference.ecg.training.af_cv", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--mitdb", type=Path, default=Path("../shared/data/mitdb"), help="MITDB folder")
-    p.add_argument("--cinc", type=Path, default=Path("../shared/data/cinc2017"), help="CinC 2017 pack folder")
+    p.add_argument("--cinc", type=Path, default=SHARED_CINC, help="CinC 2017 pack folder")
     p.add_argument("--models", type=Path, default=Path("models"), help="folder with the quality and beat models")
     p.add_argument("--out", type=report_path, required=True, help="JSON report to write")
     p.add_argument("--teachers", type=non_negative_int, default=AF_TEACHERS, help="teacher networks per fold")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--ema-decay", type=_ema, default=AF_EMA_DECAY, help="weight average decay, or 'none'")
+    p.add_argument("--flip", type=_probability, default=AF_FLIP, help="sign-inversion probability of a training beat")
     a = p.parse_args(argv)
     import torch
     from sklearn.metrics import roc_auc_score
@@ -84,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in range(FOLDS):
         fold = set(order[k::FOLDS].tolist())
         t = train_af(mit, {n: cinc[n] for n in train_part if n not in fold}, seed=a.seed, teachers=a.teachers,
-                     ema_decay=a.ema_decay, desc=f"af fold {k + 1}/{FOLDS}")  # fmt: skip
+                     ema_decay=a.ema_decay, flip=a.flip, desc=f"af fold {k + 1}/{FOLDS}")  # fmt: skip
         assert t.calib is not None
         af = onnx_ecg_model(t.net, t.calib, "ecg_af", {"version": "cv", "threshold": t.threshold,
                                                        "window": DEFAULT_WINDOW})  # fmt: skip
@@ -105,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           for m in RULES_GRID["af_min"]}  # fmt: skip
     report: dict[str, Any] = {
         "n_recordings": int(ya.size), "n_af": int(ya.sum()), "teachers": a.teachers, "seed": a.seed,
-        "ema_decay": a.ema_decay, "roc_auc_mean_af_prob": float(roc_auc_score(ya, mean_p)), "af_f1_by_af_min": f1,
+        "ema_decay": a.ema_decay, "flip": a.flip, "roc_auc_mean_af_prob": float(roc_auc_score(ya, mean_p)),
+        "af_f1_by_af_min": f1,
     }  # fmt: skip
     print(f"{ya.size} recordings ({int(ya.sum())} AF), teachers {a.teachers}, seed {a.seed}, ema {a.ema_decay}: "
           f"ROC AUC of the mean AF probability {report['roc_auc_mean_af_prob']:.4f}")  # fmt: skip

@@ -43,13 +43,18 @@ def _tensors(f: EcgFeatures, idx: npt.NDArray[np.int64]) -> tuple[torch.Tensor, 
 
 
 def augment_beats(
-    wave: torch.Tensor, gen: torch.Generator, scale: float = 0.25, noise: float = 0.03, shift: int = 3
-) -> torch.Tensor:
+    wave: torch.Tensor, gen: torch.Generator, scale: float = 0.25, noise: float = 0.03, shift: int = 3,
+    flip: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
     """Training-time augmentation of the ``wave`` input: a random gain (±``scale``), white noise
     (``noise``, in units of the stream's R amplitude) and a circular shift of up to ``shift``
-    samples, the same for both channels of a beat."""
+    samples, the same for both channels of a beat; with probability ``flip`` a beat's sign is
+    inverted (both channels: the lead reversed, as a hand-held single-lead recorder held the
+    other way round gives)."""
     b = wave.shape[0]
     g = 1.0 + scale * (2.0 * torch.rand(b, 1, 1, generator=gen) - 1.0)
+    if flip > 0.0:
+        g = torch.where(torch.rand(b, 1, 1, generator=gen) < flip, -g, g)
     out = wave * g + noise * torch.randn(wave.shape, generator=gen)
     k = int(torch.randint(-shift, shift + 1, (1,), generator=gen))
     return torch.roll(out, k, dims=2) if k else out
@@ -122,13 +127,15 @@ def fit_net(
     epoch_size: int | None = None,
     augment: bool = False,
     ema_decay: float | None = None,
+    flip: float = 0.0,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
     """Train ``net``; return the checkpoint with the lowest validation loss and the history.
 
     ``sample_weight`` (per training beat) draws each epoch's beats with replacement in
     proportion to it (e.g. to balance records or databases); otherwise every beat once.
     ``epoch_size`` fixes the number of beats drawn per epoch (default: all); ``augment``
-    applies :func:`augment_beats` to every training batch. ``y_train`` may hold class
+    applies :func:`augment_beats` to every training batch (``flip``: its sign-inversion
+    probability). ``y_train`` may hold class
     probabilities (n, k) instead of class indices (soft targets, e.g. a teacher ensemble's).
     ``ema_decay`` keeps an exponential moving average of the weights (and batch-norm
     statistics), updated after every step; the average is what is validated and returned
@@ -166,7 +173,7 @@ def fit_net(
             opt.zero_grad()
             w, r, sc = _tensors(train, idx)
             if augment:
-                w = augment_beats(w, gen)
+                w = augment_beats(w, gen, flip=flip)
             z = net(w, r, sc)
             loss = loss_fn(z.squeeze(1) if z.shape[1] == 1 else z, _target(y_train[idx], n_out))
             loss.backward()

@@ -61,6 +61,8 @@ AF_TEACHERS = 3
 #: put 103 of record 232's correctly classed S beats inside false AF (SVEB Se 69.3 < 70; held-out
 #: CinC 0.758 against 0.770, ``eval af`` 0.882 as before). Not adopted.
 AF_EMA_DECAY: float | None = None
+#: Probability that a training beat of the AF networks is sign-inverted (:func:`augment_beats`).
+AF_FLIP = 0.0
 #: Channels of the AF model's RR-context branch (:class:`BeatNet`), twice the beat model's (8, 12).
 #: ``streamdx eval af`` beat F1 (seeds 0 / 1 / 2): (8, 12) 0.829 / 0.853 / 0.819; (16, 24) 0.848 / 0.891 /
 #: 0.797, but alone it labelled only 40-100 % of the simulator's AF beats AF and the demo's AF stream
@@ -204,7 +206,7 @@ def _seeded(fit: _Fit, target: npt.NDArray[np.int64] | npt.NDArray[np.float32], 
 def train_af(
     mitdb: Mapping[str, RecordBeats], cinc: Mapping[str, RecordBeats], *, epochs: int = AF_EPOCHS, seed: int = 0,
     progress: bool = True, desc: str = "af", window: BeatWindow = DEFAULT_WINDOW, teachers: int = AF_TEACHERS,
-    ema_decay: float | None = AF_EMA_DECAY,
+    ema_decay: float | None = AF_EMA_DECAY, flip: float = AF_FLIP,
 ) -> Trained:  # fmt: skip
     """AF model on the given MITDB records, CinC recordings (``~`` recordings left out) and
     ``SYNTHETIC_RECORDS`` simulated records (:func:`synthetic_rhythm_records`).
@@ -229,7 +231,7 @@ def train_af(
             nn.Module, list[dict[str, float]]]:  # fmt: skip
         return fit_net(BeatNet(1, CAUSAL_SCALARS, rr_channels=AF_RR_CHANNELS), tr.features, target, va.features,
                        y[val], epochs=epochs, sample_weight=sw, seed=net_seed, progress=progress, desc=name,
-                       epoch_size=AF_EPOCH_SIZE, augment=True, ema_decay=ema_decay)  # fmt: skip
+                       epoch_size=AF_EPOCH_SIZE, augment=True, ema_decay=ema_decay, flip=flip)  # fmt: skip
 
     net, hist, distillation = distil_net(fit, y[~val], 1, tr.features, teachers=teachers, seed=seed, desc=desc)
     p = smooth_af(predict_net(net, va.features), va.records)
@@ -238,7 +240,7 @@ def train_af(
             "n_records": int(np.unique(s.records).size), "history": hist,
             "val_records": sorted(np.unique(s.records[val]).tolist()),
             "threshold_from": "fixed at 0.5 (not tuned)",
-            "distillation": {**distillation, "ema_decay": ema_decay},
+            "distillation": {**distillation, "ema_decay": ema_decay}, "flip": flip,
             "val_f1_at_threshold": float(2 * np.sum((p > AF_THRESHOLD) & yv)
                                          / max(1, np.sum(p > AF_THRESHOLD) + yv.sum())),
             "val_f1_optimal_threshold": best_f1_threshold(yv, p)}  # fmt: skip

@@ -38,7 +38,15 @@ import numpy as np
 
 from streamdx.cli_args import non_negative_int, positive_int
 from streamdx_dsp.core import DEFAULT_WINDOW
-from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_cinc, load_mitdb
+from streamdx_inference.ecg.datasets import (
+    DEFAULT_CACHE,
+    DS1,
+    DS2,
+    SHARED_CINC,
+    cinc_pack_problem,
+    load_cinc,
+    load_mitdb,
+)
 from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.labeler import META_FILE
 from streamdx_inference.ecg.scoring import binary_report
@@ -67,7 +75,6 @@ from streamdx_inference.ecg.training.sveb_fit import sveb_card_section
 __all__ = ["build_parser_for", "run", "save_model"]
 
 _DEFAULT_MITDB = Path("../shared/data/mitdb")
-_DEFAULT_CINC = Path("../shared/data/cinc2017")
 _DEFAULT_NSTDB = Path("../shared/data/nstdb")
 CINC_TRAIN_FILE = "cinc_train_records.json"
 
@@ -88,7 +95,7 @@ def build_parser_for(model: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--mitdb", type=Path, default=_DEFAULT_MITDB,
                    help="MIT-BIH Arrhythmia folder (WFDB .hea/.dat/.atr)")
-    p.add_argument("--cinc", type=Path, default=_DEFAULT_CINC, help="CinC 2017 folder in the pack format (af, quality)")
+    p.add_argument("--cinc", type=Path, default=SHARED_CINC, help="CinC 2017 folder in the pack format (af, quality)")
     p.add_argument("--nstdb", type=Path, default=_DEFAULT_NSTDB, help="NSTDB folder with ma/bw noise (quality)")
     p.add_argument("--window", choices=["rr", "fixed"], default=DEFAULT_WINDOW,
                    help="beat window the DSP emits (rr: RR-based, fixed: 0.28 s before / 0.56 s after R)")
