@@ -93,3 +93,28 @@ def test_large_batches_run_in_chunks_with_the_same_result(monkeypatch: pytest.Mo
     sess = lab.beats.session
     assert isinstance(sess, _Session) and sess.calls == [5, 5, 2]
     assert len(labels) == 12 and labels[-1].beat_class == "N" and labels[-1].class_probs["N"] == pytest.approx(0.9)
+
+
+def test_labels_of_several_streams_keep_their_order_types_and_states() -> None:
+    lab = _labeler(0.0, 0.9, [0.3, 0.6, 0.05, 0.03, 0.02])
+    w, rp, rn, q = _beats(10)
+    q_bad = q.copy()
+    q_bad[:, 0] = 1  # flat: the DSP's rule makes every beat unreadable
+    streams = [(StreamLabelState(), w[:7], rp[:7], rn[:7], q[:7], None), (StreamLabelState(), w[:0], rp[:0], rn[:0],
+               q[:0], None), (StreamLabelState(), w[:3], rp[:3], rn[:3], q_bad[:3], None)]  # fmt: skip
+    states, labels = lab.label_many(streams)
+    assert [len(x) for x in labels] == [7, 0, 3]
+    for lb in labels[0] + labels[2]:
+        assert lb.quality in ("ok", "unreadable") and type(lb.quality_prob) is float and type(lb.af_prob) is float
+        if lb.quality == "ok":
+            assert type(lb.af) is bool and lb.beat_class in ("N", "S", "V", "F", "Q")
+        else:
+            assert lb.af is None and lb.beat_class is None
+    assert any(lb.quality == "ok" and lb.af and lb.beat_class == "N" for lb in labels[0])
+    assert all(lb.quality == "unreadable" for lb in labels[2])
+    assert states[0].af_smooth > 0.5 and states[1].af_smooth == -1.0 and states[2].q_smooth == 1.0
+    # carried on: the same labels as one call over all ten beats of the first stream
+    st, first = lab.label(StreamLabelState(), w[:7], rp[:7], rn[:7], q[:7])
+    st, rest = lab.label(st, w[7:], rp[7:], rn[7:], q[7:])
+    _, whole = lab.label(StreamLabelState(), w, rp, rn, q)
+    assert first + rest == whole

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdx.input_errors import InputFileError
+from streamdx_inference.ecg._labeler_kernels import label_pass
 from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, normal_qrs, without_s
 from streamdx_inference.ecg.features import (
     EcgBeatBatch,
@@ -102,6 +103,8 @@ _log = logging.getLogger(__name__)
 #: Beats per onnxruntime call: a batch of a few thousand beats runs ~10 % slower in one call than in
 #: calls of 512-1024, whose activations stay in the CPU caches (measured on one core).
 RUN_CHUNK = 512
+_CLASS_NAMES = np.array(AAMI_CLASSES, dtype=object)
+_QUALITY_NAMES = np.array(["unreadable", "ok"], dtype=object)
 
 
 class EcgModelError(InputFileError):
@@ -369,29 +372,24 @@ class EcgLabeler:
         # the beat class, and for beats in AF the class without S (an S beat has a normal QRS: N)
         top = ecg_beat_classes(pb, feats, self.sveb_rule)
         top_no_s = without_s(pb, top, normal_qrs(feats, self.sveb_rule))
-        qt, at = self.quality.threshold, self.af.threshold
-        pq_l, pa_l, bad_l, reset_l = pq.tolist(), pa.tolist(), dsp_bad.tolist(), batch.reset.tolist()
-        cls_l = [AAMI_CLASSES[j] for j in top.tolist()]
-        cls_af_l = [AAMI_CLASSES[j] for j in top_no_s.tolist()]
+        # the per-stream recurrences (smoothed unreadable and AF probabilities), compiled
+        af_state = np.fromiter((st.af_smooth for st in states), np.float64, len(states))
+        q_state = np.fromiter((st.q_smooth for st in states), np.float64, len(states))
+        ok, prob, in_af = np.empty(total, bool), np.empty(total), np.empty(total, bool)
+        label_pass(batch.counts, batch.reset, dsp_bad, pq, pa, af_state, q_state, self.quality.threshold,
+                   self.af.threshold, QUALITY_SMOOTH_ALPHA, AF_SMOOTH_ALPHA, ok, prob, in_af)  # fmt: skip
+        # an unreadable beat: no rhythm, no class; a readable one: the class (without S in AF)
+        readable = np.flatnonzero(ok)
+        af_o = np.full(total, None, object)  # object arrays of Python bools / str, None where unreadable
+        af_o[readable] = in_af[readable]
+        cls_o = np.full(total, None, object)
+        cls_o[readable] = _CLASS_NAMES[np.where(in_af, top_no_s, top)[readable]]
         probs_l = [dict(zip(AAMI_CLASSES, row, strict=True)) for row in pb.tolist()]
-        out_states, out_labels = [], []
-        k = 0
-        for state, ctx, n in zip(states, ctxs, counts, strict=True):
-            smooth, qs = state.af_smooth, state.q_smooth
-            labels = []
-            for _ in range(n):
-                if reset_l[k]:
-                    smooth, qs = -1.0, 1.0
-                p_q = pq_l[k]
-                qs += QUALITY_SMOOTH_ALPHA * ((1.0 if bad_l[k] else p_q) - qs)
-                raw = pa_l[k]
-                if bad_l[k] or p_q > qt or qs > qt:
-                    labels.append(BeatLabel("unreadable", p_q, raw, None, None, probs_l[k]))
-                else:
-                    smooth = raw if smooth < 0 else smooth + AF_SMOOTH_ALPHA * (raw - smooth)
-                    in_af = smooth > at
-                    labels.append(BeatLabel("ok", p_q, smooth, in_af, cls_af_l[k] if in_af else cls_l[k], probs_l[k]))
-                k += 1
-            out_states.append(StreamLabelState(ctx, smooth, qs))
-            out_labels.append(labels)
+        fields = (_QUALITY_NAMES[ok.view(np.uint8)].tolist(), pq.tolist(), prob.tolist(), af_o.tolist(), cls_o.tolist(),
+                  probs_l)  # fmt: skip
+        flat = list(map(BeatLabel._make, zip(*fields, strict=True)))
+        ends = np.cumsum(batch.counts).tolist()
+        out_labels = [flat[e - n : e] for e, n in zip(ends, counts, strict=True)]
+        out_states = [StreamLabelState(c, a, q) for c, a, q in zip(ctxs, af_state.tolist(), q_state.tolist(),
+                                                                    strict=True)]  # fmt: skip
         return out_states, out_labels

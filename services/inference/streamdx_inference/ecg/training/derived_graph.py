@@ -16,15 +16,43 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from onnx import helper
 
 from streamdx_inference.ecg.labeler import META_FILE
 
-__all__ = ["derived_graph_main", "sha256_of", "write_derived_graph"]
+__all__ = ["derived_graph_main", "sha256_of", "with_global_pools", "write_derived_graph"]
 
 
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_GLOBAL_POOL = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}
+
+
+def with_global_pools(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its means and maxima over both spatial axes of a (N, C, 1, L) tensor
+    (``ReduceMean``/``ReduceMax``, axes 2 and 3, ``keepdims=0``) written as ``GlobalAveragePool`` /
+    ``GlobalMaxPool`` + ``Flatten``: onnxruntime runs those in its blocked channel layout, so the
+    convolutions' outputs need not be reordered back to the plain layout first. The same values
+    (a mean may differ in its last bits: another summation order)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = []
+    for n in out.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type in _GLOBAL_POOL and list(attrs.get("axes", [])) == [2, 3] and attrs.get("keepdims") == 0 \
+                and len(n.input) == 1:  # fmt: skip
+            pooled = f"{n.output[0]}/pooled"
+            nodes.append(helper.make_node(_GLOBAL_POOL[n.op_type], [n.input[0]], [pooled], name=f"{n.name}/pool"))
+            nodes.append(helper.make_node("Flatten", [pooled], [n.output[0]], name=f"{n.name}/flatten", axis=1))
+        else:
+            nodes.append(n)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out
 
 
 def write_derived_graph(

@@ -36,7 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from streamdx_inference.ecg.labeler import PAIRED_QUALITY_DIR
-from streamdx_inference.ecg.training.derived_graph import derived_graph_main, write_derived_graph
+from streamdx_inference.ecg.training.derived_graph import derived_graph_main, with_global_pools, write_derived_graph
 from streamdx_inference.ecg.training.trunk_fusion import block_diag, conv_weights, trunk_nodes
 
 __all__ = ["main", "pair_fold", "pair_fold_model_dir"]
@@ -146,7 +146,7 @@ def pair_fold_model_dir(
         If the graph cannot be folded or the outputs differ by more than ``atol``.
     """
     src = models_dir / _SOURCE / "model.onnx"
-    folded = pair_fold(onnx.load(str(src)))
+    folded = with_global_pools(pair_fold(onnx.load(str(src))))
     diff = _max_diff(folded, src, sizes, seed)
     if not diff <= atol:
         raise ValueError(f"the folded graph differs from {_SOURCE} by {diff:.3g} > {atol}")
