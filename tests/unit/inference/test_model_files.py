@@ -3,6 +3,7 @@ damaged fused graph is ignored, the separate models serve."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -78,3 +79,19 @@ def test_bench_with_a_damaged_model_exits_2(models: Path, tmp_path: Path, capsys
                         "--seconds", "0.1"])  # fmt: skip
     err = capsys.readouterr().err
     assert rc == 2 and "ecg_quality" in err and "Traceback" not in err
+
+
+def test_the_bench_report_says_which_graphs_ran(models: Path, tmp_path: Path) -> None:
+    """With the derived graphs the profile names them; without the pair-folded one (its folder
+    removed) the quality model itself runs and the report says so."""
+    args = ["bench", "inference", "--models", str(models), "--no-int8", "--batches", "8", "--beats-per-stream", "1",
+            "--seconds", "0.05", "--out"]  # fmt: skip
+    assert streamdx_main([*args, str(tmp_path / "a.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    assert a["fused_af_beats"] and a["pair_folded_quality"] and a["beats_per_s"] > 0
+    assert "ecg_quality (pair-folded)_us" in a["profile_us_per_beat"]["fp32/1_per_stream"]
+    shutil.rmtree(models / PAIRED_QUALITY_DIR)
+    assert streamdx_main([*args, str(tmp_path / "b.json")]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["fused_af_beats"] and not b["pair_folded_quality"]
+    assert "ecg_quality_us" in b["profile_us_per_beat"]["fp32/1_per_stream"]

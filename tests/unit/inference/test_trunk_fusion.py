@@ -15,6 +15,7 @@ from streamdx_inference.ecg.features import BEAT_SAMPLES, CAUSAL_SCALARS, N_SCAL
 from streamdx_inference.ecg.labeler import (
     PAIRED_QUALITY_DIR,
     EcgLabeler,
+    EcgModel,
     StreamLabelState,
     load_ecg_model,
     load_fused_af_beats,
@@ -126,8 +127,11 @@ def test_a_network_trained_on_the_spot_runs_as_served(models: Path) -> None:
     assert len(labels) == 20 and all(0.0 <= lb.af_prob <= 1.0 for lb in labels)
 
 
-def _is_paired(m: object) -> bool:
-    return "pair_folded" in m.session.get_modelmeta().graph_name  # type: ignore[attr-defined]
+def _is_paired(m: EcgModel) -> bool:
+    """Both what the labeler records and what the session runs say so."""
+    folded = "pair_folded" in m.session.get_modelmeta().graph_name
+    assert folded == (m.derived == PAIRED_QUALITY_DIR)
+    return folded
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 64, 1501])

@@ -143,7 +143,8 @@ def profile_labeler(
     n_streams = max(1, batch // k)
     states = [StreamLabelState() for _ in range(n_streams)]
     arrays = pool.batch(n_streams, k, 0)
-    runs: dict[str, Any] = {labeler.quality.name: labeler.quality.run}
+    q = labeler.quality
+    runs: dict[str, Any] = {f"{q.name} (pair-folded)" if q.derived else q.name: q.run}
     if labeler.fused is not None:
         runs["ecg_af+ecg_beats (fused)"] = labeler.fused.run
     else:
@@ -243,6 +244,7 @@ def _run(args: argparse.Namespace, models: Path, pinned: str, batches: list[int]
         "target_beats_per_s": 50_000, "meets_target": bool(best["beats_per_s"] >= 50_000),
         "rows": rows, "profile_us_per_beat": prof, "models": labelers["fp32"].versions,
         "fused_af_beats": labelers["fp32"].fused is not None,
+        "pair_folded_quality": labelers["fp32"].quality.derived is not None,
         "window": labelers["fp32"].window, "beats_in_pool": len(pool), "source": pool.source,
         "beats_per_stream": best["beats_per_stream"], "intra_op_threads": 1, "pinned": pinned,
         "gc_threshold0": gc.get_threshold()[0],

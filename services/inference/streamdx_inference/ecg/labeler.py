@@ -117,11 +117,13 @@ class EcgModelNotFound(FileNotFoundError, EcgModelError):
 
 @dataclass(frozen=True)
 class EcgModel:
-    """One ONNX model with its metadata (``model.json`` beside ``model.onnx``)."""
+    """One ONNX model with its metadata (``model.json`` beside ``model.onnx``); ``derived`` names the
+    derived graph folder its session runs instead of ``model.onnx`` (None: the model's own file)."""
 
     name: str
     session: Any
     meta: dict[str, Any]
+    derived: str | None = None
 
     @property
     def version(self) -> str:
@@ -259,7 +261,7 @@ def load_paired_quality(
     it was built from the very ``ecg_quality/model.onnx`` beside it, else ``quality`` itself."""
     got = _derived_session(models_dir, PAIRED_QUALITY_DIR, (quality.name,), "pair-folded quality graph",
                            "python -m streamdx_inference.ecg.training.pair_fold", providers, threads)  # fmt: skip
-    return quality if got is None else EcgModel(quality.name, got[0], quality.meta)
+    return quality if got is None else EcgModel(quality.name, got[0], quality.meta, PAIRED_QUALITY_DIR)
 
 
 @dataclass
