@@ -82,6 +82,7 @@ __all__ = [
     "load_ecg_model",
     "load_fused_af_beats",
     "load_paired_quality",
+    "sha256_of",
 ]
 
 MODEL_NAMES = ("ecg_quality", "ecg_af", "ecg_beats")
@@ -202,7 +203,8 @@ class FusedAfBeats:
         return af, beats
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file (how a derived graph records and checks its sources)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -229,7 +231,7 @@ def _derived_session(
     for name in sources:
         path = models_dir / name / "model.onnx"
         entry = src.get(name)
-        if not path.exists() or not isinstance(entry, dict) or entry.get("sha256") != _sha256(path):
+        if not path.exists() or not isinstance(entry, dict) or entry.get("sha256") != sha256_of(path):
             _log.warning("%s ignored: it was not built from the current %s (rebuild it with %s)", what, name, rebuild)
             return None
     so = ort.SessionOptions()

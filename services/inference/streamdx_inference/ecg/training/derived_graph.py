@@ -9,7 +9,6 @@ SHA-256: the labeler uses it only while those match
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,14 +17,9 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from streamdx_inference.ecg.labeler import META_FILE
+from streamdx_inference.ecg.labeler import META_FILE, sha256_of
 
-__all__ = ["derived_graph_main", "sha256_of", "with_global_pools", "write_derived_graph"]
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+__all__ = ["derived_graph_main", "max_output_diff", "with_global_pools", "write_derived_graph"]
 
 
 _GLOBAL_POOL = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}
@@ -53,6 +47,42 @@ def with_global_pools(model: onnx.ModelProto) -> onnx.ModelProto:
     out.graph.node.extend(nodes)
     onnx.checker.check_model(out)
     return out
+
+
+def max_output_diff(derived: onnx.ModelProto, sources: Sequence[Path], sizes: Sequence[int], seed: int) -> float:
+    """Largest absolute difference between the outputs of ``derived`` and those of the ``sources``
+    (ONNX files, one output each, in the order of ``derived``'s outputs) on seeded standard-normal
+    batches of ``sizes`` beats.
+
+    Raises
+    ------
+    ValueError
+        If an output's shape differs from its source's.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    from streamdx_inference.ecg.training.conv_layout import random_model_inputs
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sessions = [ort.InferenceSession(derived.SerializeToString(), so, providers=["CPUExecutionProvider"])]
+    sessions += [ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for p in sources]
+
+    def run(sess: Any, feed: dict[str, Any]) -> list[Any]:
+        names = {i.name for i in sess.get_inputs()}
+        return list(sess.run(None, {k: v for k, v in feed.items() if k in names}))
+
+    diff = 0.0
+    for k, n in enumerate(sizes):
+        feed = random_model_inputs(n, seed + k)
+        got = run(sessions[0], feed)
+        want = [out for sess in sessions[1:] for out in run(sess, feed)]
+        for a, b in zip(got, want, strict=True):
+            if a.shape != b.shape:
+                raise ValueError(f"the derived graph returns shape {a.shape} for {n} beats, its source {b.shape}")
+            diff = max(diff, float(np.abs(a - b).max()))
+    return diff
 
 
 def write_derived_graph(

@@ -36,7 +36,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from streamdx_inference.ecg.labeler import FUSED_DIR
-from streamdx_inference.ecg.training.derived_graph import derived_graph_main, with_global_pools, write_derived_graph
+from streamdx_inference.ecg.training.derived_graph import (
+    derived_graph_main,
+    max_output_diff,
+    with_global_pools,
+    write_derived_graph,
+)
 
 __all__ = ["block_diag", "conv_weights", "fuse_af_beats", "fuse_model_dirs", "main", "trunk_nodes"]
 
@@ -195,25 +200,6 @@ def fuse_af_beats(af: onnx.ModelProto, beats: onnx.ModelProto) -> onnx.ModelProt
     return model
 
 
-def _max_diff(fused: onnx.ModelProto, af: Path, beats: Path, n_check: int, seed: int) -> float:
-    import onnxruntime as ort
-
-    from streamdx_inference.ecg.training.conv_layout import random_model_inputs
-
-    feed = random_model_inputs(n_check, seed)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-
-    def run(sess: Any) -> list[npt.NDArray[np.float32]]:
-        names = {i.name for i in sess.get_inputs()}
-        return list(sess.run(None, {k: v for k, v in feed.items() if k in names}))
-
-    fa, fb = run(ort.InferenceSession(fused.SerializeToString(), so, providers=["CPUExecutionProvider"]))
-    (sa,) = run(ort.InferenceSession(str(af), so, providers=["CPUExecutionProvider"]))
-    (sb,) = run(ort.InferenceSession(str(beats), so, providers=["CPUExecutionProvider"]))
-    return float(max(np.abs(fa - sa).max(), np.abs(fb - sb).max()))
-
-
 def fuse_model_dirs(models_dir: Path, n_check: int = 512, seed: int = 0, atol: float = 1e-5) -> dict[str, Any]:
     """Write ``models_dir/ecg_af_beats/{model.onnx, model.json}`` from ``ecg_af`` and ``ecg_beats``.
 
@@ -228,7 +214,7 @@ def fuse_model_dirs(models_dir: Path, n_check: int = 512, seed: int = 0, atol: f
     """
     src = {name: models_dir / name / "model.onnx" for name in _SOURCES}
     fused = with_global_pools(fuse_af_beats(onnx.load(str(src["ecg_af"])), onnx.load(str(src["ecg_beats"]))))
-    diff = _max_diff(fused, src["ecg_af"], src["ecg_beats"], n_check, seed)
+    diff = max_output_diff(fused, [src[n] for n in _SOURCES], (n_check,), seed)
     if not diff <= atol:
         raise ValueError(f"the fused graph differs from the separate models by {diff:.3g} > {atol}")
     return write_derived_graph(models_dir, FUSED_DIR, fused, _SOURCES, diff, f"{n_check} seeded standard-normal rows",
