@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["BeatNet", "ResBlock1d"]
+__all__ = ["BeatNet", "RecordingCnn", "ResBlock1d"]
 
 
 class ResBlock1d(nn.Module):
@@ -94,4 +94,41 @@ class BeatNet(nn.Module):
             parts += [g.mean(dim=2), g.amax(dim=2)]
         parts.append(scalars.index_select(1, self.cols))
         out: torch.Tensor = self.head(torch.cat(parts, dim=1))
+        return out
+
+
+class _DropoutResBlock1d(ResBlock1d):
+    """:class:`ResBlock1d` with dropout between its two convolutions."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, dropout: float) -> None:
+        super().__init__(c_in, c_out, kernel, stride)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(self.drop(y)))
+        return torch.relu(y + self.short(x))
+
+
+class RecordingCnn(nn.Module):
+    """1-D ResNet over a whole raw recording → one AF logit (the ``af_ceiling`` diagnostic only).
+
+    A non-causal model that sees every sample of a recording (not a served model): a stride-2
+    stem (16 channels, kernel 15), six residual blocks of kernel 7, each halving the length
+    (16, 32, 32, 64, 64, 64 channels, dropout 0.2 between a block's convolutions), mean and max
+    pooled over time, one linear layer. Input (B, 1, T) at any length T >= 128 (150 Hz in the
+    diagnostic); output (B,).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv1d(1, 16, 15, stride=2, padding=7, bias=False), nn.BatchNorm1d(16),
+                                  nn.ReLU())  # fmt: skip
+        chans = (16, 16, 32, 32, 64, 64, 64)
+        self.body = nn.Sequential(*(_DropoutResBlock1d(chans[i], chans[i + 1], 7, 2, 0.2) for i in range(6)))
+        self.head = nn.Linear(2 * chans[-1], 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.stem(x))
+        out: torch.Tensor = self.head(torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)).squeeze(1)
         return out
