@@ -1,17 +1,24 @@
 """Argument types shared by the commands' parsers: checked when the command line is parsed,
 so a bad value is a usage error (exit 2) before any work starts, never a traceback after it.
+The commands' JSON reports are written by :func:`write_report` (beside :func:`report_path`,
+which checks the path when the command line is parsed).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["int_at_least", "non_negative_float", "non_negative_int", "positive_float", "positive_int", "report_path"]
+__all__ = [
+    "int_at_least", "non_negative_float", "non_negative_int", "positive_float", "positive_int", "report_path",
+    "write_report",
+]
 
 
 def _int(value: str) -> int:
@@ -80,3 +87,11 @@ def report_path(value: str) -> Path:
     except OSError as exc:
         raise argparse.ArgumentTypeError(f"cannot write {value}: {exc.strerror or exc}") from None
     return p
+
+
+def write_report(path: Path, report: Mapping[str, Any]) -> None:
+    """Write a command's JSON report (indented; numpy scalars as floats), creating its folder,
+    and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"report written to {path}")

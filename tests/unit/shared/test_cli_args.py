@@ -16,6 +16,7 @@ from streamdx.cli_args import (
     positive_float,
     positive_int,
     report_path,
+    write_report,
 )
 
 
@@ -93,3 +94,15 @@ def test_train_esr_with_a_bad_csv_is_a_clear_error(tmp_path: Path, capsys: pytes
     assert streamdx_main(["train", "esr", "--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_write_report_creates_the_folder_and_writes_numpy_scalars(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import numpy as np
+
+    out = tmp_path / "new" / "r.json"
+    write_report(out, {"f1": np.float64(0.5), "n": 3, "rows": [np.float32(0.25)]})
+    assert json.loads(out.read_text()) == {"f1": 0.5, "n": 3, "rows": [0.25]}
+    assert out.read_text().endswith("}\n") and f"report written to {out}" in capsys.readouterr().out

@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import non_negative_int, positive_int, report_path, write_report
 from streamdx_dsp.core import DEFAULT_WINDOW, BeatWindow
 from streamdx_inference.ecg.beat_class import SvebRule, ecg_beat_classes
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_problem, load_mitdb
@@ -243,7 +242,5 @@ def main(argv: Sequence[str]) -> int:
         report = rep
         print(f"protocol: {rep['protocol']}")
         print_class_report(rep)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0

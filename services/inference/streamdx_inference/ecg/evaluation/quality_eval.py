@@ -28,7 +28,6 @@ tests' and the training set's).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import non_negative_int, report_path
+from streamdx.cli_args import non_negative_int, report_path, write_report
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE
 from streamdx_inference.ecg.labeler import BeatLabel, EcgLabeler, StreamLabelState
 from streamdx_inference.ecg.scoring import format_table
@@ -243,7 +242,5 @@ def main(argv: Sequence[str]) -> int:
                            [*rows, ["all", m["beats"], 100 * m["unreadable"], m["v_beats"], 100 * m["v_unreadable"]]]))
         print("(records with at least 2 % of their beats unreadable, and all DS2 records together)")
     print(f"\nunreadable input labelled readable: {report['leaks_total']} beats in all")
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0

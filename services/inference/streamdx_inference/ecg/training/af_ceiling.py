@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import non_negative_int, positive_int, report_path, write_report
 from streamdx_inference.ecg.scoring import format_table
 
 __all__ = ["RR_FEATURES", "main", "median_beat_features", "recording_rr_features"]
@@ -350,9 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"held-out recordings {held.size} ({int(yh.sum())} AF); train {idx['train'].size}, fit {fit.size}")
     print(format_table(["model", "Se", "+P", "F1", "ROC AUC", "F1 (best thr. on held)"],
                        [[m, *(v.get(k, float("nan")) for k in keys)] for m, v in models.items()]))  # fmt: skip
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0
 
 

@@ -16,7 +16,6 @@ held-out test recordings.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdx.cli_args import non_negative_int, report_path
+from streamdx.cli_args import non_negative_int, report_path, write_report
 from streamdx_inference.ecg.scoring import format_table
 
 __all__ = ["FOLDS", "main"]
@@ -120,9 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{ya.size} recordings ({int(ya.sum())} AF), teachers {a.teachers}, seed {a.seed}, ema {a.ema_decay}: "
           f"ROC AUC of the mean AF probability {report['roc_auc_mean_af_prob']:.4f}")  # fmt: skip
     print(format_table(["af_min", *f1], [["AF F1", *f1.values()]]))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0
 
 

@@ -20,7 +20,6 @@ Policies for a beat whose arg-max is S that the rule does not call S:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamdx.cli_args import non_negative_int, report_path
+from streamdx.cli_args import non_negative_int, report_path, write_report
 from streamdx_inference.ecg.beat_class import AAMI_CLASSES, SvebRule, ecg_beat_classes, premature_normal_qrs
 from streamdx_inference.ecg.features import EcgFeatures
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, class_report, format_table
@@ -111,9 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["policies"][key] = cr
         rows.append([key, *(cr[c][m] for c in "NSV" for m in ("se", "ppv")), cr["V"]["fp"]])
     print(format_table(["policy", "N Se", "N +P", "S Se", "S +P", "V Se", "V +P", "V FP"], rows))
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0
 
 
