@@ -58,3 +58,38 @@ def test_recording_cnn_reads_any_length() -> None:
     with torch.no_grad():
         out = [net(torch.randn(2, 1, n)) for n in (1350, 4500, 9150)]  # 9, 30 and 61 s at 150 Hz
     assert all(o.shape == (2,) and torch.isfinite(o).all() for o in out)
+
+
+def test_runs_end_to_end_on_any_pack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole diagnostic on a simulated pack: the parts come from a copy of the shipped models
+    whose AF training lists name the pack's recordings; one epoch of the raw-signal network."""
+    import json
+    import shutil
+
+    from streamdx_inference.settings import default_models_dir
+    from tests.unit.inference.test_cinc_pack_eval import _adu, _write_pack
+
+    recs = [(f"Y{i:03d}", "A" if i % 2 else "N", _adu("af" if i % 2 else "sinus", 20.0, 100 + i)) for i in range(24)]
+    pack = _write_pack(tmp_path / "pack", recs)
+    models = tmp_path / "models"
+    for name in ("ecg_quality", "ecg_af", "ecg_beats", "ecg_af_beats", "ecg_quality_paired"):
+        shutil.copytree(default_models_dir() / name, models / name)
+    names = [n for n, _, _ in recs]
+    train, fit = names[:12], names[12:18]  # held: the last 6 (3 AF)
+    (models / "ecg_af" / "cinc_train_records.json").write_text(json.dumps(train + fit))
+    meta = json.loads((models / "ecg_af" / "model.json").read_text())
+    meta["training"]["val_records"] = fit
+    (models / "ecg_af" / "model.json").write_text(json.dumps(meta))
+    out = tmp_path / "r.json"
+    argv = ["--cinc", str(pack), "--models", str(models), "--out", str(out), "--cache", str(tmp_path / "cache"),
+            "--cnn-epochs", "1", "--threads", "1"]
+    assert af_ceiling.main(argv) == 0
+    rep = json.loads(out.read_text())
+    assert rep["n"] == {"train": 12, "fit": 6, "held": 6} and rep["n_af"] == {"train": 6, "fit": 3, "held": 3}
+    assert set(rep["models"]) == {"served", "mean_af_prob", "gbm_rr", "gbm_rr_median_beat", "blend_gbm_mean_af_prob",
+                                  "cnn_raw", "blend_cnn_mean_af_prob"}
+    assert all(0.0 <= m["f1"] <= 1.0 for m in rep["models"].values()) and len(rep["cnn_history"]) == 1
+    assert "held-out recordings 6 (3 AF)" in capsys.readouterr().out
+    # a pack whose recordings the AF model's lists do not name has no validation recordings: an error
+    (models / "ecg_af" / "cinc_train_records.json").write_text("[]")
+    assert af_ceiling.main(argv) == 2 and "no held-out or no validation AF recording" in capsys.readouterr().err

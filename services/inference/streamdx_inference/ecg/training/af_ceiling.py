@@ -1,7 +1,7 @@
 """How far other models get on the held-out CinC 2017 recordings (recording-level AF diagnostics).
 
 ``python -m streamdx_inference.ecg.training.af_ceiling --cinc DIR --models DIR --out F
-[--cnn-epochs N] [--seed S] [--threads T]`` asks whether the CinC AF target (F1 >= 0.85 on
+[--cnn-epochs N] [--seed S] [--threads T] [--cache DIR]`` asks whether the CinC AF target (F1 >= 0.85 on
 recordings that training never saw) is out of reach because of the served design (a causal
 per-beat network on the DSP's beats, 32 previous RR intervals) or because of what the training
 recordings teach. It scores, on the same held-out recordings as ``streamdx eval cinc2017``,
@@ -270,7 +270,7 @@ def _train_cnn(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from streamdx_inference.ecg.datasets import SHARED_CINC
+    from streamdx_inference.ecg.datasets import DEFAULT_CACHE, SHARED_CINC
 
     p = argparse.ArgumentParser(prog="python -m streamdx_inference.ecg.training.af_ceiling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -280,8 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cnn-epochs", type=non_negative_int, default=24, help="epochs of the raw-signal network (0: skip)")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats")
     a = p.parse_args(argv)
-    from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_problem, load_cinc
+    from streamdx_inference.ecg.datasets import cinc_labels, cinc_pack_problem, load_cinc
     from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
     from streamdx_inference.ecg.recording import RecordingRules, classify_recording, summarise_recording
 
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     labeler = EcgLabeler.from_dir(a.models)
     rules = RecordingRules.from_dict(labeler.af.meta.get("recording_rules"))
-    recs = load_cinc(a.cinc, labeler.window, DEFAULT_CACHE, progress=True)  # type: ignore[arg-type]
+    recs = load_cinc(a.cinc, labeler.window, a.cache, progress=True)  # type: ignore[arg-type]
     ref = cinc_labels(a.cinc)
     names = [n for n in recs if n in ref]
     part = np.array(["held" if n not in trained else "fit" if n in val else "train" for n in names])
