@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdx.cli_args import non_negative_int, positive_int, report_path, write_report
-from streamdx_inference.ecg.scoring import format_table
+from streamdx_inference.ecg.scoring import binary_report, format_table
 
 __all__ = ["RR_FEATURES", "main", "median_beat_features", "recording_rr_features"]
 
@@ -134,15 +134,11 @@ def median_beat_features(waves: npt.ArrayLike, r_index: int = 100) -> npt.NDArra
                            shape[r_index:].reshape(40, -1).mean(axis=1), np.full(10, spread)])  # fmt: skip
 
 
-def _f1(y: npt.NDArray[np.bool_], pred: npt.NDArray[np.bool_]) -> float:
-    return float(2 * np.sum(y & pred) / max(1, int(y.sum()) + int(pred.sum())))
-
-
 def _best_threshold(y: npt.NDArray[np.bool_], s: npt.NDArray[np.float64]) -> tuple[float, float]:
     """(best F1, its threshold) over the distinct scores (rounded to 1e-3)."""
     best = (0.0, 0.5)
     for t in np.unique(np.round(s, 3)):
-        best = max(best, (_f1(y, s >= t), float(t)))
+        best = max(best, (float(binary_report(y, s >= t)["f1"]), float(t)))
     return best
 
 
@@ -151,14 +147,19 @@ def _logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.asarray(np.log(q / (1.0 - q)))
 
 
-def _score(y: npt.NDArray[np.bool_], s: npt.NDArray[np.float64], threshold: float) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+def _score(y: npt.NDArray[np.bool_], pred: npt.NDArray[np.bool_], s: npt.NDArray[np.float64] | None = None,
+           threshold: float | None = None) -> dict[str, float]:  # fmt: skip
+    """Se, +P and F1 of ``pred`` (:func:`binary_report`); with the score ``s`` that gave it at
+    ``threshold``, also the ROC AUC and the F1 at the best threshold on these recordings."""
+    r = binary_report(y, pred, s)
+    out = {"se": r["recall"], "ppv": r["precision"], "f1": r["f1"]}
+    if s is not None:
+        out.update(threshold=threshold, roc_auc=r["roc_auc"], f1_best_threshold_on_held=_best_threshold(y, s)[0])
+    return out
 
-    pred = s >= threshold
-    tp = int(np.sum(y & pred))
-    return {"f1": _f1(y, pred), "se": tp / max(1, int(y.sum())), "ppv": tp / max(1, int(pred.sum())),
-            "threshold": threshold, "roc_auc": float(roc_auc_score(y, s)),
-            "f1_best_threshold_on_held": _best_threshold(y, s)[0]}  # fmt: skip
+
+def _scored(y: npt.NDArray[np.bool_], s: npt.NDArray[np.float64], threshold: float) -> dict[str, float]:
+    return _score(y, s >= threshold, s, threshold)
 
 
 def _blend(
@@ -309,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
         ok = np.array([lb.quality == "ok" for lb in labels], dtype=bool)
         served.append(classify_recording(summarise_recording(labels, rb.rr_prev_s.tolist()), rules) == "A")
-        mean_p.append(float(np.mean([lb.af_prob for lb in labels if lb.quality == "ok"])) if ok.any() else 0.0)
+        mean_p.append(float(np.array([lb.af_prob for lb in labels])[ok].mean()) if ok.any() else 0.0)
         rr_x.append(recording_rr_features(rb.rr_prev_s, ok))
         beat_x.append(median_beat_features(rb.waves[ok]))
     idx = {k: np.flatnonzero(part == k) for k in ("train", "fit", "held")}
@@ -321,19 +322,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     mp = np.array(mean_p)
     models: dict[str, dict[str, float]] = {}
     yh = y[held]
-    pred_served = np.array(served)[held]
-    models["served"] = {"f1": _f1(yh, pred_served), "se": float(np.sum(yh & pred_served)) / max(1, int(yh.sum())),
-                        "ppv": float(np.sum(yh & pred_served)) / max(1, int(pred_served.sum()))}  # fmt: skip
-    models["mean_af_prob"] = _score(yh, mp[held], _best_threshold(y[fit], mp[fit])[1])
+    models["served"] = _score(yh, np.array(served)[held])
+    models["mean_af_prob"] = _scored(yh, mp[held], _best_threshold(y[fit], mp[fit])[1])
     xr = np.array(rr_x)
     xb = np.hstack([xr, np.array(beat_x)])
     _, s_rr, t_rr = _gbm_scores(xr, y, learn, held, a.seed)
-    models["gbm_rr"] = _score(yh, s_rr, t_rr)
+    models["gbm_rr"] = _scored(yh, s_rr, t_rr)
     oof, s_rb, t_rb = _gbm_scores(xb, y, learn, held, a.seed)
-    models["gbm_rr_median_beat"] = _score(yh, s_rb, t_rb)
+    models["gbm_rr_median_beat"] = _scored(yh, s_rb, t_rb)
     oof_fit = oof[np.isin(learn, fit)]  # out-of-fold scores of the fit recordings, in ``fit`` order
     blend, w, t = _blend(mp[fit], oof_fit, y[fit], mp[held], s_rb)
-    models["blend_gbm_mean_af_prob"] = {**_score(yh, blend, t), "weight_gbm": w}
+    models["blend_gbm_mean_af_prob"] = {**_scored(yh, blend, t), "weight_gbm": w}
     report: dict[str, Any] = {"n": {k: int(v.size) for k, v in idx.items()},
                               "n_af": {k: int(y[v].sum()) for k, v in idx.items()}, "seed": a.seed}  # fmt: skip
     if a.cnn_epochs:
@@ -342,9 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
         raw = _raw_recordings(a.cinc, names)
         p_fit, p_held, t_cnn, hist = _train_cnn(raw, y, idx["train"], fit, held, a.cnn_epochs, a.seed)
-        models["cnn_raw"] = _score(yh, p_held, t_cnn)
+        models["cnn_raw"] = _scored(yh, p_held, t_cnn)
         blend, w, t = _blend(mp[fit], p_fit, y[fit], mp[held], p_held)
-        models["blend_cnn_mean_af_prob"] = {**_score(yh, blend, t), "weight_cnn": w}
+        models["blend_cnn_mean_af_prob"] = {**_scored(yh, blend, t), "weight_cnn": w}
         report["cnn_history"] = hist
     report["models"] = models
     keys = ("se", "ppv", "f1", "roc_auc", "f1_best_threshold_on_held")
