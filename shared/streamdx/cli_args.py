@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from streamdx.json_values import json_safe
+
 __all__ = [
     "int_at_least", "non_negative_float", "non_negative_int", "positive_float", "positive_int", "report_path",
     "write_report",
@@ -90,8 +92,9 @@ def report_path(value: str) -> Path:
 
 
 def write_report(path: Path, report: Mapping[str, Any]) -> None:
-    """Write a command's JSON report (indented; numpy scalars as floats), creating its folder,
+    """Write a command's JSON report as strict JSON (indented; undefined values, NaN, as null;
+    numpy values as numbers, see :func:`~streamdx.json_values.json_safe`), creating its folder,
     and say where."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     print(f"report written to {path}")

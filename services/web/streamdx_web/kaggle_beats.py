@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamdx.json_values import json_safe
 from streamdx_inference.ecg.kaggle_classifier import BEAT_LEN, CLASSES, KaggleBeatClassifier, check_beats
 from streamdx_inference.ecg.scoring import binary_report
 from streamdx_web.eval_report import Confusion, Table, count, frac
@@ -240,16 +241,6 @@ def metrics(
             "macro_over": present}  # fmt: skip
 
 
-def _clean(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_clean(x) for x in v]
-    return v
-
-
 def _prune(root: Path) -> None:
     dirs = sorted((d for d in root.iterdir() if (d / "summary.json").exists()), key=lambda d: d.stat().st_mtime)
     for d in dirs[:-KEEP]:
@@ -282,7 +273,7 @@ def classify_and_store(parsed: KaggleCsv, models_dir: Path, runs_dir: Path, user
         np.save(d / "labels.npy", parsed.labels.astype(np.int8))
         summary["reference_counts"] = {c: int(np.sum(parsed.labels == i)) for i, c in enumerate(CLASSES)}
         summary["metrics"] = metrics(parsed.labels, pred, res.probs)
-    (d / "summary.json").write_text(json.dumps(_clean(summary)))
+    (d / "summary.json").write_text(json.dumps(json_safe(summary)))
     _prune(root)
     return rid
 

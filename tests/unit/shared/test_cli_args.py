@@ -106,3 +106,23 @@ def test_write_report_creates_the_folder_and_writes_numpy_scalars(tmp_path: Path
     write_report(out, {"f1": np.float64(0.5), "n": 3, "rows": [np.float32(0.25)]})
     assert json.loads(out.read_text()) == {"f1": 0.5, "n": 3, "rows": [0.25]}
     assert out.read_text().endswith("}\n") and f"report written to {out}" in capsys.readouterr().out
+
+
+def test_reports_are_strict_json_with_undefined_values_as_null(tmp_path: Path) -> None:
+    import json
+    import math
+
+    import numpy as np
+
+    from streamdx.json_values import json_safe
+
+    rep = {"ppv": math.nan, "auc": np.float32("nan"), "rows": (1, np.int64(2), np.bool_(True), math.inf),
+           "m": np.array([[0.5, np.nan]]), "ok": True, "name": "x", "none": None}  # fmt: skip
+    want = {"ppv": None, "auc": None, "rows": [1, 2, True, None], "m": [[0.5, None]], "ok": True, "name": "x",
+            "none": None}  # fmt: skip
+    assert json_safe(rep) == want and type(json_safe(rep)["rows"][1]) is int
+    out = tmp_path / "r.json"
+    write_report(out, rep)
+    text = out.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard constant {c}")) == want

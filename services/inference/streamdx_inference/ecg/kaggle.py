@@ -72,7 +72,6 @@ References
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -85,7 +84,7 @@ import numpy.typing as npt
 from scipy.signal import resample_poly
 
 from streamdx.aami import AAMI_CLASSES
-from streamdx.cli_args import non_negative_int, positive_int, report_path
+from streamdx.cli_args import non_negative_int, positive_int, report_path, write_report
 from streamdx_dsp.evaluation.records import read_annotations, read_record
 from streamdx_inference.ecg.scoring import binary_report, class_report, format_table
 
@@ -592,16 +591,6 @@ def print_kaggle_report(report: dict[str, Any]) -> None:
                                                                                     strict=True)]))  # fmt: skip
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streamdx_inference.ecg.kaggle --data DIR [--out F]``: evaluate, print, write JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -615,8 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate_kaggle(a.data, epochs=a.epochs, seed=a.seed, progress=not a.quiet, peaks=a.peaks)
     print_kaggle_report(report)
     if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+        write_report(a.out, report)
     return 0
 
 

@@ -21,7 +21,6 @@ that fall there and in ``(AFL``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path
+from streamdx.cli_args import int_at_least, non_negative_int, positive_int, report_path, write_report
 from streamdx_dsp.core import DEFAULT_WINDOW
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, SHARED_CINC, cinc_pack_problem, load_cinc, load_mitdb
 from streamdx_inference.ecg.scoring import binary_report, format_table
@@ -149,8 +148,6 @@ def main(argv: Sequence[str]) -> int:
         "errors_total": int(err.sum()),
         "records": records,
     }  # fmt: skip
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"protocol: {report['protocol']}")
     rows = [[n, r["af_beats"], r["recall"], r["precision"], r["f1"], r["fold"]] for n, r in records.items()
             if r["af_beats"] or r["confusion"][0][1]]  # fmt: skip
@@ -162,5 +159,5 @@ def main(argv: Sequence[str]) -> int:
     (tn, fp), (fn, tp) = pooled["confusion"]
     print(f"confusion [[TN FP] [FN TP]]: [[{tn} {fp}] [{fn} {tp}]]; errors in (B/(T/(VT/(AFL: {report['errors_in']} "
           f"of {report['errors_total']}")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0

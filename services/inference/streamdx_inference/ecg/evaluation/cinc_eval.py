@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamdx.cli_args import report_path
+from streamdx.cli_args import report_path, write_report
 from streamdx_inference.ecg.datasets import DEFAULT_CACHE, cinc_labels, cinc_pack_problem, load_cinc
 from streamdx_inference.ecg.recording import (
     CLASSES,
@@ -100,8 +100,6 @@ def main(argv: Sequence[str]) -> int:
         "models": labeler.versions,
         "rules": rules.to_dict(),
     }  # fmt: skip
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"{len(names)} recordings scored ({report['excluded_training_records']} training recordings left out); "
           f"rules {rules.to_dict()}")
     if unlabelled:
@@ -112,5 +110,5 @@ def main(argv: Sequence[str]) -> int:
     print()
     print(format_table(["ref \\ pred", *CLASSES, "F1"], [[r, *conf[i], f1[r]] for i, r in enumerate(CLASSES)]))
     print(f"\nchallenge F1 (mean of N, A, O): {report['challenge_f1']:.3f}")
-    print(f"report written to {a.out}")
+    write_report(a.out, report)
     return 0

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamdx.cli_args import non_negative_int, positive_int
+from streamdx.json_values import json_safe
 
 __all__ = ["build_parser", "main"]
 
@@ -118,16 +119,6 @@ def _onnx_probs(path: Path, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float6
     s = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     out = [s.run(None, {_INPUT: x[i : i + 4096]})[0] for i in range(0, x.shape[0], 4096)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 5))
-
-
-def _nan_none(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if math.isnan(v) else v
-    if isinstance(v, dict):
-        return {k: _nan_none(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_nan_none(x) for x in v]
-    return v
 
 
 def _pct(v: Any) -> str:
@@ -305,7 +296,7 @@ def main(argv: Sequence[str]) -> int:
         "output": {"name": "prob", "classes": list(CLASSES), "decision": "arg-max"},
         "data": data,
         "split": split,
-        "test_metrics": _nan_none(test),
+        "test_metrics": json_safe(test),
         "int8_change": int8_change,
         "weights_fp16": {
             "storage": "float16 initializers + Cast to float32 (computed in float32)",
@@ -316,7 +307,7 @@ def main(argv: Sequence[str]) -> int:
         "command": command,
         "size_bytes": {p.name: p.stat().st_size for p in (out / "model.onnx", out / "model.int8.onnx")},
     }
-    (out / META_FILE).write_text(json.dumps(_nan_none(meta), indent=2) + "\n")
+    (out / META_FILE).write_text(json.dumps(json_safe(meta), indent=2) + "\n")
     shown = {k: v for k, v in meta.items() if k != "training"}
     shown["training"] = {k: v for k, v in meta["training"].items() if k != "history"}
     peaks_note = ("beats cut at the annotated R peaks, the layout of the published Kaggle CSVs"
@@ -329,7 +320,7 @@ def main(argv: Sequence[str]) -> int:
         size_onnx=meta["size_bytes"]["model.onnx"], size_int8=meta["size_bytes"]["model.int8.onnx"],
         agree=int8_change["agreement"], seconds=seconds, command=command,
         fp16_changed=fp16_change["changed_decisions"], fp16_dp=fp16_change["max_abs_prob_diff"],
-        metrics=_metrics_md(test, CLASSES), json=json.dumps(_nan_none(shown), indent=2),
+        metrics=_metrics_md(test, CLASSES), json=json.dumps(json_safe(shown), indent=2),
     )  # fmt: skip
     (out / "MODEL_CARD.md").write_text(card)
     print(_metrics_md(test, CLASSES))
