@@ -75,7 +75,8 @@ PROTOCOLS: dict[str, Protocol] = {p.id: p for p in (
              "EC57 R-peak detection of the streaming DSP (Se, +P, F1; scored from minute 5, 150 ms window).",
              frozenset({"records"}), "about 1 s per record"),
     Protocol("beats", "DS1/DS2 beats", "wfdb", ("beats", "--protocol", "ds1ds2"),
-             "AAMI beat classes N, S, V, F, Q of the shipped model on the DS2 records (inter-patient).",
+             "AAMI beat classes N, S, V, F, Q of the DS2 records as the service labels them (quality gate, AF, "
+             "beat class; inter-patient).",
              frozenset({"int8"}), "seconds with the DSP cache warm, about a minute without"),
     Protocol("af", "AF per beat", "wfdb", ("af", "--train-on", "cinc2017"),
              "Per-beat AF: a model trained on the CinC 2017 pack only, scored on every record (an unseen "

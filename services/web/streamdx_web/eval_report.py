@@ -173,7 +173,13 @@ def _beats(view: ReportView, r: dict[str, Any]) -> None:
         "Per class (AAMI)", ["class", "Se % (recall)", "+P % (precision)", "TP", "FN", "FP"],
         [[c, pct(v.get("se")), pct(v.get("ppv")), count(v.get("tp")), count(v.get("fn")), count(v.get("fp"))]
          for c, v in classes.items()],
-        "Beats the detector missed count as false negatives of their class."))
+        "Beats the detector missed count as false negatives of their class"
+        + (", and so do beats the quality gate left unreadable (labels as the service serves them)."
+           if "classifier_classes" in r else ".")))
+    if "classifier_classes" in r:
+        view.tables.append(Table(
+            "Classifier alone (no quality gate, S possible inside AF)", ["class", "Se % (recall)", "+P % (precision)"],
+            [[c, pct(v.get("se")), pct(v.get("ppv"))] for c, v in r["classifier_classes"].items()]))
     if "binary" in r:
         view.tables.append(Table("N vs abnormal (S, V, F, Q)", _BINARY_HEADERS, [_binary_row("beats", r["binary"])]))
     missed = r.get("missed_by_detector") or {}
@@ -186,7 +192,9 @@ def _beats(view: ReportView, r: dict[str, Any]) -> None:
                   for label, row in zip(rows, counts, strict=True)]
     view.confusion = Confusion(
         "Beat classes", rows, [*r["confusion_cols"], *(["missed"] if missed else [])], counts, extra,
-        "“none”: detections matching no annotated beat; “missed”: annotated beats the detector did not find.")
+        "“none”: detections matching no annotated beat; “missed”: annotated beats the detector did not find"
+        + ("; “unreadable”: beats the quality gate left without a class (labels as the service serves them)."
+           if "unreadable" in r["confusion_cols"] else "."))
 
 
 def _af(view: ReportView, r: dict[str, Any]) -> None:

@@ -1,21 +1,24 @@
 """``streamdx eval beats`` — AAMI beat classification (N, S, V, F, Q).
 
-- ``--protocol ds1ds2`` (inter-patient, the headline; de Chazal et al. 2004): the shipped
-  beat-class model (trained on DS1 only, see its model card) labels the DSP's beats of the
-  DS2 records found in ``--data``; paced records are excluded. Annotated beats the
-  detector missed count as false negatives of their class; detections matching no
-  annotated beat count against +P of the class they get. Se and +P are the AAMI gross
-  statistics (ANSI/AAMI EC57, as WFDB's ``bxb`` computes them): a fusion or unclassifiable
-  beat called V, or an unclassifiable beat called S, is not a false positive
+- ``--protocol ds1ds2`` (inter-patient, the headline; de Chazal et al. 2004): the DSP's beats of
+  the DS2 records found in ``--data`` (paced records excluded) labelled **as the service serves
+  them** (:class:`~streamdx_inference.ecg.labeler.EcgLabeler` with the shipped quality gate, AF
+  and beat-class models): an unreadable beat gets no class (its own confusion column, a false
+  negative of its class) and a beat in AF is never S. That needs models that never saw a DS2
+  record, which each model's ``model.json`` lists (:func:`ds2_records_in`); when one did, or
+  does not say, the report scores the classifier alone (the beat-class network and its SVEB
+  rule) and says so (``protocol.labels``). ``classifier_classes`` always gives the classifier
+  alone. Annotated beats the detector missed count as false negatives of their class;
+  detections matching no annotated beat count against +P of the class they get. Se and +P are
+  the AAMI gross statistics (ANSI/AAMI EC57, as WFDB's ``bxb`` computes them): a fusion or
+  unclassifiable beat called V, or an unclassifiable beat called S, is not a false positive
   (:data:`~streamdx_inference.ecg.scoring.EC57_FP_EXEMPT`); the report's ``strict_classes``
-  count every off-class call. ``--retrain`` first trains a
-  model on the folder's DS1 records with the shipped recipe. ``--cinc`` adds the labels as
-  served (``as_served_classes``): the service's labeler (:class:`~streamdx_inference.ecg.labeler.EcgLabeler`)
-  with the shipped quality gate (trained without DS2), an AF model trained here on DS1 and the CinC
-  training part, and the beat-class model, so a beat in AF is never S and an unreadable beat gets
-  no class; an annotated beat left without a class counts as a false negative of its class
-  (``as_served_unreadable``: such beats per class). Per record, the beats the decision called S
-  correctly that the AF model put inside AF (``as_served_s_lost_in_af``).
+  count every off-class call. ``--retrain`` first trains a beat-class model on the folder's DS1
+  records with the shipped recipe. ``--cinc`` serves the labels with an AF model trained here on
+  the folder's DS1 records and the CinC training part instead of the shipped one (the AF model's
+  seed-to-seed spread). Per record, the beats the classifier called S correctly that the AF
+  model put inside AF (``as_served_s_lost_in_af``), and per class the annotated beats left
+  unreadable (``as_served_unreadable``).
 - ``--protocol kaggle`` (intra-patient, labelled so): the seed's protocol, beats rebuilt
   from the folder with Kachuee et al. 2018's procedure and split at random by beat.
 """
@@ -37,9 +40,11 @@ from streamdx_inference.ecg.datasets import DEFAULT_CACHE, DS1, DS2, cinc_pack_p
 from streamdx_inference.ecg.labeler import EcgLabeler, EcgModel, StreamLabelState, load_ecg_model
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report, format_table
 
-__all__ = ["build_parser", "main", "print_class_report"]
+__all__ = ["UNREADABLE", "build_parser", "ds2_records_in", "main", "print_class_report"]
 
 _AAMI = ("N", "S", "V", "F", "Q")
+#: The served label of a beat the quality gate calls unreadable (no class; a false negative of its class).
+UNREADABLE = "unreadable"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(annotations, close to the Kaggle files' 109k beats)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     p.add_argument("--cinc", type=Path, default=None,
-                   help="ds1ds2: CinC 2017 pack; adds the labels as served (quality gate: unreadable beats get no "
-                        "class; a beat in AF is never S), with an AF model trained here on the folder's DS1 records "
-                        "and the CinC training part (never on DS2)")
+                   help="ds1ds2: CinC 2017 pack; serve the labels with an AF model trained here on the folder's DS1 "
+                        "records and the CinC training part instead of the shipped AF model")
     return p
 
 
@@ -73,10 +77,11 @@ def print_class_report(rep: dict[str, Any]) -> None:
     """Per-class Se/+P, the binary (normal vs abnormal) table and the confusion matrix."""
     print(format_table(["class", "Se %", "+P %", "TP", "FN", "FP"],
                        [[c, v["se"], v["ppv"], v["tp"], v["fn"], v["fp"]] for c, v in rep["classes"].items()]))
+    print(f"labels: {rep['protocol']['labels']}" + (f" (AF model: {rep['as_served_af_model']})"
+                                                     if "as_served_af_model" in rep else ""))
     for key, label in (("strict_classes", "every off-class call a false positive (stricter than EC57)"),
-                       ("network_argmax_classes", "network arg-max alone (without the SVEB rule)"),
-                       ("as_served_classes", "as served: quality gate (unreadable beats get no class: missed), no S "
-                                             f"inside AF (AF model {rep.get('as_served_af_model')})")):
+                       ("classifier_classes", "the classifier alone (no quality gate, S possible inside AF)"),
+                       ("network_argmax_classes", "network arg-max alone (without the SVEB rule or the gate)")):
         if key in rep:
             print(f"{label}: " + ", ".join(f"{c} {v['se']:.1f}/{v['ppv']:.1f}" for c, v in rep[key].items()
                                            if c in "SV") + " (Se/+P %)")  # fmt: skip
@@ -122,11 +127,10 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         model_desc = "retrained on the folder's DS1 records"
         rule = SvebRule.from_meta(t.info)
-        beats_model = None
-        if a.cinc is not None:  # the retrained network as the service would run it
-            assert t.calib is not None
-            beats_model = onnx_ecg_model(t.net, t.calib, "ecg_beats", {
-                "version": "retrained", "threshold": t.threshold, "window": window, "sveb_rule": t.info["sveb_rule"]})
+        assert t.calib is not None
+        # the retrained network as the service would run it
+        beats_model = onnx_ecg_model(t.net, t.calib, "ecg_beats", {
+            "version": "retrained", "threshold": t.threshold, "window": window, "sveb_rule": t.info["sveb_rule"]})
     else:
         shipped = m
 
@@ -135,8 +139,11 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
 
         rule = SvebRule.from_meta(shipped.meta)
         model_desc = f"shipped ecg_beats {shipped.version} ({'int8' if a.int8 else 'fp32'}), trained on DS1"
-        beats_model = shipped if a.cinc is not None else None
-    served_by = _served_labeler(a, mit, window, beats_model) if beats_model is not None else None
+        beats_model = shipped
+    if a.cinc is not None:
+        served_by: tuple[EcgLabeler, str] | None = _served_labeler(a, mit, window, beats_model)
+    else:
+        served_by = _shipped_labeler(a, beats_model, retrained=m is None)
     unreadable = dict.fromkeys(_AAMI, 0)  # per class: annotated beats left without a class as served
     ys, ps, nets, probs, served, recs = [], [], [], [], [], {}
     missed: dict[str, int] = {}
@@ -153,39 +160,54 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         nets.append(names_of[p.argmax(1)])
         if served_by is not None:  # the service's labels: quality gate, no S inside AF
             _, labels = served_by[0].label(StreamLabelState(), rec.waves, rec.rr_prev_s, rec.rr_next_s, rec.quality)
-            sv = np.array([lb.beat_class or "-" for lb in labels], dtype="<U1")
+            sv = np.array([lb.beat_class or UNREADABLE for lb in labels], dtype=object).astype(str)
             in_af = np.array([bool(lb.af) for lb in labels], dtype=bool)
             served.append(sv)
             for c in _AAMI:
-                unreadable[c] += int(np.sum((rec.beat_class == c) & (sv == "-")))
+                unreadable[c] += int(np.sum((rec.beat_class == c) & (sv == UNREADABLE)))
             lost = int(np.sum((rec.beat_class == "S") & (pred == "S") & in_af))
             if lost:
                 s_lost[n] = lost
         probs.append(p)
         for k, v in rec.missed.items():
             missed[k] = missed.get(k, 0) + v
-        recs[n] = _se_ppv(class_report(rec.beat_class, pred, _AAMI, rec.missed, EC57_FP_EXEMPT))
+        recs[n] = _se_ppv(class_report(rec.beat_class, served[-1] if served_by is not None else pred, _AAMI,
+                                       rec.missed, EC57_FP_EXEMPT))  # fmt: skip
     y, pred, prob = np.concatenate(ys), np.concatenate(ps), np.concatenate(probs)
-    rep = class_report(y, pred, _AAMI, missed, EC57_FP_EXEMPT)
-    # every off-class prediction a false positive (stricter than EC57; earlier reports used it)
-    rep["strict_classes"] = _se_ppv(class_report(y, pred, _AAMI, missed))
-    # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
-    rep["network_argmax_classes"] = _se_ppv(class_report(y, np.concatenate(nets), _AAMI, missed, EC57_FP_EXEMPT))
+    classifier = class_report(y, pred, _AAMI, missed, EC57_FP_EXEMPT)
     if served_by is not None:
-        # as the labeler serves it (no model here saw a DS2 record): unreadable beats get no class, no S in AF
-        rep["as_served_classes"] = _se_ppv(class_report(y, np.concatenate(served), _AAMI, missed, EC57_FP_EXEMPT))
+        # the headline: the labels as the service serves them (no model here saw a DS2 record): unreadable
+        # beats get no class (a column of their own; false negatives of their class), no S inside AF
+        sv_all = np.concatenate(served)
+        rep = class_report(y, sv_all, _AAMI, missed, EC57_FP_EXEMPT)
+        rep["confusion_cols"].append(UNREADABLE)
+        for row, rc in zip(rep["confusion"], rep["confusion_rows"], strict=True):
+            ref = (y == rc) if rc != "none" else ~np.isin(y, _AAMI)
+            row.append(int(np.sum(ref & (sv_all == UNREADABLE))))
+        rep["strict_classes"] = _se_ppv(class_report(y, sv_all, _AAMI, missed))
+        rep["classifier_classes"] = _se_ppv(classifier)
         rep["as_served_af_model"] = served_by[1]
         rep["as_served_unreadable"] = unreadable
         rep["as_served_s_lost_in_af"] = s_lost
+    else:
+        rep = classifier
+        # every off-class prediction a false positive (stricter than EC57; earlier reports used it)
+        rep["strict_classes"] = _se_ppv(class_report(y, pred, _AAMI, missed))
+    # the network's arg-max alone, for comparison with the decision (which adds the SVEB rule)
+    rep["network_argmax_classes"] = _se_ppv(class_report(y, np.concatenate(nets), _AAMI, missed, EC57_FP_EXEMPT))
     ann = np.isin(y, _AAMI)
     rep["binary"] = binary_report(y[ann] != "N", pred[ann] != "N", 1.0 - prob[ann, 0])
     rep["protocol"] = {"name": "ds1ds2", "split": "inter-patient: DS1 train, DS2 test (de Chazal 2004), paced "
                        "records excluded", "test_records": test, "model": model_desc,
+                       "labels": "as served" if served_by is not None else "classifier",
                        "matching": "DSP beats matched to .atr beats within 150 ms; missed beats count as FN",
                        "scoring": "AAMI EC57 gross statistics: F or Q beats called V and Q beats called S are not "
                                   "false positives (strict_classes: every off-class call is)",
-                       "binary": "N vs S/V/F/Q on annotated beats the DSP found", "window": window,
-                       "decision": "network arg-max, N vs S by the model's SVEB rule " + (
+                       "binary": "the classifier's N vs S/V/F/Q on annotated beats the DSP found (readable or not)",
+                       "window": window,
+                       "decision": ("the service's labeler: quality gate (an unreadable beat gets no class), then "
+                                    "the classifier, never S inside AF; " if served_by is not None else "")
+                                   + "classifier: network arg-max, N vs S by the model's SVEB rule " + (
                            str(rule.to_dict()) if rule else "(none: arg-max only)")}  # fmt: skip
     rep["records"] = recs
     return rep
@@ -196,13 +218,43 @@ def _se_ppv(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {c: {"se": v["se"], "ppv": v["ppv"]} for c, v in report["classes"].items()}
 
 
+def ds2_records_in(model: EcgModel) -> list[str] | None:
+    """The DS2 records a shipped model was trained on (from its ``model.json``: ``data.mitdb_records``,
+    or ``data.train_records`` of the beat-class model), or None when it does not list its MITDB records."""
+    data = model.meta.get("data")
+    listed = None
+    if isinstance(data, dict):
+        listed = data.get("mitdb_records", data.get("train_records"))
+    if not isinstance(listed, list):
+        return None
+    return [n for n in DS2 if n in {str(x) for x in listed}]
+
+
+def _shipped_labeler(a: argparse.Namespace, beats: EcgModel, retrained: bool) -> tuple[EcgLabeler, str] | None:
+    """The service's labeler from the shipped models when none of them was trained on a DS2 record
+    (as listed in their ``model.json``), with ``beats`` (the shipped or retrained beat-class model);
+    otherwise None, and why is printed (the report then scores the classifier alone)."""
+    quality = load_ecg_model(a.models, "ecg_quality", int8=a.int8)
+    af = load_ecg_model(a.models, "ecg_af", int8=a.int8)
+    for model in (quality, af) if retrained else (quality, af, beats):  # a retrained one saw DS1 only
+        seen = ds2_records_in(model)
+        if seen is None or seen:
+            why = f"trained on DS2 records {', '.join(seen)}" if seen else "does not list its MITDB training records"
+            print(f"note: the shipped {model.name} {model.version} {why}: scoring the classifier alone (add --cinc "
+                  "to score the labels as served with an AF model trained here without DS2)")  # fmt: skip
+            return None
+    desc = f"ecg_af {af.version} of {a.models} (trained without DS2), its quality gate {quality.version}"
+    if retrained or a.int8:
+        return EcgLabeler(quality, af, beats), desc
+    return EcgLabeler.from_dir(a.models), desc
+
+
 def _served_labeler(
     a: argparse.Namespace, mit: dict[str, Any], window: BeatWindow, beats: EcgModel,
 ) -> tuple[EcgLabeler, str]:  # fmt: skip
-    """The service's labeler for DS2 with models that never saw a DS2 record: the shipped quality
-    gate (trained on DS1, CinC and synthetic signals), an AF network trained here on the folder's
-    DS1 records and the CinC training part (``--cinc``, required), and ``beats``. Returns the
-    labeler and a description of its AF model."""
+    """The service's labeler for DS2 with an AF network trained here on the folder's DS1 records and
+    the CinC training part (``--cinc``, required), the shipped quality gate (trained on DS1, CinC and
+    synthetic signals) and ``beats``. Returns the labeler and a description of its AF model."""
     assert a.cinc is not None
     from streamdx_inference.ecg.datasets import load_cinc
     from streamdx_inference.ecg.training.data import cinc_split

@@ -5,8 +5,9 @@ Outputs in ``--out`` (default ``models/ecg_<model>``): ``model.onnx`` (inputs ``
 output ``prob``), ``model.int8.onnx`` (static QDQ INT8), ``model.json`` (version, beat
 window, threshold, data, split, metrics) and ``MODEL_CARD.md``.
 
-- ``af``: MITDB (all records with ``.atr``) + the fixed training part of CinC 2017 (70 %
-  of recordings by a hash of the name; ``~`` left out). The recording-level rules of
+- ``af``: MITDB (every record with ``.atr`` but DS2's, so that ``streamdx eval beats`` can score
+  the whole service on DS2; ``--mitdb-records all`` for all) + the fixed training part of CinC
+  2017 (70 % of recordings by a hash of the name; ``~`` left out). The recording-level rules of
   ``streamdx eval cinc2017`` are then fitted on the training-part recordings the network did
   not learn from (its validation recordings and the ``~`` ones) with the new AF network and
   the shipped quality and beat-class models (train those first). Held-out CinC recordings measure
@@ -106,6 +107,10 @@ def build_parser_for(model: str) -> argparse.ArgumentParser:
         p.add_argument("--models", type=Path, default=None,
                        help="folder with the quality and beat-class models the recording rules are fitted with "
                             "(default: the folder that holds --out)")
+        p.add_argument("--mitdb-records", choices=["no-ds2", "all"], default="no-ds2",
+                       help="MITDB records to train on: every record but DS2 (default: the whole service can "
+                            "then be scored on DS2 by `streamdx eval beats`, as the other models are trained "
+                            "without it), or all records")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="cache of the DSP's beats per record")
     p.add_argument("--threads", type=positive_int, default=2, help="CPU threads for PyTorch")
     return p
@@ -269,7 +274,8 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
         if problem := cinc_pack_problem(a.cinc):
             print(f"error: {problem}", file=sys.stderr)
             return 2
-        mit = load_mitdb(a.mitdb, names, a.window, a.cache, progress=True)
+        af_names = [n for n in names if a.mitdb_records == "all" or n not in DS2]
+        mit = load_mitdb(a.mitdb, af_names, a.window, a.cache, progress=True)
         cinc = load_cinc(a.cinc, a.window, a.cache, progress=True)
         tr, held = cinc_split(sorted(cinc))
         t = train_af(mit, {k: cinc[k] for k in tr}, epochs=a.epochs or AF_EPOCHS, seed=a.seed, window=a.window)
@@ -277,7 +283,7 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
         p = smooth_af(predict_net(t.net, hs.features), hs.records)
         yh = hs.beats.af
         rep = binary_report(yh, p > t.threshold, p)
-        meta: dict[str, Any] = {"data": {"mitdb_records": names, "cinc_train_recordings": len(tr),
+        meta: dict[str, Any] = {"data": {"mitdb_records": af_names, "cinc_train_recordings": len(tr),
                                  "cinc_heldout_recordings": len(held)}, "heldout_cinc_beats": rep}  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / CINC_TRAIN_FILE).write_text(json.dumps(sorted(tr)) + "\n")
@@ -292,7 +298,9 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
             f"{len(unseen & set(tr))} CinC training-part recordings the AF network did not learn from")
         save_model(t, "ecg_af", out, a.window, meta, _card(
             title="per-beat atrial fibrillation", task="P(beat lies in atrial fibrillation), causal",
-            data=f"MITDB (all {len(names)} records, rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
+            data=(f"MITDB (all {len(af_names)} records" if a.mitdb_records == "all" else
+                  f"MITDB ({len(af_names)} records, all but DS2's, on which `streamdx eval beats` scores the "
+                  "service") + f"; rhythm `(AFIB`) + CinC 2017 training part ({len(tr)} recordings, "
                  f"label A = AF; `~` excluded) + {SYNTHETIC_RECORDS} simulated records (streamdx_devkit.sim: AF, "
                  f"sinus, ectopy, mixed, brady at 50-130 bpm). MITDB beats drawn {MITDB_WEIGHT:g}x as often as the "
                  f"others; {AF_EPOCH_SIZE} beats drawn per epoch.",
@@ -342,10 +350,11 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
             print(f"note: training without CinC 2017 noise (~) recordings: {problem}", file=sys.stderr)
         cinc = {} if problem else load_cinc(a.cinc, a.window, a.cache, progress=True)
         tr, _ = cinc_split(sorted(cinc))
-        feats, y, groups = quality_set(a.mitdb, a.nstdb if a.nstdb.is_dir() else None, [n for n in DS1 if n in names],
+        q_names = [n for n in DS1 if n in names]
+        feats, y, groups = quality_set(a.mitdb, a.nstdb if a.nstdb.is_dir() else None, q_names,
                                        {k: cinc[k] for k in tr}, a.window, seed=a.seed)  # fmt: skip
         t = train_quality(feats, y, groups, epochs=a.epochs or QUALITY_EPOCHS, seed=a.seed)
-        meta = {"data": {"groups": t.info["groups"]}}
+        meta = {"data": {"groups": t.info["groups"], "mitdb_records": q_names}}
         save_model(t, "ecg_quality", out, a.window, meta, _card(
             title="signal-quality gate", task="P(beat is unreadable: noise, artefact, lead-off, non-ECG)",
             data="CinC 2017 training part (`~` recordings unreadable, N/A/O readable), MITDB DS1 clean and with "
