@@ -181,7 +181,9 @@ def _beats(view: ReportView, r: dict[str, Any]) -> None:
             "Classifier alone (no quality gate, S possible inside AF)", ["class", "Se % (recall)", "+P % (precision)"],
             [[c, pct(v.get("se")), pct(v.get("ppv"))] for c, v in r["classifier_classes"].items()]))
     if "binary" in r:
-        view.tables.append(Table("N vs abnormal (S, V, F, Q)", _BINARY_HEADERS, [_binary_row("beats", r["binary"])]))
+        view.tables.append(Table("N vs abnormal (S, V, F, Q)", _BINARY_HEADERS, [_binary_row("beats", r["binary"])],
+                                 "The classifier's, on every annotated beat the detector found (readable or not)."
+                                 if "classifier_classes" in r else ""))
     missed = r.get("missed_by_detector") or {}
     rows = list(r["confusion_rows"])
     counts = _ints(r["confusion"])

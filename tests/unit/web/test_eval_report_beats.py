@@ -37,6 +37,7 @@ def test_served_labels_show_the_unreadable_column_and_the_classifier_alone() -> 
     alone = view.tables[titles.index("Classifier alone (no quality gate, S possible inside AF)")]
     assert alone.rows[2] == ["V", "97.50", "—"]
     assert "quality gate left unreadable" in view.tables[0].note
+    assert "classifier's" in view.tables[titles.index("N vs abnormal (S, V, F, Q)")].note
     assert ("labels", "as served") in view.protocol
 
 

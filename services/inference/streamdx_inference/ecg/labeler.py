@@ -105,6 +105,8 @@ _log = logging.getLogger(__name__)
 #: calls of 512-1024, whose activations stay in the CPU caches (measured on one core).
 RUN_CHUNK = 512
 _CLASS_NAMES = np.array(AAMI_CLASSES, dtype=object)
+if AAMI_CLASSES != ("N", "S", "V", "F", "Q"):  # the order label_batch's class_probs dicts are written in
+    raise ImportError(f"AAMI_CLASSES changed to {AAMI_CLASSES}: update EcgLabeler.label_batch's class_probs")
 _QUALITY_NAMES = np.array(["unreadable", "ok"], dtype=object)
 
 
@@ -388,7 +390,8 @@ class EcgLabeler:
         af_o[readable] = in_af[readable]
         cls_o = np.full(total, None, object)
         cls_o[readable] = _CLASS_NAMES[np.where(in_af, top_no_s, top)[readable]]
-        probs_l = [dict(zip(AAMI_CLASSES, row, strict=True)) for row in pb.tolist()]
+        # a dict display with the class names as constant keys: ~0.4 µs per beat cheaper than dict(zip(...))
+        probs_l = [{"N": n, "S": s, "V": v, "F": f, "Q": q} for n, s, v, f, q in pb.tolist()]
         fields = (_QUALITY_NAMES[ok.view(np.uint8)].tolist(), pq.tolist(), prob.tolist(), af_o.tolist(), cls_o.tolist(),
                   probs_l)  # fmt: skip
         flat = list(map(BeatLabel._make, zip(*fields, strict=True)))
