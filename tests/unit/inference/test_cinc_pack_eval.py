@@ -79,6 +79,8 @@ def test_scores_every_labelled_recording_of_a_foreign_pack(
     assert conf[1][1] == 1, "the simulated AF recording is A"
     assert conf[0][1] == 0, "the sinus recording is not A"
     assert set(report["af"]) == {"se", "ppv", "f1"} and 0.0 <= report["challenge_f1"] <= 1.0
+    # the simulated AF recording has the highest mean AF probability of the three
+    assert report["af_binary"]["roc_auc"] == 1.0 and "ROC AUC" in out
     assert "Z004" in out and "challenge F1" in out
 
 

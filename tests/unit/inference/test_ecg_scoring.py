@@ -14,6 +14,7 @@ from streamdx_inference.ecg.recording import (
     challenge_scores,
     classify_recording,
     fit_recording_rules,
+    recording_af_score,
     summarise_recording,
 )
 from streamdx_inference.ecg.scoring import EC57_FP_EXEMPT, binary_report, class_report
@@ -129,3 +130,11 @@ def test_f2_threshold_favours_recall() -> None:
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0], bool)
     s = np.array([0.9, 0.8, 0.3, 0.3, 0.35, 0.35, 0.35, 0.35, 0.35, 0.1, 0.1])
     assert best_f1_threshold(y, s, beta=2.0) < 0.3 < 0.35 <= best_f1_threshold(y, s)
+
+
+def test_recording_af_score_is_the_mean_af_probability_of_the_readable_beats() -> None:
+    probs = dict.fromkeys("NSVFQ", 0.2)
+    labels = [BeatLabel("ok", 0.1, p, p > 0.5, "N", probs) for p in (0.2, 0.6, 1.0)]
+    labels.append(BeatLabel("unreadable", 0.9, 0.95, None, None, probs))  # not counted
+    assert recording_af_score(labels) == pytest.approx(0.6)
+    assert recording_af_score(labels[3:]) == 0.0 and recording_af_score([]) == 0.0

@@ -36,6 +36,7 @@ __all__ = [
     "challenge_scores",
     "classify_recording",
     "fit_recording_rules",
+    "recording_af_score",
     "summarise_recording",
 ]
 
@@ -83,6 +84,13 @@ def summarise_recording(labels: Sequence[BeatLabel], rr_prev_s: Sequence[float])
     ect = sum(1 for i in ok if labels[i].beat_class in ("S", "V", "F")) / len(ok)
     hr = 60.0 / float(np.mean([rr_prev_s[i] for i in ok]))
     return RecordingSummary(n, 1.0 - len(ok) / n, af, ect, hr)
+
+
+def recording_af_score(labels: Sequence[BeatLabel]) -> float:
+    """The recording's mean AF probability (the labels' smoothed ``af_prob``) over its readable beats,
+    0.0 without any: a continuous AF score per recording, for the ROC AUC of the A-vs-rest decision."""
+    probs = [lb.af_prob for lb in labels if lb.quality == "ok"]
+    return float(np.mean(probs)) if probs else 0.0
 
 
 def classify_recording(s: RecordingSummary, rules: RecordingRules) -> str:

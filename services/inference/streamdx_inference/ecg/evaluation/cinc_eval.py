@@ -32,6 +32,7 @@ from streamdx_inference.ecg.recording import (
     RecordingRules,
     challenge_scores,
     classify_recording,
+    recording_af_score,
     summarise_recording,
 )
 from streamdx_inference.ecg.scoring import binary_report, format_table
@@ -78,22 +79,26 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: no recording of {a.data} to score (labelled in REFERENCE.csv and not trained on)",
               file=sys.stderr)  # fmt: skip
         return 2
-    y, pred = [], []
+    y, pred, score = [], [], []
     for n in names:
         rb = recs[n]
         _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
         y.append(ref[n])
         pred.append(classify_recording(summarise_recording(labels, rb.rr_prev_s.tolist()), rules))
+        score.append(recording_af_score(labels))
     ya, pa = np.array(y), np.array(pred)
     cs = challenge_scores(y, pred)
     conf, f1 = cs["confusion"], cs["f1"]
-    af = binary_report(ya == "A", pa == "A")
+    # ROC AUC of the recording's mean AF probability over its readable beats (the decision's own score
+    # is a rule on label fractions)
+    af = binary_report(ya == "A", pa == "A", score)
     report = {
         "n_records": len(names),
         "excluded_training_records": len(set(recs) & trained),
         "unlabelled_records": unlabelled,
         "af": {"se": af["recall"], "ppv": af["precision"], "f1": af["f1"]},
         "af_binary": af,
+        "af_score": "roc_auc of af_binary: each recording's mean AF probability over its readable beats",
         "challenge_f1": cs["challenge_f1"],
         "f1": f1,
         "confusion": {"rows_reference": list(CLASSES), "cols_predicted": list(CLASSES), "matrix": conf},
@@ -105,8 +110,10 @@ def main(argv: Sequence[str]) -> int:
     if unlabelled:
         print(f"{len(unlabelled)} recordings of index.csv have no label in REFERENCE.csv and are not scored: "
               f"{', '.join(unlabelled[:10])}{' ...' if len(unlabelled) > 10 else ''}")
-    print(format_table(["AF (recording)", "Se", "+P", "F1", "accuracy", "kappa"],
-                       [["A vs rest", af["recall"], af["precision"], af["f1"], af["accuracy"], af["kappa"]]]))
+    print(format_table(["AF (recording)", "Se", "+P", "F1", "accuracy", "kappa", "ROC AUC"],
+                       [["A vs rest", af["recall"], af["precision"], af["f1"], af["accuracy"], af["kappa"],
+                         af["roc_auc"]]]))  # fmt: skip
+    print("ROC AUC of each recording's mean AF probability over its readable beats")
     print()
     print(format_table(["ref \\ pred", *CLASSES, "F1"], [[r, *conf[i], f1[r]] for i, r in enumerate(CLASSES)]))
     print(f"\nchallenge F1 (mean of N, A, O): {report['challenge_f1']:.3f}")
