@@ -52,8 +52,9 @@ def ds2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _models(tmp: Path, af_records: list[str] | None) -> Path:
-    """A copy of the shipped models whose AF model.json lists ``af_records`` (None: no list)."""
+def _models(tmp: Path, af_records: list[str] | None, af_window: str | None = None) -> Path:
+    """A copy of the shipped models whose AF model.json lists ``af_records`` (None: no list) and,
+    when given, names another beat window."""
     models = tmp / "models"
     shutil.copytree(REPO / "models", models, ignore=shutil.ignore_patterns("esr_*", "slides_*", "ecg_kaggle_*"))
     meta_path = models / "ecg_af" / "model.json"
@@ -61,6 +62,8 @@ def _models(tmp: Path, af_records: list[str] | None) -> Path:
     meta["data"].pop("mitdb_records", None)
     if af_records is not None:
         meta["data"]["mitdb_records"] = af_records
+    if af_window is not None:
+        meta["window"] = af_window
     meta_path.write_text(json.dumps(meta))
     return models
 
@@ -101,3 +104,11 @@ def test_the_classifier_alone_when_a_model_saw_ds2_or_does_not_say(
     assert ("trained on DS2 records 100" if af_records else "does not list its MITDB training records") in out
     assert rep["confusion_cols"] == ["N", "S", "V", "F", "Q"]
     assert "as_served_af_model" not in rep and "classifier_classes" not in rep
+
+
+def test_the_classifier_alone_when_the_models_disagree_on_the_beat_window(
+    ds2_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rep, out = _run(ds2_folder, _models(tmp_path, list(DS1), af_window="rr"), tmp_path, capsys)
+    assert rep["protocol"]["labels"] == "classifier"
+    assert "different beat windows (fixed, rr)" in out

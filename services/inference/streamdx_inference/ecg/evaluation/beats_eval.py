@@ -243,6 +243,10 @@ def _shipped_labeler(a: argparse.Namespace, beats: EcgModel, retrained: bool) ->
             print(f"note: the shipped {model.name} {model.version} {why}: scoring the classifier alone (add --cinc "
                   "to score the labels as served with an AF model trained here without DS2)")  # fmt: skip
             return None
+    if len(windows := {quality.window, af.window, beats.window}) != 1:
+        print(f"note: the models were trained on different beat windows ({', '.join(sorted(windows))}): scoring the "
+              "classifier alone")  # fmt: skip
+        return None
     desc = f"ecg_af {af.version} of {a.models} (trained without DS2), its quality gate {quality.version}"
     if retrained or a.int8:
         return EcgLabeler(quality, af, beats), desc
