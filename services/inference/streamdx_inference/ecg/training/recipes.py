@@ -124,6 +124,8 @@ class Trained:
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     calib: EcgFeatures | None = None
+    #: Beats the threshold was chosen on, with their labels (the quality gate: its INT8 change is measured there)
+    validation: tuple[EcgFeatures, npt.NDArray[np.int64]] | None = None
 
 
 def smooth_af(p: npt.NDArray[np.float32], records: npt.NDArray[np.str_]) -> npt.NDArray[np.float64]:
@@ -320,4 +322,4 @@ def train_quality(
             "groups": {g: int(np.sum(groups == g)) for g in np.unique(groups).tolist()},
             "unreadable_fraction": float(y.mean()),
             "threshold_from": f"validation beats, F{QUALITY_THRESHOLD_BETA:g}-optimal"}  # fmt: skip
-    return Trained(net, thr, info, tr)
+    return Trained(net, thr, info, tr, validation=(va, y[val]))

@@ -368,8 +368,9 @@ def _train(a: argparse.Namespace, out: Path, models_dir: Path, command: str) -> 
                      "the DSP's own rule (flat, saturated, quality score < 0.2, high-frequency share > 0.2)",
             delay="none beyond the beat window.", command=command,
             metrics="Validation beats, the unreadable-input tests (`tests/unit/inference`) and `streamdx eval "
-                    "quality` (seeded artefacts, non-ECG input and MITDB DS2 with NSTDB noise; see the README)."),
-            None, None)  # fmt: skip
+                    "quality` (seeded artefacts, non-ECG input and MITDB DS2 with NSTDB noise; see the README). "
+                    "INT8 change on the validation beats: `int8_change` in model.json."),
+            *(t.validation or (None, None)))  # fmt: skip
     return 0
 
 
