@@ -169,21 +169,22 @@ def _rpeaks(view: ReportView, r: dict[str, Any]) -> None:
 
 def _beats(view: ReportView, r: dict[str, Any]) -> None:
     classes = r["classes"]
+    served = "classifier_classes" in r  # the labels as the service serves them (eval beats --protocol ds1ds2)
     view.tables.append(Table(
         "Per class (AAMI)", ["class", "Se % (recall)", "+P % (precision)", "TP", "FN", "FP"],
         [[c, pct(v.get("se")), pct(v.get("ppv")), count(v.get("tp")), count(v.get("fn")), count(v.get("fp"))]
          for c, v in classes.items()],
         "Beats the detector missed count as false negatives of their class"
         + (", and so do beats the quality gate left unreadable (labels as the service serves them)."
-           if "classifier_classes" in r else ".")))
-    if "classifier_classes" in r:
+           if served else ".")))
+    if served:
         view.tables.append(Table(
             "Classifier alone (no quality gate, S possible inside AF)", ["class", "Se % (recall)", "+P % (precision)"],
             [[c, pct(v.get("se")), pct(v.get("ppv"))] for c, v in r["classifier_classes"].items()]))
     if "binary" in r:
         view.tables.append(Table("N vs abnormal (S, V, F, Q)", _BINARY_HEADERS, [_binary_row("beats", r["binary"])],
                                  "The classifier's, on every annotated beat the detector found (readable or not)."
-                                 if "classifier_classes" in r else ""))
+                                 if served else ""))
     missed = r.get("missed_by_detector") or {}
     rows = list(r["confusion_rows"])
     counts = _ints(r["confusion"])
@@ -196,7 +197,7 @@ def _beats(view: ReportView, r: dict[str, Any]) -> None:
         "Beat classes", rows, [*r["confusion_cols"], *(["missed"] if missed else [])], counts, extra,
         "“none”: detections matching no annotated beat; “missed”: annotated beats the detector did not find"
         + ("; “unreadable”: beats the quality gate left without a class (labels as the service serves them)."
-           if "unreadable" in r["confusion_cols"] else "."))
+           if served else "."))
 
 
 def _af(view: ReportView, r: dict[str, Any]) -> None:

@@ -138,3 +138,14 @@ def test_recording_af_score_is_the_mean_af_probability_of_the_readable_beats() -
     labels.append(BeatLabel("unreadable", 0.9, 0.95, None, None, probs))  # not counted
     assert recording_af_score(labels) == pytest.approx(0.6)
     assert recording_af_score(labels[3:]) == 0.0 and recording_af_score([]) == 0.0
+
+
+def test_class_report_extra_columns_count_unclassed_items_as_false_negatives() -> None:
+    y = ["N", "N", "V", "V", "", "S"]
+    p = ["N", "unreadable", "V", "unreadable", "unreadable", "N"]
+    r = class_report(y, p, ("N", "S", "V"), extra_cols=("unreadable",))
+    assert r["confusion_cols"] == ["N", "S", "V", "unreadable"]
+    assert r["confusion_rows"] == ["N", "S", "V", "none"]
+    assert r["confusion"] == [[1, 0, 0, 1], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]]
+    assert r["classes"]["V"] == {"se": 50.0, "ppv": 100.0, "tp": 1, "fn": 1, "fp": 0}
+    assert class_report(y, p, ("N", "S", "V"))["confusion_cols"] == ["N", "S", "V"]  # no extra column by default

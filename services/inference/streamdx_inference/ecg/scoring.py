@@ -86,7 +86,7 @@ def binary_report(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, score: npt.Array
 def class_report(
     y_true: Sequence[str] | npt.NDArray[np.str_], y_pred: Sequence[str] | npt.NDArray[np.str_],
     classes: Sequence[str], missed: Mapping[str, int] | None = None,
-    fp_exempt: Mapping[str, Sequence[str]] | None = None,
+    fp_exempt: Mapping[str, Sequence[str]] | None = None, extra_cols: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Per-class Se and +P (percent) and the confusion matrix of a multi-class labelling.
 
@@ -104,6 +104,10 @@ def class_report(
     fp_exempt : mapping, optional
         Per predicted class, reference classes not counted as its false positives
         (:data:`EC57_FP_EXEMPT` for the AAMI convention); default: every other class counts.
+    extra_cols : sequence of str, optional
+        Predicted labels that are not classes (e.g. ``"unreadable"``: no class given) but get a
+        confusion column of their own, after the classes; an item so labelled is a false
+        negative of its class.
 
     Returns
     -------
@@ -122,11 +126,12 @@ def class_report(
         out[c] = {"se": 100.0 * safe_div(tp, tp + fn), "ppv": 100.0 * safe_div(tp, tp + fp), "tp": tp, "fn": fn,
                   "fp": fp}  # fmt: skip
     rows = [*classes, "none"]
+    cols = [*classes, *extra_cols]
     conf = []
     for rc in rows:
         mask = (t == rc) if rc != "none" else ~np.isin(t, list(classes))
-        conf.append([int(np.sum(mask & (p == pc))) for pc in classes])
-    return {"classes": out, "confusion": conf, "confusion_rows": rows, "confusion_cols": list(classes),
+        conf.append([int(np.sum(mask & (p == pc))) for pc in cols])
+    return {"classes": out, "confusion": conf, "confusion_rows": rows, "confusion_cols": cols,
             "missed_by_detector": missed}  # fmt: skip
 
 

@@ -179,11 +179,7 @@ def _ds1ds2(a: argparse.Namespace) -> dict[str, Any] | None:
         # the headline: the labels as the service serves them (no model here saw a DS2 record): unreadable
         # beats get no class (a column of their own; false negatives of their class), no S inside AF
         sv_all = np.concatenate(served)
-        rep = class_report(y, sv_all, _AAMI, missed, EC57_FP_EXEMPT)
-        rep["confusion_cols"].append(UNREADABLE)
-        for row, rc in zip(rep["confusion"], rep["confusion_rows"], strict=True):
-            ref = (y == rc) if rc != "none" else ~np.isin(y, _AAMI)
-            row.append(int(np.sum(ref & (sv_all == UNREADABLE))))
+        rep = class_report(y, sv_all, _AAMI, missed, EC57_FP_EXEMPT, extra_cols=(UNREADABLE,))
         rep["strict_classes"] = _se_ppv(class_report(y, sv_all, _AAMI, missed))
         rep["classifier_classes"] = _se_ppv(classifier)
         rep["as_served_af_model"] = served_by[1]

@@ -285,7 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     from streamdx_inference.ecg.datasets import cinc_labels, cinc_pack_problem, load_cinc
     from streamdx_inference.ecg.labeler import EcgLabeler, StreamLabelState
-    from streamdx_inference.ecg.recording import RecordingRules, classify_recording, summarise_recording
+    from streamdx_inference.ecg.recording import (
+        RecordingRules,
+        classify_recording,
+        recording_af_score,
+        summarise_recording,
+    )
 
     if problem := cinc_pack_problem(a.cinc):
         print(f"error: {problem}", file=sys.stderr)
@@ -310,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _, labels = labeler.label(StreamLabelState(), rb.waves, rb.rr_prev_s, rb.rr_next_s, rb.quality)
         ok = np.array([lb.quality == "ok" for lb in labels], dtype=bool)
         served.append(classify_recording(summarise_recording(labels, rb.rr_prev_s.tolist()), rules) == "A")
-        mean_p.append(float(np.array([lb.af_prob for lb in labels])[ok].mean()) if ok.any() else 0.0)
+        mean_p.append(recording_af_score(labels))
         rr_x.append(recording_rr_features(rb.rr_prev_s, ok))
         beat_x.append(median_beat_features(rb.waves[ok]))
     idx = {k: np.flatnonzero(part == k) for k in ("train", "fit", "held")}
